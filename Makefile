@@ -1,0 +1,101 @@
+# shelfproof — `make run` starts the platform, `make test` runs every tier this machine can run.
+# Both install what is missing first (a virtual environment in .venv, PostgreSQL from Debian) and are
+# fast when nothing is.
+
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.DEFAULT_GOAL := help
+.SUFFIXES:
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+BUF_VERSION := 1.75.0
+TOOLS := .tools
+
+PROTO_FILES := $(shell find proto -name '*.proto')
+PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
+
+.PHONY: help deps venv system-deps proto lint-proto run test test-unit test-integration test-e2e \
+	test-gpu bench lock clean
+
+help:
+	@echo "make run     install what is missing, start the whole platform (Ctrl-C stops it)"
+	@echo "make test    every test tier this machine can run (unit, integration, e2e; gpu skips)"
+	@echo "make bench   every benchmark, one JSON object per line"
+	@echo "make proto   generate Python code from proto/ (never committed)"
+	@echo "make lock    re-resolve uv.lock after editing pyproject.toml"
+
+# --- installation ------------------------------------------------------------------------------
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# uv.lock pins every package; --frozen installs exactly that and fails if pyproject drifted from it.
+$(VENV)/.synced: $(BIN)/uv pyproject.toml uv.lock
+	$(BIN)/uv sync --frozen --quiet
+	@touch $@
+
+venv: $(VENV)/.synced
+
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null; then \
+		echo "installing PostgreSQL (Debian package postgresql)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; \
+	fi
+
+deps: venv system-deps proto
+
+lock: $(BIN)/uv
+	$(BIN)/uv lock
+
+# --- contracts ---------------------------------------------------------------------------------
+
+# Generated modules land beside our code as shelfproof.<domain>.v1 (gitignored, rebuilt on change).
+$(PROTO_SENTINEL): $(PROTO_FILES) $(VENV)/.synced
+	@rm -rf services/shelfproof/*/v1
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services \
+		--grpc_python_out=services $(PROTO_FILES)
+	@for d in services/shelfproof/*/v1; do touch $$d/__init__.py; done
+
+proto: $(PROTO_SENTINEL)
+
+$(TOOLS)/node_modules/.bin/buf:
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+lint-proto: $(TOOLS)/node_modules/.bin/buf
+	cd proto && ../$(TOOLS)/node_modules/.bin/buf lint
+
+# --- running -----------------------------------------------------------------------------------
+
+run: deps
+	$(BIN)/shelfproof up
+
+bench: deps
+	$(BIN)/shelfproof bench all --json
+
+# --- tests -------------------------------------------------------------------------------------
+
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+
+test: deps lint-proto
+	$(PYTEST) tests
+
+test-unit: deps
+	$(PYTEST) tests/unit
+
+test-integration: deps
+	$(PYTEST) tests/integration
+
+test-e2e: deps
+	$(PYTEST) tests/e2e
+
+test-gpu: deps
+	$(PYTEST) tests/gpu
+
+clean:
+	@if [ -x $(BIN)/shelfproof ]; then $(BIN)/python -c "print('stop a running stack with Ctrl-C first')"; fi
+	rm -rf services/shelfproof/*/v1 $(TOOLS)

@@ -1,0 +1,1 @@
+"""shelfproof: supply-chain and retail authenticity on a BFT ledger."""

@@ -1,0 +1,29 @@
+"""Benchmarks behind `shelfproof bench NAME --json`.
+
+Each benchmark starts what it needs on loopback, measures, tears it down, and returns one JSON-ready
+dict. Register a new one in ``BENCHMARKS`` with a function that adds its flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    summary: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Awaitable[dict]]
+
+
+def _registry() -> dict[str, Benchmark]:
+    from shelfproof.bench import grpc_roundtrip
+
+    return {
+        "grpc": grpc_roundtrip.BENCHMARK,
+    }
+
+
+BENCHMARKS = _registry()

@@ -1,0 +1,29 @@
+"""Health probes used by `shelfproof up` and `shelfproof status`."""
+
+from __future__ import annotations
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shelfproof.runtime.client import insecure_channel
+
+
+async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0) -> str:
+    """The serving status name (SERVING, NOT_SERVING, …) or UNREACHABLE."""
+    async with insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=deadline_s)
+        except grpc.aio.AioRpcError:
+            return "UNREACHABLE"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def postgres_health(dsn: str) -> str:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return "UNREACHABLE"
+    return "SERVING"

@@ -1,0 +1,69 @@
+"""`shelfproof`: run the platform, check it, benchmark it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    from shelfproof.bench import BENCHMARKS
+
+    parser = argparse.ArgumentParser(prog="shelfproof", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start PostgreSQL and every service; Ctrl-C stops them all")
+    commands.add_parser("status", help="print each component's health; exit 1 unless all SERVING")
+    db = commands.add_parser("db", help="query-model database")
+    db.add_argument("action", choices=["upgrade"], help="apply Alembic migrations to SHELFPROOF_PG_DSN")
+
+    bench = commands.add_parser("bench", help="run one benchmark and print one JSON object")
+    benches = bench.add_subparsers(dest="benchmark", required=True)
+    everything = benches.add_parser("all", help="every benchmark with its defaults, one JSON line each")
+    everything.add_argument("--json", action="store_true")
+    for name, benchmark in BENCHMARKS.items():
+        sub = benches.add_parser(name, help=benchmark.summary)
+        sub.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+        benchmark.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    pg_settings = PostgresSettings()
+
+    if args.command == "up":
+        from shelfproof.cli.stack import run_up
+
+        return asyncio.run(run_up(common, pg_settings))
+    if args.command == "status":
+        from shelfproof.cli.stack import run_status
+
+        return asyncio.run(run_status(common, pg_settings))
+    if args.command == "db":
+        from shelfproof.db.migrate import upgrade
+
+        if not pg_settings.dsn:
+            print("set SHELFPROOF_PG_DSN", file=sys.stderr)
+            return 2
+        upgrade(pg_settings.dsn)
+        return 0
+    if args.command == "bench":
+        from shelfproof.bench import BENCHMARKS
+
+        names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+        for name in names:
+            bench_args = _parser().parse_args(["bench", name]) if args.benchmark == "all" else args
+            print(json.dumps(asyncio.run(BENCHMARKS[name].run(bench_args))), flush=True)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

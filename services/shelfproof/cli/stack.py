@@ -1,0 +1,205 @@
+"""`shelfproof up`: PostgreSQL and every service, started, checked healthy, and stopped cleanly.
+
+Services run as child processes in their own session, so a terminal's Ctrl-C reaches only this
+supervisor, which then stops them in reverse order (SIGTERM, then SIGKILL after a grace period). The
+kernel sends each child SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from shelfproof.cli.health import grpc_health, postgres_health
+from shelfproof.db.migrate import upgrade
+from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+
+log = logging.getLogger(__name__)
+
+STACK_FILE = "stack.json"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service `shelfproof up` runs: ``python -m <module>`` listening on ``<env_prefix>PORT``."""
+
+    name: str
+    module: str
+    env_prefix: str
+    default_port: int
+    health_service: str
+    kind: str = "grpc"
+
+
+# Every service that exists so far, in start order (each may depend on the ones before it).
+SERVICES: list[ServiceSpec] = []
+
+
+@dataclass
+class RunningComponent:
+    name: str
+    address: str
+    kind: str  # "postgres" or "grpc"
+    health_service: str = ""
+    pid: int | None = None
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Stack:
+    def __init__(self, common: CommonSettings, pg_settings: PostgresSettings) -> None:
+        self.common = common
+        self.pg_settings = pg_settings
+        self.state_dir = common.state_dir.resolve()
+        self.logs_dir = self.state_dir / "logs"
+        self.postgres: LocalPostgres | None = None
+        self._started_postgres = False
+        self.children: list[tuple[ServiceSpec, subprocess.Popen]] = []
+        self.components: list[RunningComponent] = []
+
+    @property
+    def dsn(self) -> str:
+        if self.pg_settings.dsn:
+            return self.pg_settings.dsn
+        assert self.postgres is not None
+        return self.postgres.dsn(self.pg_settings.database)
+
+    async def start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if not self.pg_settings.dsn:
+            cluster_dir = self.pg_settings.cluster_dir or default_cluster_dir(self.state_dir)
+            self.postgres = LocalPostgres(cluster_dir, self.pg_settings.port, self.pg_settings.user)
+            self._started_postgres = await asyncio.to_thread(self.postgres.start)
+            await asyncio.to_thread(self.postgres.ensure_database, self.pg_settings.database)
+        await asyncio.to_thread(upgrade, self.dsn)
+        self.components.append(
+            RunningComponent("postgres", self.dsn, "postgres")
+        )
+        for spec in SERVICES:
+            await self._start_service(spec)
+        self._write_stack_file()
+
+    async def _start_service(self, spec: ServiceSpec) -> None:
+        port = int(os.environ.get(f"{spec.env_prefix}PORT", spec.default_port))
+        address = f"127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            f"{spec.env_prefix}PORT": str(port),
+            "SHELFPROOF_PG_DSN": self.dsn,
+            "SHELFPROOF_STATE_DIR": str(self.state_dir),
+            "SHELFPROOF_LOG_FORMAT": "json",
+        }
+        log_path = self.logs_dir / f"{spec.name}.log"
+        with open(log_path, "ab") as log_file:
+            child = subprocess.Popen(
+                [sys.executable, "-m", spec.module],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.children.append((spec, child))
+        deadline = time.monotonic() + 90
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(
+                    f"{spec.name} exited with {child.returncode} while starting; see {log_path}"
+                )
+            if await grpc_health(address, spec.health_service) == "SERVING":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{spec.name} did not become healthy in 90 s; see {log_path}")
+            await asyncio.sleep(0.2)
+        self.components.append(
+            RunningComponent(spec.name, address, spec.kind, spec.health_service, child.pid)
+        )
+
+    def _write_stack_file(self) -> None:
+        payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}
+        (self.state_dir / STACK_FILE).write_text(json.dumps(payload, indent=2))
+
+    async def stop(self) -> None:
+        for spec, child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(child.wait, 15)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s ignored SIGTERM for 15 s; killing it", spec.name)
+                    child.kill()
+                    await asyncio.to_thread(child.wait)
+        self.children.clear()
+        if self.postgres is not None and self._started_postgres:
+            await asyncio.to_thread(self.postgres.stop)
+        (self.state_dir / STACK_FILE).unlink(missing_ok=True)
+
+
+async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    stack = Stack(common, pg_settings)
+    try:
+        start = asyncio.create_task(stack.start())
+        stop_wait = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if start not in done:
+            start.cancel()
+            await asyncio.gather(start, return_exceptions=True)
+            return 130
+        stop_wait.cancel()
+        start.result()
+        print("shelfproof is up:", flush=True)
+        for component in stack.components:
+            print(f"  {component.name:<12} {component.address}", flush=True)
+        print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
+        await stopping.wait()
+        print("stopping shelfproof …", flush=True)
+        return 0
+    finally:
+        await stack.stop()
+
+
+async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> int:
+    stack_file = common.state_dir.resolve() / STACK_FILE
+    if stack_file.exists():
+        components = [RunningComponent(**c) for c in json.loads(stack_file.read_text())["components"]]
+    else:
+        dsn = pg_settings.dsn or (
+            f"postgresql://{pg_settings.user}@127.0.0.1:{pg_settings.port}/{pg_settings.database}"
+        )
+        components = [RunningComponent("postgres", dsn, "postgres")] + [
+            RunningComponent(
+                s.name,
+                f"127.0.0.1:{os.environ.get(f'{s.env_prefix}PORT', s.default_port)}",
+                s.kind,
+                s.health_service,
+            )
+            for s in SERVICES
+        ]
+    all_serving = True
+    for component in components:
+        if component.kind == "postgres":
+            status = await asyncio.to_thread(postgres_health, component.address)
+        else:
+            status = await grpc_health(component.address, component.health_service)
+        all_serving &= status == "SERVING"
+        print(f"{component.name:<12} {component.address:<48} {status}")
+    return 0 if all_serving else 1

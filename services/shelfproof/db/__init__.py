@@ -1,0 +1,1 @@
+"""The PostgreSQL query model: tables projected from committed ledger transactions, and migrations."""

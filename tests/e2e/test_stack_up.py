@@ -1,0 +1,92 @@
+"""`shelfproof up` as a user runs it: started, healthy, stopped by SIGTERM with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, postgres_reachable_tempdir
+
+SHELFPROOF = Path(sys.executable).with_name("shelfproof")
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SHELFPROOF_STATE_DIR": str(tmp_path / "state"),
+        "SHELFPROOF_PG_PORT": str(free_port()),
+        "SHELFPROOF_PG_CLUSTER_DIR": str(postgres_reachable_tempdir("shelfproof-e2e-pg-") / "cluster"),
+        "SHELFPROOF_LOG_FORMAT": "text",
+    }
+
+
+def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
+    up = subprocess.Popen(
+        [str(SHELFPROOF), "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("logs:"):
+                break
+        assert any(line.startswith("shelfproof is up") for line in lines), "".join(lines)
+
+        status = subprocess.run(
+            [str(SHELFPROOF), "status"], env=stack_env, capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
+        assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
+        assert rows[0][0] == "postgres"
+
+        pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
+        watched = _descendants(up.pid) | {int(pidfile.read_text().split()[0])}
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    leftovers = {pid for pid in watched if _alive(pid)}
+    assert not leftovers, f"processes left behind: {leftovers}"
+    after = subprocess.run(
+        [str(SHELFPROOF), "status"], env=stack_env, capture_output=True, text=True, timeout=60
+    )
+    assert after.returncode == 1 and "UNREACHABLE" in after.stdout

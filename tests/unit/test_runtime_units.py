@@ -1,0 +1,74 @@
+"""Fast checks of the shared runtime's pure parts (the real-channel checks are in integration/)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from shelfproof.bench.stats import percentile
+from shelfproof.runtime import errors
+from shelfproof.runtime.log import JsonLineFormatter
+from shelfproof.runtime.request_context import bind_request_id, unbind_request_id
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+
+
+def test_status_carries_code_reason_and_field_violations():
+    err = errors.InvalidArgument(
+        "bad gtin", field_violations=[errors.FieldViolation("product.gtin", "check digit is 3, not 4")]
+    )
+    status = err.to_status()
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and info.reason == "ERROR_REASON_INVALID_FIELD"
+    assert info.domain == errors.ERROR_DOMAIN
+    assert status.details[1].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("product.gtin", "check digit is 3, not 4")
+    ]
+
+
+def test_ledger_rejection_keeps_its_code_in_metadata():
+    err = errors.LedgerRejected("nonce gap", ledger_code=7)
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.metadata == {"ledger_code": "7"}
+
+
+def test_json_log_lines_carry_request_id_and_extras():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLineFormatter())
+    logger = logging.getLogger("test.jsonlog")
+    logger.addHandler(handler)
+    logger.propagate = False
+    token = bind_request_id("req-123")
+    try:
+        logger.warning("hello %s", "world", extra={"gtin": "09506000134352"})
+    finally:
+        unbind_request_id(token)
+    entry = json.loads(stream.getvalue())
+    assert entry["msg"] == "hello world"
+    assert entry["request_id"] == "req-123"
+    assert entry["gtin"] == "09506000134352"
+    assert entry["level"] == "warning"
+
+
+def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SHELFPROOF_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("SHELFPROOF_PG_PORT", "6543")
+    assert CommonSettings().log_level == "DEBUG"
+    assert PostgresSettings().port == 6543
+    monkeypatch.setenv("SHELFPROOF_PG_PORT", "70000")
+    with pytest.raises(ValueError):
+        PostgresSettings()
+
+
+def test_percentile_nearest_rank():
+    samples = list(range(1, 101))
+    assert percentile(samples, 0.5) == 50
+    assert percentile(samples, 0.99) == 99
+    assert percentile(samples, 1.0) == 100
