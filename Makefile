@@ -13,11 +13,17 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 BUF_VERSION := 1.75.0
 TOOLS := .tools
+# CometBFT: the v0.38 line is the one its maintainers list as supported (see README, "Choices").
+COMETBFT_VERSION := v0.38.25
+COMETBFT := $(TOOLS)/bin/cometbft
+GOMODCACHE = $(shell go env GOMODCACHE)
+COMETBFT_PROTO = $(GOMODCACHE)/github.com/cometbft/cometbft@$(COMETBFT_VERSION)/proto
+GOGOPROTO = $(GOMODCACHE)/github.com/cosmos/gogoproto@v1.7.0
 
 PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
-.PHONY: help deps venv system-deps proto lint-proto run test test-unit test-integration test-e2e \
+.PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
 	test-gpu bench lock clean
 
 help:
@@ -47,7 +53,13 @@ system-deps:
 			--no-install-recommends postgresql >/dev/null; \
 	fi
 
-deps: venv system-deps proto
+# Built from its Go module with the Go toolchain; cached in .tools/bin (the module cache keeps its protos).
+$(COMETBFT):
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/cometbft/cometbft/cmd/cometbft@$(COMETBFT_VERSION)
+
+cometbft: $(COMETBFT)
+
+deps: venv system-deps cometbft proto
 
 lock: $(BIN)/uv
 	$(BIN)/uv lock
@@ -55,11 +67,18 @@ lock: $(BIN)/uv
 # --- contracts ---------------------------------------------------------------------------------
 
 # Generated modules land beside our code as shelfproof.<domain>.v1 (gitignored, rebuilt on change).
-$(PROTO_SENTINEL): $(PROTO_FILES) $(VENV)/.synced
-	@rm -rf services/shelfproof/*/v1
+# CometBFT's own wire types (tendermint.*, gogoproto) come from the pinned release's .proto files in
+# the Go module cache; their generated imports are absolute, so they are top-level packages.
+$(PROTO_SENTINEL): $(PROTO_FILES) $(VENV)/.synced $(COMETBFT)
+	@rm -rf services/shelfproof/*/v1 services/tendermint services/gogoproto
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=services --pyi_out=services \
 		--grpc_python_out=services $(PROTO_FILES)
-	@for d in services/shelfproof/*/v1; do touch $$d/__init__.py; done
+	cd $(COMETBFT_PROTO) && $(CURDIR)/$(BIN)/python -m grpc_tools.protoc -I. -I$(GOGOPROTO) \
+		--python_out=$(CURDIR)/services --pyi_out=$(CURDIR)/services \
+		gogoproto/gogo.proto tendermint/abci/types.proto tendermint/crypto/*.proto \
+		tendermint/types/*.proto tendermint/version/types.proto tendermint/libs/bits/types.proto
+	@for d in services/shelfproof/*/v1 $$(find services/tendermint services/gogoproto -type d); do \
+		touch $$d/__init__.py; done
 
 proto: $(PROTO_SENTINEL)
 
