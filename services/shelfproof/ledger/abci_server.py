@@ -1,0 +1,156 @@
+"""CometBFT's ABCI socket transport for ``LedgerApplication`` (v0.38 wire, asyncio).
+
+Framing: each message is ``uvarint(length) ‖ protobuf``; CometBFT writes ``Request``, we answer
+``Response`` in request order on each of its four connections (query, snapshot, mempool,
+consensus). Answers are buffered and flushed when CometBFT sends Flush. One event loop serialises
+all connections, as CometBFT's own Go server does with a mutex.
+
+Run one process per validator: ``python -m shelfproof.ledger.abci_server`` (settings below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from tendermint.abci import types_pb2 as abci
+
+from shelfproof.ledger.app import LedgerApplication
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.server import run_until_signalled
+from shelfproof.runtime.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class AbciSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_ABCI_", extra="ignore")
+
+    # Folder of this node's application state (state.db).
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 26658
+
+
+async def _read_uvarint(reader: asyncio.StreamReader) -> int:
+    shift = result = 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class AbciSocketServer:
+    def __init__(self, app: LedgerApplication, host: str, port: int) -> None:
+        self.app = app
+        self.host, self.port = host, port
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+
+    def _answer(self, request: abci.Request) -> abci.Response:
+        kind = request.WhichOneof("value")
+        app = self.app
+        if kind == "check_tx":
+            return abci.Response(check_tx=app.check_tx(request.check_tx))
+        if kind == "finalize_block":
+            return abci.Response(finalize_block=app.finalize_block(request.finalize_block))
+        if kind == "commit":
+            return abci.Response(commit=app.commit())
+        if kind == "prepare_proposal":
+            return abci.Response(prepare_proposal=app.prepare_proposal(request.prepare_proposal))
+        if kind == "process_proposal":
+            return abci.Response(process_proposal=app.process_proposal(request.process_proposal))
+        if kind == "query":
+            return abci.Response(query=app.query(request.query))
+        if kind == "info":
+            return abci.Response(info=app.info(request.info))
+        if kind == "init_chain":
+            return abci.Response(init_chain=app.init_chain(request.init_chain))
+        if kind == "echo":
+            return abci.Response(echo=abci.ResponseEcho(message=request.echo.message))
+        if kind == "flush":
+            return abci.Response(flush=abci.ResponseFlush())
+        if kind == "list_snapshots":
+            return abci.Response(list_snapshots=abci.ResponseListSnapshots())
+        if kind == "offer_snapshot":
+            return abci.Response(offer_snapshot=abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT))
+        if kind == "load_snapshot_chunk":
+            return abci.Response(load_snapshot_chunk=abci.ResponseLoadSnapshotChunk())
+        if kind == "apply_snapshot_chunk":
+            return abci.Response(
+                apply_snapshot_chunk=abci.ResponseApplySnapshotChunk(result=abci.ResponseApplySnapshotChunk.ABORT)
+            )
+        if kind == "extend_vote":
+            return abci.Response(extend_vote=abci.ResponseExtendVote())
+        if kind == "verify_vote_extension":
+            return abci.Response(
+                verify_vote_extension=abci.ResponseVerifyVoteExtension(status=abci.ResponseVerifyVoteExtension.ACCEPT)
+            )
+        raise ValueError(f"unsupported ABCI request {kind}")
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                length = await _read_uvarint(reader)
+                if length > MAX_MESSAGE_BYTES:
+                    raise ValueError(f"ABCI message of {length} bytes")
+                request = abci.Request()
+                request.ParseFromString(await reader.readexactly(length))
+                response = self._answer(request)
+                payload = response.SerializeToString()
+                writer.write(_uvarint(len(payload)) + payload)
+                if request.WhichOneof("value") == "flush":
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # CometBFT closed the connection (it is stopping)
+        except Exception:
+            # A consensus-path failure must stop this node loudly, never answer wrongly.
+            log.exception("ABCI connection from %s failed; stopping", peer)
+            os._exit(70)
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port, limit=MAX_MESSAGE_BYTES)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "ABCI application listening",
+            extra={"address": f"tcp://{self.host}:{self.port}", "height": self.app.height},
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def main() -> None:
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    settings = AbciSettings()
+    app = LedgerApplication(settings.home)
+    server = AbciSocketServer(app, settings.host, settings.port)
+    asyncio.run(run_until_signalled(server.start, server.stop))
+
+
+if __name__ == "__main__":
+    main()

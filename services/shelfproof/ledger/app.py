@@ -1,0 +1,290 @@
+"""The ABCI 2.0 application (CometBFT v0.38 wire types), transport-free.
+
+The socket server (``abci_server``) and the embedded engine (``embedded``) both drive this class, so
+CometBFT validators and the in-process engine execute identical code. Invalid transactions are answered
+with a non-zero ``code``; nothing here raises into the transport for a bad transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import json_format
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+from tendermint.abci import types_pb2 as abci
+from tendermint.crypto import proof_pb2
+
+from shelfproof.ledger import rules
+from shelfproof.ledger.codes import ResultCode, TxRejected
+from shelfproof.ledger.merkle import value_op
+from shelfproof.ledger.state import STORES, AppVersion, LedgerState, Overlay, StateDB
+from shelfproof.ledger.tx import MAX_TX_BYTES, sign_doc_bytes, tx_hash
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+log = logging.getLogger(__name__)
+
+APP_VERSION = 1
+SIGNATURE_CACHE_SIZE = 200_000
+
+
+@dataclass(frozen=True)
+class ParsedTx:
+    raw: bytes
+    hash: bytes
+    signed: txpb.SignedTransaction
+    body: txpb.TransactionBody
+    action: str
+
+
+class LedgerApplication:
+    """State machine + ABCI handlers. ``home`` None keeps state in memory (unit tests)."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
+        self.state = LedgerState(StateDB(home / "state.db") if home else None)
+        self.chain_id = self.state.meta.get("chain_id", b"").decode()
+        # Signature validity by transaction hash: each signature is verified once per node (the
+        # hash covers signer, key id, nonce, body and signature; revocation is checked every time).
+        self._signature_ok: OrderedDict[bytes, bool] = OrderedDict()
+        self._reset_check_state()
+        self._pending_block: tuple[AppVersion, Overlay] | None = None
+
+    # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
+
+    @property
+    def height(self) -> int:
+        return self.state.latest.height
+
+    @property
+    def app_hash(self) -> bytes:
+        return self.state.latest.app_hash
+
+    # --- ABCI: info and genesis ----------------------------------------------------------------
+
+    def info(self, request: abci.RequestInfo) -> abci.ResponseInfo:
+        height = self.height
+        return abci.ResponseInfo(
+            data="shelfproof-ledger",
+            version="1",
+            app_version=APP_VERSION,
+            last_block_height=height,
+            last_block_app_hash=self.app_hash if height else b"",
+        )
+
+    def init_chain(self, request: abci.RequestInitChain) -> abci.ResponseInitChain:
+        """Load the genesis organizations, roles and agents. Idempotent: runs again after a crash
+        before the first Commit, starting from empty state each time."""
+        self.chain_id = request.chain_id
+        genesis = st.GenesisState()
+        if request.app_state_bytes and request.app_state_bytes.strip() not in (b"", b"null", b"{}"):
+            json_format.Parse(request.app_state_bytes, genesis)
+        overlay = Overlay(AppVersion.build(0, self.state.versions[0].stores))
+        for org in genesis.organizations:
+            rules.write(overlay, "orgs", org.gln, st.OrganizationRecord(gln=rules._gln(org.gln), name=org.name))
+        for role in genesis.roles:
+            rules.define_role(overlay, None, role)
+        for agent in genesis.agents:
+            rules.add_agent(overlay, None, agent)
+        version = self.state.replace_genesis(overlay)
+        self._reset_check_state()
+        log.info("genesis loaded", extra={"chain_id": self.chain_id, "agents": len(genesis.agents)})
+        return abci.ResponseInitChain(app_hash=version.app_hash)
+
+    # --- transaction checks ------------------------------------------------------------------
+
+    def _parse(self, raw: bytes) -> ParsedTx:
+        if len(raw) > MAX_TX_BYTES:
+            raise TxRejected(ResultCode.TX_TOO_LARGE, f"transaction of {len(raw)} bytes exceeds {MAX_TX_BYTES}")
+        signed, body = txpb.SignedTransaction(), txpb.TransactionBody()
+        try:
+            signed.ParseFromString(raw)
+            body.ParseFromString(signed.body)
+        except Exception:  # noqa: BLE001 - any decode failure is a malformed transaction
+            raise TxRejected(ResultCode.MALFORMED, "not a SignedTransaction") from None
+        action = body.WhichOneof("action")
+        if action is None:
+            raise TxRejected(ResultCode.MALFORMED, "transaction body carries no action")
+        return ParsedTx(raw, tx_hash(raw), signed, body, action)
+
+    def _authenticate(self, state: Overlay, tx: ParsedTx) -> st.AgentRecord:
+        signed = tx.signed
+        agent = rules.read(state, "agents", signed.signer, st.AgentRecord)
+        if agent is None:
+            raise TxRejected(ResultCode.UNKNOWN_SIGNER, f"unknown signer {signed.signer!r}")
+        key = next((k for k in agent.keys if k.key_id == signed.key_id), None)
+        if key is None:
+            raise TxRejected(ResultCode.UNKNOWN_KEY, f"{signed.signer} has no key {signed.key_id!r}")
+        if key.revoked:
+            raise TxRejected(ResultCode.KEY_REVOKED, f"key {signed.key_id} of {signed.signer} is revoked")
+        valid = self._signature_ok.get(tx.hash)
+        if valid is None:
+            doc = sign_doc_bytes(self.chain_id, signed.signer, signed.key_id, signed.nonce, signed.body)
+            try:
+                VerifyKey(key.public_key).verify(doc, signed.signature)
+                valid = True
+            except (BadSignatureError, ValueError):
+                valid = False
+            self._signature_ok[tx.hash] = valid
+            if len(self._signature_ok) > SIGNATURE_CACHE_SIZE:
+                self._signature_ok.popitem(last=False)
+        if not valid:
+            raise TxRejected(
+                ResultCode.BAD_SIGNATURE,
+                f"signature does not verify for chain {self.chain_id!r}, signer, key, nonce and body",
+            )
+        return agent
+
+    @staticmethod
+    def _check_nonce(agent: st.AgentRecord, nonce: int) -> None:
+        expected = agent.nonce + 1
+        if nonce < expected:
+            raise TxRejected(ResultCode.NONCE_REPLAYED, f"nonce {nonce} of {agent.agent_id} is used; next is {expected}")
+        if nonce > expected:
+            raise TxRejected(ResultCode.NONCE_GAP, f"nonce {nonce} of {agent.agent_id} skips ahead; next is {expected}")
+
+    def _execute(self, state: Overlay, tx: ParsedTx, height: int, time_unix_s: int) -> None:
+        """Authenticate, consume the nonce, then apply the action atomically (or not at all)."""
+        agent = self._authenticate(state, tx)
+        self._check_nonce(agent, tx.signed.nonce)
+        agent.nonce = tx.signed.nonce
+        rules.write(state, "agents", agent.agent_id, agent)
+        permissions = rules.permissions_of(state, agent)
+        ctx = rules.TxContext(height, time_unix_s, tx.hash, agent, permissions)
+        needed = rules.PERMISSIONS[tx.action]
+        if tx.action not in rules.SELF_SERVICE_ACTIONS and needed not in permissions:
+            raise TxRejected(ResultCode.PERMISSION_DENIED, f"{agent.agent_id} lacks permission {needed}")
+        action_state = Overlay(state)
+        rules.HANDLERS[tx.action](action_state, ctx, getattr(tx.body, tx.action))
+        action_state.merge_into(state)
+
+    def _reset_check_state(self) -> None:
+        self._check_state = Overlay(self.state.latest)
+
+    def check_tx(self, request: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        try:
+            tx = self._parse(request.tx)
+            if request.type == abci.RECHECK:
+                # After a block: only the nonce can have gone stale (the signature is cached, the
+                # rules run again in FinalizeBlock).
+                agent = rules.read(self._check_state, "agents", tx.signed.signer, st.AgentRecord)
+                if agent is None:
+                    raise TxRejected(ResultCode.UNKNOWN_SIGNER, "unknown signer")
+                self._check_nonce(agent, tx.signed.nonce)
+                agent.nonce = tx.signed.nonce
+                rules.write(self._check_state, "agents", agent.agent_id, agent)
+            else:
+                tx_state = Overlay(self._check_state)
+                self._execute(tx_state, tx, self.height + 1, self._last_block_time)
+                tx_state.merge_into(self._check_state)
+        except TxRejected as rejected:
+            return abci.ResponseCheckTx(code=rejected.code, log=rejected.log, codespace="shelfproof")
+        return abci.ResponseCheckTx(code=0, gas_wanted=1)
+
+    _last_block_time = 0
+
+    # --- blocks --------------------------------------------------------------------------------
+
+    def prepare_proposal(self, request: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
+        """Take mempool transactions in order while they fit (size counted as CometBFT does)."""
+        room, chosen = request.max_tx_bytes, []
+        for raw in request.txs:
+            size = len(raw) + 1 + _uvarint_len(len(raw))
+            if size > room:
+                break
+            room -= size
+            chosen.append(raw)
+        return abci.ResponsePrepareProposal(txs=chosen)
+
+    def process_proposal(self, request: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
+        # Invalid transactions are answered in-band by FinalizeBlock; rejecting whole blocks for
+        # them would only cost liveness.
+        return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
+
+    def finalize_block(self, request: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
+        block_time = request.time.seconds
+        block_state = Overlay(self.state.latest)
+        results = []
+        for raw in request.txs:
+            tx_state = Overlay(block_state)
+            try:
+                tx = self._parse(raw)
+                self._execute(tx_state, tx, request.height, block_time)
+            except TxRejected as rejected:
+                # A failed action still consumes the nonce once the signature checked out.
+                results.append(abci.ExecTxResult(code=rejected.code, log=rejected.log, codespace="shelfproof"))
+                # tx_state holds at most the consumed nonce (the action's writes were discarded):
+                # once the signature checked out, a failed action still uses its nonce.
+                tx_state.merge_into(block_state)
+                continue
+            tx_state.merge_into(block_state)
+            results.append(
+                abci.ExecTxResult(
+                    code=0,
+                    events=[
+                        abci.Event(
+                            type="shelfproof",
+                            attributes=[
+                                abci.EventAttribute(key="action", value=tx.action, index=True),
+                                abci.EventAttribute(key="signer", value=tx.signed.signer, index=True),
+                            ],
+                        )
+                    ],
+                )
+            )
+        version = self.state.next_version(request.height, block_state)
+        self._pending_block = (version, block_state)
+        self._last_block_time = block_time
+        return abci.ResponseFinalizeBlock(tx_results=results, app_hash=version.app_hash)
+
+    def commit(self) -> abci.ResponseCommit:
+        if self._pending_block is None:
+            raise RuntimeError("Commit without FinalizeBlock")
+        version, overlay = self._pending_block
+        self.state.commit(version, overlay, {"chain_id": self.chain_id.encode()})
+        self._pending_block = None
+        self._reset_check_state()
+        return abci.ResponseCommit(retain_height=0)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops."""
+        parts = request.path.split("/")
+        if len(parts) != 4 or parts[1] != "store" or parts[3] != "key" or parts[2] not in STORES:
+            return abci.ResponseQuery(code=ResultCode.INVALID_ARGUMENT, log=f"unknown path {request.path!r}; use /store/<name>/key")
+        store = parts[2]
+        height = request.height or self.height
+        version = self.state.versions.get(height)
+        if version is None:
+            return abci.ResponseQuery(
+                code=ResultCode.NOT_FOUND,
+                log=f"height {height} is not retained (have {sorted(self.state.versions)})",
+                height=height,
+            )
+        value = version.get(store, request.data)
+        response = abci.ResponseQuery(code=0, key=request.data, value=value or b"", height=height)
+        if request.prove and value is not None:
+            key_proof = version.stores[store].proof(request.data)
+            store_proof = version.store_proof(store)
+            for op in (value_op(request.data, key_proof), value_op(store.encode(), store_proof)):
+                response.proof_ops.ops.append(proof_pb2.ProofOp(type=op.type, key=op.key, data=op.data))
+        return response
+
+
+def _uvarint_len(n: int) -> int:
+    length = 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return length
+
+
+def genesis_app_state(genesis: st.GenesisState) -> dict:
+    """The JSON object CometBFT's genesis.json carries as ``app_state``."""
+    return json.loads(json_format.MessageToJson(genesis, preserving_proto_field_name=True))

@@ -1,0 +1,58 @@
+"""What the ledger adapter needs from an engine, whichever runs the application underneath:
+CometBFT validators (``comet_engine``) or the in-process single-key engine (``embedded``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tendermint.abci import types_pb2 as abci
+from tendermint.types import types_pb2, validator_pb2
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    code: int
+    log: str = ""
+
+
+@dataclass(frozen=True)
+class Block:
+    height: int
+    signed_header: types_pb2.SignedHeader
+    validator_set: validator_pb2.ValidatorSet
+    txs: list[bytes]
+    results: list[TxOutcome]
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.signed_header.commit.block_id.hash
+
+    @property
+    def time_unix_ms(self) -> int:
+        t = self.signed_header.header.time
+        return t.seconds * 1000 + t.nanos // 1_000_000
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot take or answer requests right now (node down, restarting)."""
+
+
+class LedgerEngine(Protocol):
+    name: str
+    chain_id: str
+
+    async def broadcast(self, raw: bytes) -> TxOutcome:
+        """Run CheckTx and, when it passes, put the transaction in the mempool."""
+
+    async def latest_height(self) -> int: ...
+
+    async def block(self, height: int) -> Block | None:
+        """A committed block with its signed header and commit; None if not yet committed."""
+
+    async def query(self, store: str, key: bytes, height: int, prove: bool) -> abci.ResponseQuery: ...
+
+    async def wait_for_new_block(self, after_height: int, timeout_s: float) -> int:
+        """Wait until a block above ``after_height`` is committed; return the latest height."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,258 @@
+"""The ledger's state: named key-value stores, Merkle-committed, versioned by height, persisted in Commit.
+
+Layout (what CometBFT's light client verifies, see notes/cometbft.md §6): each store is an RFC 6962
+tree over ``kv_leaf(key, value)`` of its pairs sorted by key; the app hash is the tree over
+``kv_leaf(store name, store root)`` of every store, sorted by name. A proof is two ``simple:v`` ops.
+
+Execution writes to an ``Overlay``; ``LedgerState.next_version`` turns a block's overlay into a new
+immutable ``AppVersion`` (rebuilding trees only for stores the block changed) and ``commit`` persists
+it atomically in SQLite (state rows, the height's change log, height and app hash in one transaction).
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from shelfproof.ledger.merkle import MerkleTree, Proof, kv_leaf_hash
+
+STORES: tuple[str, ...] = tuple(
+    sorted(
+        (
+            "agents",
+            "batches",
+            "budgets",
+            "drafts",
+            "events",
+            "orgs",
+            "policies",
+            "prices",
+            "products",
+            "promotions",
+            "recalls",
+            "replenishment",
+            "roles",
+            "scans",
+            "status",
+        )
+    )
+)
+STORE_INDEX = {name: i for i, name in enumerate(STORES)}
+
+# Heights whose full trees stay in memory for proofs (the newest provable height is latest - 1).
+RETAINED_VERSIONS = 4
+
+
+class StoreVersion:
+    """One store at one height. Immutable once built; unchanged stores are shared between heights."""
+
+    __slots__ = ("values", "keys", "leaf_hashes", "tree")
+
+    def __init__(self, values: dict[bytes, bytes], keys: list[bytes], leaf_hashes: dict[bytes, bytes]):
+        self.values = values
+        self.keys = keys
+        self.leaf_hashes = leaf_hashes
+        self.tree = MerkleTree.from_leaf_hashes([leaf_hashes[k] for k in keys])
+
+    @classmethod
+    def empty(cls) -> "StoreVersion":
+        return cls({}, [], {})
+
+    @classmethod
+    def from_items(cls, items: Mapping[bytes, bytes]) -> "StoreVersion":
+        keys = sorted(items)
+        return cls(dict(items), keys, {k: kv_leaf_hash(k, items[k]) for k in keys})
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    def with_changes(self, changes: Mapping[bytes, bytes | None]) -> "StoreVersion":
+        values = dict(self.values)
+        leaf_hashes = dict(self.leaf_hashes)
+        keys = self.keys
+        added = [k for k, v in changes.items() if v is not None and k not in values]
+        removed = {k for k, v in changes.items() if v is None and k in values}
+        if added or removed:
+            keys = [k for k in keys if k not in removed] if removed else list(keys)
+            if len(added) > 64:
+                keys = sorted(keys + added)
+            else:
+                for key in added:
+                    bisect.insort(keys, key)
+        for key, value in changes.items():
+            if value is None:
+                values.pop(key, None)
+                leaf_hashes.pop(key, None)
+            else:
+                values[key] = value
+                leaf_hashes[key] = kv_leaf_hash(key, value)
+        return StoreVersion(values, keys, leaf_hashes)
+
+    def proof(self, key: bytes) -> Proof | None:
+        index = bisect.bisect_left(self.keys, key)
+        if index == len(self.keys) or self.keys[index] != key:
+            return None
+        return self.tree.proof(index)
+
+
+@dataclass(frozen=True)
+class AppVersion:
+    """The whole state after a height, with its app hash (which header height + 1 carries)."""
+
+    height: int
+    stores: dict[str, StoreVersion]
+    root_tree: MerkleTree
+
+    @property
+    def app_hash(self) -> bytes:
+        return self.root_tree.root
+
+    @classmethod
+    def build(cls, height: int, stores: dict[str, StoreVersion]) -> "AppVersion":
+        leaves = [kv_leaf_hash(name.encode(), stores[name].root) for name in STORES]
+        return cls(height, stores, MerkleTree.from_leaf_hashes(leaves))
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        return self.stores[store].values.get(key)
+
+    def store_proof(self, store: str) -> Proof:
+        return self.root_tree.proof(STORE_INDEX[store])
+
+
+class Overlay:
+    """Writes on top of a base (a committed version or another overlay); nothing reaches the base
+    until ``merge_into`` (per transaction) or ``LedgerState.next_version`` (per block)."""
+
+    __slots__ = ("base", "changes")
+
+    def __init__(self, base: "AppVersion | Overlay") -> None:
+        self.base = base
+        self.changes: dict[str, dict[bytes, bytes | None]] = {}
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        changed = self.changes.get(store)
+        if changed is not None and key in changed:
+            return changed[key]
+        return self.base.get(store, key)
+
+    def set(self, store: str, key: bytes, value: bytes) -> None:
+        if store not in STORE_INDEX:
+            raise KeyError(f"unknown store {store}")
+        if not value:
+            raise ValueError("empty values cannot be proven; store a record with content")
+        self.changes.setdefault(store, {})[key] = value
+
+    def merge_into(self, parent: "Overlay") -> None:
+        for store, changed in self.changes.items():
+            parent.changes.setdefault(store, {}).update(changed)
+
+
+class StateDB:
+    """SQLite file holding the latest state, a per-height change log, and the commit point."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS kv (store TEXT, key BLOB, value BLOB, PRIMARY KEY (store, key))
+                WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS changes (height INTEGER, store TEXT, key BLOB, value BLOB);
+            CREATE INDEX IF NOT EXISTS changes_height ON changes (height);
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
+            """
+        )
+
+    def load(self) -> tuple[int, bytes, dict[str, dict[bytes, bytes]], dict[str, bytes]]:
+        meta = dict(self.conn.execute("SELECT name, value FROM meta"))
+        stores: dict[str, dict[bytes, bytes]] = {name: {} for name in STORES}
+        for store, key, value in self.conn.execute("SELECT store, key, value FROM kv"):
+            stores[store][bytes(key)] = bytes(value)
+        height = int(meta.get("height", b"0"))
+        return height, bytes(meta.get("app_hash", b"")), stores, {k: bytes(v) for k, v in meta.items()}
+
+    def save(
+        self,
+        height: int,
+        app_hash: bytes,
+        changes: Iterable[tuple[str, bytes, bytes | None]],
+        extra_meta: Mapping[str, bytes] = {},
+    ) -> None:
+        rows = list(changes)
+        cur = self.conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.executemany(
+                "INSERT OR REPLACE INTO kv (store, key, value) VALUES (?, ?, ?)",
+                [(s, k, v) for s, k, v in rows if v is not None],
+            )
+            cur.executemany("DELETE FROM kv WHERE store = ? AND key = ?", [(s, k) for s, k, v in rows if v is None])
+            cur.executemany(
+                "INSERT INTO changes (height, store, key, value) VALUES (?, ?, ?, ?)",
+                [(height, s, k, v) for s, k, v in rows],
+            )
+            meta = {"height": str(height).encode(), "app_hash": app_hash, **extra_meta}
+            cur.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", list(meta.items()))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class LedgerState:
+    """Committed versions (the newest few kept for proofs) and the bridge to persistence."""
+
+    def __init__(self, db: StateDB | None) -> None:
+        self.db = db
+        self.meta: dict[str, bytes] = {}
+        height, app_hash, stores, meta = db.load() if db else (0, b"", {n: {} for n in STORES}, {})
+        self.meta = meta
+        version = AppVersion.build(height, {n: StoreVersion.from_items(stores[n]) for n in STORES})
+        if height and version.app_hash != app_hash:
+            raise RuntimeError(
+                f"state at height {height} hashes to {version.app_hash.hex()}, "
+                f"but {app_hash.hex()} was committed: the state file is corrupt"
+            )
+        self.versions: dict[int, AppVersion] = {height: version}
+        self.latest = version
+        # Writes made before the first Commit (InitChain's genesis) ride along with it.
+        self._unsaved: dict[str, dict[bytes, bytes | None]] = {}
+
+    def next_version(self, height: int, overlay: Overlay, base: AppVersion | None = None) -> AppVersion:
+        base = base or self.latest
+        stores = dict(base.stores)
+        for store, changed in overlay.changes.items():
+            if changed:
+                stores[store] = stores[store].with_changes(changed)
+        return AppVersion.build(height, stores)
+
+    def replace_genesis(self, overlay: Overlay) -> AppVersion:
+        """Apply InitChain's writes at height 0 (not persisted until the first Commit)."""
+        version = self.next_version(0, overlay, base=self.versions[0])
+        self.versions = {0: version}
+        self.latest = version
+        self._unsaved = {s: dict(c) for s, c in overlay.changes.items()}
+        return version
+
+    def commit(self, version: AppVersion, overlay: Overlay, extra_meta: Mapping[str, bytes] = {}) -> None:
+        changes = {s: dict(c) for s, c in self._unsaved.items()}
+        for store, changed in overlay.changes.items():
+            changes.setdefault(store, {}).update(changed)
+        if self.db:
+            rows = [(s, k, v) for s, c in changes.items() for k, v in c.items()]
+            self.db.save(version.height, version.app_hash, rows, extra_meta)
+        self.meta.update(extra_meta)
+        self._unsaved = {}
+        self.versions[version.height] = version
+        self.latest = version
+        for old in sorted(self.versions)[:-RETAINED_VERSIONS]:
+            del self.versions[old]
