@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -16,6 +15,7 @@ import pytest
 
 from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres
+from shelfproof.runtime.processes import free_port
 
 TIERS = ("unit", "integration", "e2e", "gpu")
 
@@ -36,12 +36,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(tier)
         if skip_gpu and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres_reachable_tempdir(prefix: str) -> Path:

@@ -11,26 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, postgres_reachable_tempdir
+from shelfproof.runtime.processes import descendants, free_port
+from tests.conftest import postgres_reachable_tempdir
 
 SHELFPROOF = Path(sys.executable).with_name("shelfproof")
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -77,7 +61,7 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert rows[0][0] == "postgres"
 
         pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
-        watched = _descendants(up.pid) | {int(pidfile.read_text().split()[0])}
+        watched = set(descendants(up.pid)) | {int(pidfile.read_text().split()[0])}
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0

@@ -19,10 +19,11 @@ class Benchmark:
 
 
 def _registry() -> dict[str, Benchmark]:
-    from shelfproof.bench import grpc_roundtrip
+    from shelfproof.bench import grpc_roundtrip, ledger_throughput
 
     return {
         "grpc": grpc_roundtrip.BENCHMARK,
+        "ledger": ledger_throughput.BENCHMARK,
     }
 
 

@@ -272,8 +272,9 @@ class EmbeddedEngine:
             app_hash, last_results = self._genesis_app_hash, merkle.MerkleTree.from_items([]).root
         else:
             previous, previous_results = self._last_block
-            previous_ns = previous.header.time.seconds * 1_000_000_000 + previous.header.time.nanos
-            now_ns = max(now_ns, previous_ns + 1_000_000)
+            # With one validator, BFT time is the time of its vote in the previous commit.
+            vote = previous.commit.signatures[0].timestamp
+            now_ns = vote.seconds * 1_000_000_000 + vote.nanos
             last_block_id = previous.commit.block_id
             last_commit_hash = merkle.MerkleTree.from_items(
                 [sig.SerializeToString() for sig in previous.commit.signatures]
@@ -312,7 +313,11 @@ class EmbeddedEngine:
         self.app.process_proposal(abci.RequestProcessProposal(txs=txs, height=height, time=header.time, hash=light.header_hash(header)))
         results = self.app.finalize_block(self._finalize_request(header, txs))
         block_id = light.block_id_for(header)
-        commit = light.sign_commit(self.chain_id, header, block_id, (self.key.signing_key, self.key.address), header.time)
+        # The vote is cast after the block's time (CometBFT requires the next block to be later).
+        vote_ns = max(time.time_ns(), now_ns + 1_000_000)
+        commit = light.sign_commit(
+            self.chain_id, header, block_id, (self.key.signing_key, self.key.address), _timestamp(vote_ns)
+        )
         signed_header = types_pb2.SignedHeader(header=header, commit=commit)
         # The block is stored before the application commits, as CometBFT saves a block before
         # calling Commit: a crash in between is repaired by replay on restart.

@@ -1,0 +1,208 @@
+"""`shelfproof bench ledger`: committed transactions per second and commit latency.
+
+The method of CometBFT's QA reports: a load generator offers signed transactions at a fixed rate,
+each carrying its creation time; latency is the committing block's time minus that creation time.
+Transactions are ~1 KiB custody events (RecordEvent with its EPCIS JSON) from 100+ accounts, so every
+node verifies every signature. The ledger service (adapter + engine, and for CometBFT the validators
+and their ABCI application processes) runs as its own process tree, started and stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from shelfproof.bench import Benchmark
+from shelfproof.bench.ledger_process import LedgerProcess
+from shelfproof.bench.stats import percentile
+from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime.client import insecure_channel
+
+CHAIN_ID = "shelfproof-bench"
+ORGS = [("0614141000005", "brand"), ("0614141000012", "retailer"), ("0614141000029", "3pl"), ("0614141000036", "store")]
+AGENTS_PER_ORG = 26  # 104 accounts
+SUSTAINED = 0.95
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["embedded", "cometbft"], default="embedded")
+    parser.add_argument("--validators", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=None, help="offered tx/s; omitted = sweep")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--drain-seconds", type=float, default=15.0, help="wait for commits after offering")
+
+
+def _event_body(account_index: int, sequence: int) -> txpb.TransactionBody:
+    epc = f"https://id.gs1.org/01/00614141123452/21/B{account_index:03d}S{sequence:07d}"
+    event = {
+        "type": "ObjectEvent",
+        "eventTime": "2026-11-25T10:00:00.000Z",
+        "eventTimeZoneOffset": "+00:00",
+        "epcList": [epc],
+        "action": "OBSERVE",
+        "bizStep": "shipping",
+        "disposition": "in_transit",
+        "readPoint": {"id": "https://id.gs1.org/414/0614141000029"},
+        "bizLocation": {"id": "https://id.gs1.org/414/0614141000029"},
+        "bizTransactionList": [{"type": "po", "bizTransaction": f"urn:epcglobal:cbv:bt:0614141000005:PO{sequence:09d}"}],
+        "ilmd": {"note": "x" * 420},
+    }
+    document = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(document).hexdigest()
+    return txpb.TransactionBody(
+        record_event=txpb.RecordEvent(
+            event_hash=f"ni:///sha-256;{digest}?ver=CBV2.0",
+            epcis_event_json=document,
+            event_type="ObjectEvent",
+            biz_step="shipping",
+            disposition="in_transit",
+            epcs=[epc],
+            biz_location_gln="0614141000029",
+        )
+    )
+
+
+async def _offer(stub, transactions: list[bytes], rate: float, seconds: float) -> tuple[int, int, list[str]]:
+    """Offer ``rate`` tx/s for ``seconds``; return (offered, acknowledged, errors)."""
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    inflight: set[asyncio.Task] = set()
+    acknowledged = 0
+    errors: list[str] = []
+    offered = 0
+
+    async def submit(raw: bytes) -> None:
+        nonlocal acknowledged
+        try:
+            await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw), timeout=30)
+            acknowledged += 1
+        except Exception as err:  # noqa: BLE001 - counted and reported, never hidden
+            if len(errors) < 5:
+                errors.append(repr(err)[:300])
+
+    for raw in transactions:
+        due = start + offered * interval
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if time.perf_counter() - start >= seconds:
+            break
+        task = asyncio.create_task(submit(raw))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+        offered += 1
+    await asyncio.gather(*inflight)
+    return offered, acknowledged, errors
+
+
+async def _run_once(args: argparse.Namespace, rate: float) -> dict:
+    genesis = build_genesis(CHAIN_ID, ORGS, agents_per_org=AGENTS_PER_ORG)
+    signers = [account.signer(CHAIN_ID) for account in genesis.accounts.values()]
+    count = int(rate * args.seconds) + 1
+    with tempfile.TemporaryDirectory(prefix="shelfproof-bench-ledger-") as tmp:
+        async with LedgerProcess(args.engine, args.validators, Path(tmp), genesis) as ledger:
+            # Sign as we go in batches ahead of the offer clock, so signing is not on the timed path.
+            transactions = []
+            for i in range(count):
+                signer = signers[i % len(signers)]
+                body = _event_body(i % len(signers), i)
+                body.created_unix_ms = 0
+                transactions.append((signer, body))
+            signed: list[bytes] = []
+            offer_start_ms = int(time.time() * 1000)
+            for i, (signer, body) in enumerate(transactions):
+                # Creation times follow the offer schedule: tx i is created when it is due.
+                body.created_unix_ms = offer_start_ms + 2000 + int(i * 1000 / rate)
+                signed.append(signer.sign(body))
+            lead = offer_start_ms + 2000 - int(time.time() * 1000)
+            if lead > 0:
+                await asyncio.sleep(lead / 1000)
+            async with insecure_channel(ledger.address) as channel:
+                stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+                start_height = (await stub.GetLedgerStatus(pb.GetLedgerStatusRequest(), timeout=10)).latest_height
+                began = time.perf_counter()
+                offered, acknowledged, errors = await _offer(stub, signed, rate, args.seconds)
+                offer_elapsed = time.perf_counter() - began
+                wanted = {hashlib.sha256(raw).digest(): raw for raw in signed[:offered]}
+                latencies, committed_at = [], []
+                stream = stub.StreamCommittedTransactions(
+                    pb.StreamCommittedTransactionsRequest(from_height=start_height + 1, include_rejected=True)
+                )
+                drain_deadline = time.monotonic() + args.drain_seconds
+                rejected = 0
+                try:
+                    while wanted and time.monotonic() < drain_deadline:
+                        try:
+                            item = await asyncio.wait_for(stream.read(), max(drain_deadline - time.monotonic(), 0.01))
+                        except asyncio.TimeoutError:
+                            break
+                        if item is grpc.aio.EOF:
+                            break
+                        raw = wanted.pop(item.result.tx_hash, None)
+                        if raw is None:
+                            continue
+                        if item.result.code != 0:
+                            rejected += 1
+                            continue
+                        body = txpb.TransactionBody.FromString(txpb.SignedTransaction.FromString(raw).body)
+                        block_ms = item.result.block_time.seconds * 1000 + item.result.block_time.nanos // 1_000_000
+                        latencies.append((block_ms - body.created_unix_ms) / 1000)
+                        committed_at.append(block_ms)
+                finally:
+                    stream.cancel()
+                cpu = ledger.cpu_seconds()
+    committed = len(latencies)
+    span_s = max((max(committed_at) - min(committed_at)) / 1000, 1e-9) if committed > 1 else args.seconds
+    return {
+        "offered": offered,
+        "acknowledged": acknowledged,
+        "committed": committed,
+        "rejected": rejected,
+        "lost": acknowledged - committed - rejected,
+        "offered_tx_per_s": round(offered / offer_elapsed, 1),
+        "committed_tx_per_s": round(committed / max(span_s, args.seconds * 0.5), 1) if committed else 0.0,
+        "latency_p50_s": round(percentile(latencies, 0.5), 3) if latencies else None,
+        "latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "cpu_seconds": cpu,
+        "errors": errors,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict:
+    common = {
+        "benchmark": "ledger",
+        "engine": args.engine,
+        "validators": args.validators if args.engine == "cometbft" else 1,
+        "seconds": args.seconds,
+        "tx_bytes": None,
+        "accounts": len(ORGS) * AGENTS_PER_ORG,
+    }
+    sample = build_genesis(CHAIN_ID, ORGS[:1], agents_per_org=1)
+    common["tx_bytes"] = len(next(iter(sample.accounts.values())).signer(CHAIN_ID).sign(_event_body(0, 0)))
+    if args.rate:
+        return {**common, **await _run_once(args, args.rate)}
+    sweep, best = [], None
+    rate = 200.0
+    while rate <= 12_800:
+        result = await _run_once(args, rate)
+        sustained = result["committed"] >= SUSTAINED * result["offered"] and result["lost"] == 0
+        sweep.append({"rate": rate, "sustained": sustained, **{k: result[k] for k in ("offered_tx_per_s", "committed_tx_per_s", "latency_p50_s", "latency_p99_s", "lost")}})
+        if not sustained:
+            break
+        best = result
+        rate *= 2
+    return {**common, **(best or result), "highest_sustained_rate": sweep[-2]["rate"] if best and len(sweep) > 1 and not sweep[-1]["sustained"] else (sweep[-1]["rate"] if best else None), "sweep": sweep}
+
+
+BENCHMARK = Benchmark("committed signed transactions per second and commit latency", add_arguments, run)

@@ -1,0 +1,117 @@
+"""The ledger service: ``python -m shelfproof.ledger`` (settings ``SHELFPROOF_LEDGER_*``).
+
+Engines: ``cometbft`` (a local network of real validators it starts itself, or an existing one named
+by ``SHELFPROOF_LEDGER_COMETBFT_RPC``) or ``embedded`` (in-process, one key). ``auto`` picks
+``cometbft`` when the pinned binary is installed and says which engine it started and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.genesis import Genesis, development_genesis
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.server import GrpcServer, run_until_signalled
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings
+
+log = logging.getLogger("shelfproof.ledger")
+
+DEFAULT_COMETBFT_BIN = Path(".tools/bin/cometbft")
+
+
+class LedgerSettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_LEDGER_", extra="ignore")
+
+    port: int = Field(default=50051, ge=0, le=65535)
+    engine: Literal["auto", "embedded", "cometbft"] = "auto"
+    # Ledger state (engine homes, adapter index, genesis); empty = <state_dir>/ledger.
+    home: Path | None = None
+    chain_id: str = "shelfproof-dev"
+    # Use an existing CometBFT network (comma-separated RPC URLs) instead of starting one.
+    cometbft_rpc: str = ""
+    validators: int = Field(default=1, ge=1, le=7)
+    cometbft_bin: Path = DEFAULT_COMETBFT_BIN
+    # First port of the local network (node i uses base + 10 i + {0: p2p, 1: rpc, 2: abci}).
+    base_port: int = Field(default=26656, ge=1024, le=65000)
+
+
+def choose_engine(settings: LedgerSettings) -> tuple[str, str]:
+    if settings.engine != "auto":
+        return settings.engine, f"SHELFPROOF_LEDGER_ENGINE={settings.engine}"
+    if settings.cometbft_rpc:
+        return "cometbft", "SHELFPROOF_LEDGER_COMETBFT_RPC names a network"
+    if settings.cometbft_bin.exists():
+        return "cometbft", f"the pinned CometBFT binary is installed at {settings.cometbft_bin}"
+    return "embedded", f"no CometBFT binary at {settings.cometbft_bin} (run `make cometbft`)"
+
+
+def load_or_create_genesis(home: Path, chain_id: str) -> Genesis:
+    path = home / "genesis.json"
+    if path.exists():
+        return Genesis.load(path)
+    genesis = development_genesis(chain_id)
+    genesis.save(path)
+    return genesis
+
+
+async def serve(settings: LedgerSettings, state_dir: Path) -> None:
+    home = (settings.home or state_dir / "ledger").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    genesis = load_or_create_genesis(home, settings.chain_id)
+    engine_name, why = choose_engine(settings)
+    network = None
+    if engine_name == "embedded":
+        from shelfproof.ledger.embedded import EmbeddedEngine
+
+        engine = EmbeddedEngine(home / "embedded", genesis.chain_id, genesis.state)
+        await engine.start()
+    else:
+        from shelfproof.ledger.comet_engine import CometEngine
+
+        urls = [u.strip() for u in settings.cometbft_rpc.split(",") if u.strip()]
+        if not urls:
+            from shelfproof.ledger.local_network import start_local_network
+
+            network = await start_local_network(
+                home / "cometbft", genesis, settings.validators, settings.base_port, settings.cometbft_bin
+            )
+            urls = network.rpc_urls
+        engine = CometEngine(urls)
+        await engine.start()
+    log.info(
+        "ledger engine started",
+        extra={"engine": engine_name, "why": why, "chain_id": genesis.chain_id, "home": str(home)},
+    )
+    print(f"ledger engine: {engine_name} ({why})", flush=True)
+    adapter = LedgerAdapter(engine, home / "adapter")
+    server = GrpcServer(settings, [adapter.binding()])
+
+    async def start() -> None:
+        await adapter.start()
+        await server.start()
+
+    async def stop() -> None:
+        await server.stop()
+        await adapter.stop()
+        await engine.close()
+        if network is not None:
+            await network.stop()
+
+    await run_until_signalled(start, stop)
+
+
+def main() -> None:
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    asyncio.run(serve(LedgerSettings(), common.state_dir))
+
+
+if __name__ == "__main__":
+    main()

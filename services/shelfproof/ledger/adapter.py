@@ -1,0 +1,306 @@
+"""``shelfproof.ledger.v1.LedgerService``: the one gateway to the ledger for services and retailers.
+
+It follows the engine's committed blocks into a durable index, acknowledges submitted transactions
+only once they passed CheckTx and are on disk, and resubmits acknowledged transactions until they are
+committed or provably rejected (a node's mempool is not durable: a restart loses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.engine import EngineUnavailable, LedgerEngine, TxOutcome
+from shelfproof.ledger.index import IndexedTx, TxIndex
+from shelfproof.ledger.state import STORES
+from shelfproof.ledger.tx import MAX_TX_BYTES, tx_hash
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime.errors import (
+    DependencyUnavailable,
+    FieldViolation,
+    InvalidArgument,
+    LedgerRejected,
+    NotFound,
+)
+from shelfproof.runtime.server import ServiceBinding
+
+log = logging.getLogger(__name__)
+
+RESUBMIT_AFTER_S = 3.0
+STREAM_BATCH = 500
+# CheckTx answers that mean "the node already has it": the transaction is in flight, not rejected.
+_ALREADY_KNOWN = ("already exists in cache", "already in mempool")
+# Rejections that can clear up by themselves (an earlier nonce still in flight, a full mempool).
+_TRANSIENT = {ResultCode.NONCE_GAP, -1}
+
+
+def _result(tx: IndexedTx) -> pb.TransactionResult:
+    return pb.TransactionResult(
+        tx_hash=tx.tx_hash,
+        status=pb.TRANSACTION_STATUS_COMMITTED if tx.code == 0 else pb.TRANSACTION_STATUS_REJECTED,
+        height=tx.height,
+        index=tx.index,
+        code=tx.code,
+        log=tx.log,
+        transaction=tx.raw,
+        block_time=timestamp_pb2.Timestamp(seconds=tx.block_time_ms // 1000, nanos=(tx.block_time_ms % 1000) * 1_000_000),
+    )
+
+
+class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, engine: LedgerEngine, home: Path) -> None:
+        self.engine = engine
+        self.index = TxIndex(home / "adapter.db")
+        self._waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._indexed = asyncio.Condition()
+        self._tasks: list[asyncio.Task] = []
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(
+            pb.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+            lambda server: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(self, server),
+        )
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._follow_blocks(), name="ledger-follower"),
+            asyncio.create_task(self._resubmit_pending(), name="ledger-resubmitter"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.index.close()
+
+    # --- following commits ---------------------------------------------------------------------
+
+    async def _follow_blocks(self) -> None:
+        height = self.index.cursor()
+        while True:
+            try:
+                latest = await self.engine.wait_for_new_block(height, 1.0)
+                while height < latest:
+                    block = await self.engine.block(height + 1)
+                    if block is None:
+                        break
+                    entries = [
+                        (tx_hash(raw), outcome.code, outcome.log, raw)
+                        for raw, outcome in zip(block.txs, block.results, strict=True)
+                    ]
+                    await asyncio.to_thread(self.index.record_block, block.height, block.time_unix_ms, entries)
+                    height = block.height
+                    for h, code, log_text, raw in entries:
+                        for waiter in self._waiters.pop(h, []):
+                            if not waiter.done():
+                                waiter.set_result(None)
+                    async with self._indexed:
+                        self._indexed.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except EngineUnavailable as err:
+                log.warning("engine unavailable while following blocks: %s", err)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("following blocks failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _resubmit_pending(self) -> None:
+        while True:
+            await asyncio.sleep(RESUBMIT_AFTER_S / 2)
+            now_ms = int(time.time() * 1000)
+            for h, raw, acknowledged_ms in await asyncio.to_thread(self.index.pending):
+                if now_ms - acknowledged_ms < RESUBMIT_AFTER_S * 1000 or self.index.get(h):
+                    continue
+                try:
+                    outcome = await self.engine.broadcast(raw)
+                except EngineUnavailable:
+                    break  # try again next round
+                if outcome.code != 0 and not self._already_known(outcome) and outcome.code not in _TRANSIENT:
+                    # Provably rejected now (e.g. its nonce was used by another transaction).
+                    log.warning("acknowledged transaction rejected on resubmission", extra={"tx": h.hex(), "code": outcome.code, "log": outcome.log})
+                    await asyncio.to_thread(self.index.record_rejection, h, raw, outcome.code, outcome.log)
+                    for waiter in self._waiters.pop(h, []):
+                        if not waiter.done():
+                            waiter.set_result(None)
+
+    @staticmethod
+    def _already_known(outcome: TxOutcome) -> bool:
+        return outcome.code != 0 and any(text in outcome.log for text in _ALREADY_KNOWN)
+
+    # --- RPCs ------------------------------------------------------------------------------------
+
+    async def SubmitTransaction(self, request: pb.SubmitTransactionRequest, context) -> pb.SubmitTransactionResponse:
+        raw = request.transaction
+        self._validate_envelope(raw)
+        h = tx_hash(raw)
+        known = self.index.get(h)
+        if known is None and not self.index.is_pending(h):
+            try:
+                outcome = await self.engine.broadcast(raw)
+            except EngineUnavailable as err:
+                raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+            if outcome.code != 0 and not self._already_known(outcome):
+                raise LedgerRejected(
+                    f"ledger rejected the transaction: {outcome.log}",
+                    ledger_code=outcome.code,
+                    metadata={"tx_hash": h.hex()},
+                )
+            await self.index.acknowledge(h, raw, int(time.time() * 1000))
+        if request.wait_for_commit and known is None:
+            known = await self._wait_until_indexed(h, context)
+        if known is None:
+            return pb.SubmitTransactionResponse(
+                result=pb.TransactionResult(tx_hash=h, status=pb.TRANSACTION_STATUS_PENDING, transaction=raw)
+            )
+        if known.code != 0:
+            raise LedgerRejected(f"transaction rejected in block {known.height}: {known.log}", ledger_code=known.code, metadata={"tx_hash": h.hex()})
+        return pb.SubmitTransactionResponse(result=_result(known))
+
+    def _validate_envelope(self, raw: bytes) -> None:
+        if not raw:
+            raise InvalidArgument("transaction is empty", field_violations=[FieldViolation("transaction", "required")])
+        if len(raw) > MAX_TX_BYTES:
+            raise InvalidArgument(
+                f"transaction of {len(raw)} bytes exceeds {MAX_TX_BYTES}",
+                field_violations=[FieldViolation("transaction", f"at most {MAX_TX_BYTES} bytes")],
+            )
+        signed = txpb.SignedTransaction()
+        try:
+            signed.ParseFromString(raw)
+            txpb.TransactionBody.FromString(signed.body)
+        except Exception:  # noqa: BLE001
+            raise InvalidArgument(
+                "transaction is not a serialized shelfproof.ledger.v1.SignedTransaction",
+                field_violations=[FieldViolation("transaction", "not a SignedTransaction")],
+            ) from None
+        violations = [
+            FieldViolation(f"transaction.{name}", "required")
+            for name, present in (("signer", signed.signer), ("key_id", signed.key_id), ("signature", signed.signature), ("nonce", signed.nonce))
+            if not present
+        ]
+        if violations:
+            raise InvalidArgument("transaction envelope is incomplete", field_violations=violations)
+
+    async def _wait_until_indexed(self, h: bytes, context) -> IndexedTx | None:
+        remaining = context.time_remaining() if context is not None else None
+        timeout = 30.0 if remaining is None else max(remaining - 0.05, 0.0)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(h, []).append(waiter)
+        known = self.index.get(h)
+        if known is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except asyncio.TimeoutError:
+                return None
+            known = self.index.get(h)
+        return known
+
+    async def GetTransaction(self, request: pb.GetTransactionRequest, context) -> pb.GetTransactionResponse:
+        if len(request.tx_hash) != 32:
+            raise InvalidArgument("tx_hash must be 32 bytes", field_violations=[FieldViolation("tx_hash", "SHA-256 digest")])
+        known = self.index.get(request.tx_hash)
+        if known is not None:
+            return pb.GetTransactionResponse(result=_result(known))
+        if self.index.is_pending(request.tx_hash):
+            return pb.GetTransactionResponse(result=pb.TransactionResult(tx_hash=request.tx_hash, status=pb.TRANSACTION_STATUS_PENDING))
+        raise NotFound(f"transaction {request.tx_hash.hex()} is unknown")
+
+    async def GetBlock(self, request: pb.GetBlockRequest, context) -> pb.GetBlockResponse:
+        if request.height < 0:
+            raise InvalidArgument("height must be >= 0", field_violations=[FieldViolation("height", ">= 0")])
+        height = request.height or await self._latest()
+        block = await self._block(height)
+        if block is None:
+            raise NotFound(f"block {height} is not committed yet")
+        return pb.GetBlockResponse(
+            height=block.height,
+            block_hash=block.block_hash,
+            signed_header=block.signed_header.SerializeToString(),
+            validator_set=block.validator_set.SerializeToString(),
+            transactions=block.txs,
+            time=block.signed_header.header.time,
+        )
+
+    async def _latest(self) -> int:
+        try:
+            return await self.engine.latest_height()
+        except EngineUnavailable as err:
+            raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+
+    async def _block(self, height: int):
+        try:
+            return await self.engine.block(height)
+        except EngineUnavailable as err:
+            raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+
+    async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
+        if request.store not in STORES:
+            raise InvalidArgument(f"unknown store {request.store!r}", field_violations=[FieldViolation("store", f"one of {', '.join(STORES)}")])
+        if not request.key:
+            raise InvalidArgument("key is required", field_violations=[FieldViolation("key", "required")])
+        if request.height < 0:
+            raise InvalidArgument("height must be >= 0", field_violations=[FieldViolation("height", ">= 0")])
+        latest = await self._latest()
+        if request.prove and not request.height and latest < 2:
+            latest = await self.engine.wait_for_new_block(1, 5.0)
+        # A proof for height H checks against header H + 1: the newest provable height is latest - 1.
+        height = request.height or (latest - 1 if request.prove else latest)
+        if height < 1:
+            raise DependencyUnavailable("the ledger has no provable height yet")
+        if request.prove and height + 1 > latest:
+            latest = await self.engine.wait_for_new_block(height, 5.0)
+            if height + 1 > latest:
+                raise DependencyUnavailable(f"header {height + 1} is not committed yet")
+        try:
+            answer = await self.engine.query(request.store, request.key, height, request.prove)
+        except EngineUnavailable as err:
+            raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+        if answer.code != 0:
+            raise NotFound(answer.log) if answer.code == ResultCode.NOT_FOUND else InvalidArgument(answer.log)
+        response = pb.QueryResponse(found=bool(answer.value), value=answer.value, height=answer.height)
+        if request.prove and answer.value:
+            response.proof_ops.extend(pb.ProofOp(type=op.type, key=op.key, data=op.data) for op in answer.proof_ops.ops)
+            next_block = await self._block(answer.height + 1)
+            if next_block is None:
+                raise DependencyUnavailable(f"header {answer.height + 1} is not available")
+            response.signed_header = next_block.signed_header.SerializeToString()
+            response.validator_set = next_block.validator_set.SerializeToString()
+        return response
+
+    async def StreamCommittedTransactions(self, request: pb.StreamCommittedTransactionsRequest, context):
+        if request.from_height < 0:
+            raise InvalidArgument("from_height must be >= 0", field_violations=[FieldViolation("from_height", ">= 0")])
+        position = (max(request.from_height, 1), -1)
+        while True:
+            rows = await asyncio.to_thread(
+                self.index.committed_after, position[0], position[1], STREAM_BATCH, request.include_rejected
+            )
+            for row in rows:
+                yield pb.StreamCommittedTransactionsResponse(result=_result(row))
+                position = (row.height, row.index)
+            if len(rows) < STREAM_BATCH:
+                async with self._indexed:
+                    try:
+                        await asyncio.wait_for(self._indexed.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+
+    async def GetLedgerStatus(self, request: pb.GetLedgerStatusRequest, context) -> pb.GetLedgerStatusResponse:
+        latest = await self._latest()
+        block = await self._block(latest) if latest else None
+        return pb.GetLedgerStatusResponse(
+            chain_id=self.engine.chain_id,
+            engine=self.engine.name,
+            latest_height=latest,
+            latest_app_hash=block.signed_header.header.app_hash if block else b"",
+            validators=len(block.validator_set.validators) if block else 0,
+        )

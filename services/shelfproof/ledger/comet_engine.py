@@ -1,0 +1,203 @@
+"""The CometBFT engine: the adapter's view of a network of validators through their JSON-RPC.
+
+Requests go to the first node that answers (nodes can be down: that is what BFT tolerates); new
+blocks are watched over the websocket (``tm.event='NewBlock'``) with polling as the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+
+import httpx
+import websockets
+from tendermint.abci import types_pb2 as abci
+from tendermint.crypto import proof_pb2
+
+from shelfproof.ledger import rpc_json
+from shelfproof.ledger.engine import Block, EngineUnavailable, TxOutcome
+
+log = logging.getLogger(__name__)
+
+RPC_TIMEOUT_S = 10.0
+# JSON-RPC errors of broadcast_tx_sync that are not the application's verdict.
+MEMPOOL_FULL_CODE = -1
+ALREADY_KNOWN_CODE = -2
+
+
+class CometEngine:
+    name = "cometbft"
+
+    def __init__(self, rpc_urls: list[str]) -> None:
+        if not rpc_urls:
+            raise ValueError("at least one CometBFT RPC URL is needed")
+        self.rpc_urls = list(rpc_urls)
+        self.chain_id = ""
+        self._client = httpx.AsyncClient(
+            timeout=RPC_TIMEOUT_S, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        )
+        self._preferred = 0
+        self._latest = 0
+        self._new_block = asyncio.Condition()
+        self._watcher: asyncio.Task | None = None
+        self._request_id = 0
+
+    async def start(self) -> None:
+        status = await self._rpc("status", {})
+        self.chain_id = status["node_info"]["network"]
+        self._latest = int(status["sync_info"]["latest_block_height"])
+        self._watcher = asyncio.create_task(self._watch_blocks(), name="cometbft-block-watcher")
+
+    async def close(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self._client.aclose()
+
+    # --- JSON-RPC ------------------------------------------------------------------------------
+
+    async def _rpc(self, method: str, params: dict) -> dict:
+        """Call the preferred node, failing over to the others; raise EngineUnavailable if none answers."""
+        errors = []
+        for attempt in range(len(self.rpc_urls)):
+            index = (self._preferred + attempt) % len(self.rpc_urls)
+            self._request_id += 1
+            try:
+                reply = await self._client.post(
+                    self.rpc_urls[index],
+                    json={"jsonrpc": "2.0", "id": self._request_id, "method": method, "params": params},
+                )
+                body = reply.json()
+            except (httpx.HTTPError, ValueError) as err:
+                errors.append(f"{self.rpc_urls[index]}: {err!r}")
+                continue
+            self._preferred = index
+            if "error" in body:
+                raise RpcError(body["error"])
+            return body["result"]
+        raise EngineUnavailable("; ".join(errors))
+
+    # --- LedgerEngine ---------------------------------------------------------------------------
+
+    async def broadcast(self, raw: bytes) -> TxOutcome:
+        try:
+            result = await self._rpc("broadcast_tx_sync", {"tx": base64.b64encode(raw).decode()})
+        except RpcError as err:
+            text = err.text
+            if "already exists in cache" in text or "already in mempool" in text:
+                return TxOutcome(ALREADY_KNOWN_CODE, text)
+            if "mempool is full" in text or "still rechecking" in text:
+                return TxOutcome(MEMPOOL_FULL_CODE, text)
+            return TxOutcome(MEMPOOL_FULL_CODE, text)
+        return TxOutcome(int(result.get("code", 0)), result.get("log", ""))
+
+    async def latest_height(self) -> int:
+        status = await self._rpc("status", {})
+        self._latest = max(self._latest, int(status["sync_info"]["latest_block_height"]))
+        return self._latest
+
+    async def block(self, height: int) -> Block | None:
+        if height > self._latest and height > await self.latest_height():
+            return None
+        try:
+            block, results, commit, validators = await asyncio.gather(
+                self._rpc("block", {"height": str(height)}),
+                self._rpc("block_results", {"height": str(height)}),
+                self._rpc("commit", {"height": str(height)}),
+                self._validators(height),
+            )
+        except RpcError as err:
+            if "must be less than or equal" in err.text:
+                return None
+            raise EngineUnavailable(err.text) from err
+        txs = [base64.b64decode(tx) for tx in (block["block"]["data"].get("txs") or [])]
+        outcomes = [TxOutcome(int(r.get("code", 0)), r.get("log", "")) for r in (results.get("txs_results") or [])]
+        return Block(
+            height,
+            rpc_json.signed_header_from_json(commit["signed_header"]),
+            rpc_json.validator_set_from_json(validators),
+            txs,
+            outcomes,
+        )
+
+    async def _validators(self, height: int) -> list[dict]:
+        validators, page = [], 1
+        while True:
+            result = await self._rpc("validators", {"height": str(height), "page": str(page), "per_page": "100"})
+            validators.extend(result["validators"])
+            if len(validators) >= int(result["total"]):
+                return validators
+            page += 1
+
+    async def query(self, store: str, key: bytes, height: int, prove: bool) -> abci.ResponseQuery:
+        result = (
+            await self._rpc(
+                "abci_query",
+                {"path": f"/store/{store}/key", "data": key.hex(), "height": str(height), "prove": prove},
+            )
+        )["response"]
+        response = abci.ResponseQuery(
+            code=int(result.get("code", 0)),
+            log=result.get("log", ""),
+            key=base64.b64decode(result.get("key") or ""),
+            value=base64.b64decode(result.get("value") or ""),
+            height=int(result.get("height", 0)),
+        )
+        for op in (result.get("proofOps") or result.get("proof_ops") or {}).get("ops") or []:
+            response.proof_ops.ops.append(
+                proof_pb2.ProofOp(type=op["type"], key=base64.b64decode(op["key"]), data=base64.b64decode(op["data"]))
+            )
+        return response
+
+    async def wait_for_new_block(self, after_height: int, timeout_s: float) -> int:
+        if self._latest > after_height:
+            return self._latest
+        async with self._new_block:
+            try:
+                await asyncio.wait_for(self._new_block.wait_for(lambda: self._latest > after_height), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        if self._latest <= after_height:
+            try:
+                await self.latest_height()
+            except EngineUnavailable:
+                pass
+        return self._latest
+
+    async def _watch_blocks(self) -> None:
+        """Follow NewBlock events on one node's websocket; on failure, poll and reconnect elsewhere."""
+        subscribe = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"query": "tm.event='NewBlock'"}}
+        )
+        while True:
+            url = self.rpc_urls[self._preferred].replace("http://", "ws://").rstrip("/") + "/websocket"
+            try:
+                async with websockets.connect(url, max_size=64 * 1024 * 1024, open_timeout=3) as socket:
+                    await socket.send(subscribe)
+                    async for message in socket:
+                        data = json.loads(message).get("result", {}).get("data", {})
+                        if data.get("type") == "tendermint/event/NewBlock":
+                            await self._announce(int(data["value"]["block"]["header"]["height"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - node down or restarting: poll, then reconnect
+                log.debug("block websocket to %s failed: %r", url, err)
+                try:
+                    await self._announce(await self.latest_height())
+                except EngineUnavailable:
+                    pass
+                await asyncio.sleep(0.5)
+
+    async def _announce(self, height: int) -> None:
+        if height > self._latest:
+            self._latest = height
+            async with self._new_block:
+                self._new_block.notify_all()
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict) -> None:
+        self.text = f"{error.get('message', '')}: {error.get('data', '')}"
+        super().__init__(self.text)

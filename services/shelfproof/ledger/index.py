@@ -1,0 +1,132 @@
+"""The adapter's durable record: acknowledged transactions still in flight, and every committed one.
+
+Acknowledgements are group-committed: ``acknowledge`` returns only after the transaction is on disk
+(one fsync'd SQLite transaction serves every acknowledgement of the last few milliseconds), so an
+adapter that restarts still knows what it promised to get committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class IndexedTx:
+    tx_hash: bytes
+    height: int
+    index: int
+    code: int
+    log: str
+    raw: bytes
+    block_time_ms: int
+
+
+class TxIndex:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS committed (
+                hash BLOB PRIMARY KEY, height INTEGER, idx INTEGER, code INTEGER, log TEXT, raw BLOB,
+                block_time_ms INTEGER);
+            CREATE INDEX IF NOT EXISTS committed_order ON committed (height, idx);
+            CREATE TABLE IF NOT EXISTS pending (hash BLOB PRIMARY KEY, raw BLOB, acknowledged_ms INTEGER);
+            CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER);
+            """
+        )
+        self._batch: list[tuple[bytes, bytes, int]] = []
+        self._batch_done: asyncio.Future | None = None
+        self._flusher: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    # --- acknowledgements ------------------------------------------------------------------------
+
+    async def acknowledge(self, tx_hash: bytes, raw: bytes, now_ms: int) -> None:
+        """Durably remember a transaction we promised to get committed."""
+        loop = asyncio.get_running_loop()
+        if self._batch_done is None:
+            self._batch_done = loop.create_future()
+            self._flusher = loop.create_task(self._flush_soon())
+        done = self._batch_done
+        self._batch.append((tx_hash, raw, now_ms))
+        await asyncio.shield(done)
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0.002)  # let concurrent acknowledgements join this batch
+        async with self._lock:
+            batch, done = self._batch, self._batch_done
+            self._batch, self._batch_done = [], None
+            try:
+                await asyncio.to_thread(self._write_pending, batch)
+            except BaseException as err:
+                done.set_exception(err)
+                raise
+            done.set_result(None)
+
+    def _write_pending(self, batch: list[tuple[bytes, bytes, int]]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", batch)
+
+    def pending(self) -> list[tuple[bytes, bytes, int]]:
+        return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending")]
+
+    def is_pending(self, tx_hash: bytes) -> bool:
+        return self.conn.execute("SELECT 1 FROM pending WHERE hash = ?", (tx_hash,)).fetchone() is not None
+
+    def drop_pending(self, tx_hash: bytes) -> None:
+        self.conn.execute("DELETE FROM pending WHERE hash = ?", (tx_hash,))
+
+    # --- committed transactions ---------------------------------------------------------------
+
+    def cursor(self) -> int:
+        row = self.conn.execute("SELECT height FROM cursor WHERE id = 0").fetchone()
+        return row[0] if row else 0
+
+    def record_block(self, height: int, block_time_ms: int, txs: list[tuple[bytes, int, str, bytes]]) -> None:
+        """Index a block's transactions (hash, code, log, raw) and advance the cursor, atomically."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO committed VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(h, height, i, code, log, raw, block_time_ms) for i, (h, code, log, raw) in enumerate(txs)],
+            )
+            self.conn.executemany("DELETE FROM pending WHERE hash = ?", [(h,) for h, _, _, _ in txs])
+            self.conn.execute("INSERT OR REPLACE INTO cursor VALUES (0, ?)", (height,))
+
+    def record_rejection(self, tx_hash: bytes, raw: bytes, code: int, log: str) -> None:
+        """An acknowledged transaction that can never commit (height 0: rejected outside a block)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT OR IGNORE INTO committed VALUES (?, 0, 0, ?, ?, ?, 0)", (tx_hash, code, log, raw)
+            )
+            self.conn.execute("DELETE FROM pending WHERE hash = ?", (tx_hash,))
+
+    def get(self, tx_hash: bytes) -> IndexedTx | None:
+        row = self.conn.execute(
+            "SELECT hash, height, idx, code, log, raw, block_time_ms FROM committed WHERE hash = ?", (tx_hash,)
+        ).fetchone()
+        return IndexedTx(bytes(row[0]), *row[1:5], bytes(row[5]), row[6]) if row else None
+
+    def committed_after(
+        self, height: int, index: int, limit: int, include_rejected: bool
+    ) -> list[IndexedTx]:
+        """Transactions after position (height, index) in commit order."""
+        sql = (
+            "SELECT hash, height, idx, code, log, raw, block_time_ms FROM committed"
+            " WHERE (height, idx) > (?, ?)"
+            + ("" if include_rejected else " AND code = 0")
+            + " ORDER BY height, idx LIMIT ?"
+        )
+        rows = self.conn.execute(sql, (height, index, limit))
+        return [IndexedTx(bytes(r[0]), *r[1:5], bytes(r[5]), r[6]) for r in rows]
+
+    def close(self) -> None:
+        self.conn.close()

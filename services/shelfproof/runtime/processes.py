@@ -1,0 +1,66 @@
+"""Process and port helpers for supervisors, benchmarks and tests (Linux /proc)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int, start: int = 30_000, stop: int = 60_000) -> int:
+    """First port of ``size`` consecutive ports that are all free on 127.0.0.1 right now."""
+    base = start + (os.getpid() * 97) % (stop - start - size)
+    for _ in range(200):
+        sockets = []
+        try:
+            for offset in range(size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            base = start + (base - start + size + 37) % (stop - start - size)
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise OSError("no free block of loopback ports")
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def process_cpu_seconds(pid: int) -> tuple[str, float] | None:
+    """(a readable name, user+system CPU seconds) of a live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        words = [w.decode(errors="replace") for w in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if w]
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    name = Path(words[0]).name if words else "?"
+    if "-m" in words:
+        name = words[words.index("-m") + 1]
+    if "--home" in words:
+        name = f"{name} {Path(words[words.index('--home') + 1]).name}"
+    return name, seconds

@@ -1,0 +1,159 @@
+"""The ledger adapter over the embedded engine, through a real gRPC server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from tendermint.types import types_pb2, validator_pb2
+
+from shelfproof.ledger import light, merkle
+from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.embedded import EmbeddedEngine
+from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime import errors
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.server import GrpcServer
+from shelfproof.runtime.settings import GrpcServerSettings
+
+CHAIN = "embedded-test"
+BRAND = "0614141000005"
+
+
+class LedgerUnderTest:
+    def __init__(self, home: Path, genesis, block_interval_s: float = 0.02) -> None:
+        self.home, self.genesis, self.block_interval_s = home, genesis, block_interval_s
+
+    async def __aenter__(self):
+        self.engine = EmbeddedEngine(self.home / "engine", CHAIN, self.genesis.state, block_interval_s=self.block_interval_s)
+        await self.engine.start()
+        self.adapter = LedgerAdapter(self.engine, self.home / "adapter")
+        await self.adapter.start()
+        self.server = GrpcServer(GrpcServerSettings(port=0, shutdown_grace_s=0.5), [self.adapter.binding()])
+        port = await self.server.start()
+        self.channel = insecure_channel(f"127.0.0.1:{port}")
+        self.stub = ledger_pb2_grpc.LedgerServiceStub(self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.channel.close()
+        await self.server.stop()
+        await self.adapter.stop()
+        await self.engine.close()
+
+
+@pytest.fixture
+def genesis():
+    return build_genesis(CHAIN, [(BRAND, "brand")], agents_per_org=2)
+
+
+def _product(gtin: str) -> txpb.TransactionBody:
+    return txpb.TransactionBody(register_product=txpb.RegisterProduct(gtin=gtin, name=f"product {gtin}"))
+
+
+GTINS = ["00614141123452", "00614141123469", "00614141123476", "00614141123483"]
+
+
+async def test_submit_commit_idempotency_block_proof_and_stream(tmp_path, genesis):
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        stub = ledger.stub
+        raw = signer.sign(_product(GTINS[0]))
+        first = (await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True), timeout=10)).result
+        assert first.status == pb.TRANSACTION_STATUS_COMMITTED and first.height >= 1 and first.code == 0
+        again = (await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True), timeout=10)).result
+        assert (again.height, again.index, again.tx_hash) == (first.height, first.index, first.tx_hash)
+        fetched = (await stub.GetTransaction(pb.GetTransactionRequest(tx_hash=first.tx_hash), timeout=5)).result
+        assert fetched.transaction == raw and fetched.status == pb.TRANSACTION_STATUS_COMMITTED
+
+        block = await stub.GetBlock(pb.GetBlockRequest(height=first.height), timeout=5)
+        assert raw in block.transactions
+        signed_header = types_pb2.SignedHeader.FromString(block.signed_header)
+        validator_set = validator_pb2.ValidatorSet.FromString(block.validator_set)
+        check = light.verify_commit(CHAIN, signed_header, validator_set)
+        assert check.height == first.height and block.block_hash == light.header_hash(signed_header.header)
+
+        answer = await stub.Query(pb.QueryRequest(store="products", key=GTINS[0].encode(), prove=True), timeout=10)
+        assert answer.found and answer.height >= first.height
+        next_header = types_pb2.SignedHeader.FromString(answer.signed_header)
+        assert next_header.header.height == answer.height + 1
+        light.verify_query(
+            CHAIN, list(answer.proof_ops), merkle.keypath_for("products", GTINS[0].encode()), answer.value,
+            next_header, validator_pb2.ValidatorSet.FromString(answer.validator_set),
+        )
+        with pytest.raises(Exception):
+            light.verify_query(
+                CHAIN, list(answer.proof_ops), merkle.keypath_for("products", GTINS[0].encode()), answer.value[:-1] + b"!",
+                next_header, validator_pb2.ValidatorSet.FromString(answer.validator_set),
+            )
+
+        # More transactions, then the stream from height 1 lists them in commit order and resumes.
+        for gtin in GTINS[1:]:
+            await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=signer.sign(_product(gtin)), wait_for_commit=True), timeout=10)
+        seen = []
+        call = stub.StreamCommittedTransactions(pb.StreamCommittedTransactionsRequest(from_height=1), timeout=10)
+        async for item in call:
+            seen.append(item.result)
+            if len(seen) == len(GTINS):
+                call.cancel()
+                break
+        assert [txpb.TransactionBody.FromString(txpb.SignedTransaction.FromString(r.transaction).body).register_product.gtin for r in seen] == GTINS
+        assert [(r.height, r.index) for r in seen] == sorted((r.height, r.index) for r in seen)
+        resumed = stub.StreamCommittedTransactions(pb.StreamCommittedTransactionsRequest(from_height=seen[2].height), timeout=10)
+        first_resumed = await resumed.read()
+        resumed.cancel()
+        assert first_resumed.result.height == seen[2].height
+
+
+async def test_bad_input_and_ledger_rejections_map_to_status_codes(tmp_path, genesis):
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        stub = ledger.stub
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=b"\xff\x00junk"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert errors.error_from_rpc(caught.value).field_violations[0].field == "transaction"
+
+        forged = txpb.SignedTransaction.FromString(signer.sign(_product(GTINS[0])))
+        forged.signature = bytes(64)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=forged.SerializeToString()), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        rejected = errors.error_from_rpc(caught.value)
+        assert isinstance(rejected, errors.LedgerRejected) and rejected.ledger_code == ResultCode.BAD_SIGNATURE
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Query(pb.QueryRequest(store="nope", key=b"k"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetTransaction(pb.GetTransactionRequest(tx_hash=bytes(32)), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetBlock(pb.GetBlockRequest(height=10_000), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_acknowledged_transaction_survives_a_lost_mempool(tmp_path, genesis):
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    raw = signer.sign(_product(GTINS[0]))
+    # Blocks every 60 s: the transaction is acknowledged but still in the mempool when we stop.
+    async with LedgerUnderTest(tmp_path, genesis, block_interval_s=60) as ledger:
+        reply = await ledger.stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw), timeout=5)
+        assert reply.result.status == pb.TRANSACTION_STATUS_PENDING
+    # The engine restarts with an empty mempool; the adapter resubmits what it acknowledged.
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            result = (await ledger.stub.GetTransaction(pb.GetTransactionRequest(tx_hash=reply.result.tx_hash), timeout=5)).result
+            if result.status == pb.TRANSACTION_STATUS_COMMITTED:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "acknowledged transaction never committed"
+            await asyncio.sleep(0.2)
+        status = await ledger.stub.GetLedgerStatus(pb.GetLedgerStatusRequest(), timeout=5)
+        assert status.engine == "embedded" and status.chain_id == CHAIN and status.validators == 1
