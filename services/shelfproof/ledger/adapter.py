@@ -62,6 +62,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._indexed = asyncio.Condition()
         self._tasks: list[asyncio.Task] = []
+        self._indexed_height = self.index.cursor()
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -97,7 +98,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                         for raw, outcome in zip(block.txs, block.results, strict=True)
                     ]
                     await asyncio.to_thread(self.index.record_block, block.height, block.time_unix_ms, entries)
-                    height = block.height
+                    height = self._indexed_height = block.height
                     for h, code, log_text, raw in entries:
                         for waiter in self._waiters.pop(h, []):
                             if not waiter.done():
@@ -117,7 +118,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         while True:
             await asyncio.sleep(RESUBMIT_AFTER_S / 2)
             now_ms = int(time.time() * 1000)
-            for h, raw, acknowledged_ms in await asyncio.to_thread(self.index.pending):
+            for h, raw, acknowledged_ms in self.index.pending():
                 if now_ms - acknowledged_ms < RESUBMIT_AFTER_S * 1000 or self.index.get(h):
                     continue
                 try:
@@ -281,16 +282,17 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             raise InvalidArgument("from_height must be >= 0", field_violations=[FieldViolation("from_height", ">= 0")])
         position = (max(request.from_height, 1), -1)
         while True:
-            rows = await asyncio.to_thread(
-                self.index.committed_after, position[0], position[1], STREAM_BATCH, request.include_rejected
-            )
+            indexed_height = self._indexed_height
+            rows = self.index.committed_after(position[0], position[1], STREAM_BATCH, request.include_rejected)
             for row in rows:
                 yield pb.StreamCommittedTransactionsResponse(result=_result(row))
                 position = (row.height, row.index)
             if len(rows) < STREAM_BATCH:
                 async with self._indexed:
                     try:
-                        await asyncio.wait_for(self._indexed.wait(), 1.0)
+                        await asyncio.wait_for(
+                            self._indexed.wait_for(lambda: self._indexed_height > indexed_height), 5.0
+                        )
                     except asyncio.TimeoutError:
                         pass
 

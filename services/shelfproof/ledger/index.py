@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,17 @@ class IndexedTx:
 
 
 class TxIndex:
+    """Reads run on the event loop's thread (``conn``); writes run in worker threads on their own
+    connection (``writer``, serialised by a lock), so an fsync never blocks the loop. WAL mode lets
+    the reader see every committed write."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(
+        self.writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.writer.execute("PRAGMA journal_mode=WAL")
+        self.writer.execute("PRAGMA synchronous=FULL")
+        self._write_lock = threading.Lock()
+        self.writer.executescript(
             """
             CREATE TABLE IF NOT EXISTS committed (
                 hash BLOB PRIMARY KEY, height INTEGER, idx INTEGER, code INTEGER, log TEXT, raw BLOB,
@@ -40,6 +46,7 @@ class TxIndex:
             CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER);
             """
         )
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._batch: list[tuple[bytes, bytes, int]] = []
         self._batch_done: asyncio.Future | None = None
         self._flusher: asyncio.Task | None = None
@@ -69,19 +76,26 @@ class TxIndex:
                 raise
             done.set_result(None)
 
+    def _write(self, statements: list[tuple[str, list[tuple]]]) -> None:
+        """Run statements in one durable transaction (called from worker threads)."""
+        with self._write_lock:
+            self.writer.execute("BEGIN")
+            try:
+                for sql, rows in statements:
+                    self.writer.executemany(sql, rows)
+                self.writer.execute("COMMIT")
+            except BaseException:
+                self.writer.execute("ROLLBACK")
+                raise
+
     def _write_pending(self, batch: list[tuple[bytes, bytes, int]]) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", batch)
+        self._write([("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", batch)])
 
     def pending(self) -> list[tuple[bytes, bytes, int]]:
         return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending")]
 
     def is_pending(self, tx_hash: bytes) -> bool:
         return self.conn.execute("SELECT 1 FROM pending WHERE hash = ?", (tx_hash,)).fetchone() is not None
-
-    def drop_pending(self, tx_hash: bytes) -> None:
-        self.conn.execute("DELETE FROM pending WHERE hash = ?", (tx_hash,))
 
     # --- committed transactions ---------------------------------------------------------------
 
@@ -91,23 +105,25 @@ class TxIndex:
 
     def record_block(self, height: int, block_time_ms: int, txs: list[tuple[bytes, int, str, bytes]]) -> None:
         """Index a block's transactions (hash, code, log, raw) and advance the cursor, atomically."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO committed VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(h, height, i, code, log, raw, block_time_ms) for i, (h, code, log, raw) in enumerate(txs)],
-            )
-            self.conn.executemany("DELETE FROM pending WHERE hash = ?", [(h,) for h, _, _, _ in txs])
-            self.conn.execute("INSERT OR REPLACE INTO cursor VALUES (0, ?)", (height,))
+        self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO committed VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(h, height, i, code, log, raw, block_time_ms) for i, (h, code, log, raw) in enumerate(txs)],
+                ),
+                ("DELETE FROM pending WHERE hash = ?", [(h,) for h, _, _, _ in txs]),
+                ("INSERT OR REPLACE INTO cursor VALUES (0, ?)", [(height,)]),
+            ]
+        )
 
     def record_rejection(self, tx_hash: bytes, raw: bytes, code: int, log: str) -> None:
         """An acknowledged transaction that can never commit (height 0: rejected outside a block)."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute(
-                "INSERT OR IGNORE INTO committed VALUES (?, 0, 0, ?, ?, ?, 0)", (tx_hash, code, log, raw)
-            )
-            self.conn.execute("DELETE FROM pending WHERE hash = ?", (tx_hash,))
+        self._write(
+            [
+                ("INSERT OR IGNORE INTO committed VALUES (?, 0, 0, ?, ?, ?, 0)", [(tx_hash, code, log, raw)]),
+                ("DELETE FROM pending WHERE hash = ?", [(tx_hash,)]),
+            ]
+        )
 
     def get(self, tx_hash: bytes) -> IndexedTx | None:
         row = self.conn.execute(
@@ -130,3 +146,4 @@ class TxIndex:
 
     def close(self) -> None:
         self.conn.close()
+        self.writer.close()
