@@ -73,42 +73,53 @@ def _event_body(account_index: int, sequence: int) -> txpb.TransactionBody:
     )
 
 
-async def _offer(stub, transactions: list[bytes], rate: float, seconds: float) -> tuple[int, int, list[str]]:
-    """Offer ``rate`` tx/s for ``seconds``; return (offered, acknowledged, errors)."""
+async def _offer(
+    stub, transactions: list[tuple[int, bytes]], rate: float, seconds: float
+) -> tuple[int, set[bytes], list[str]]:
+    """Offer ``rate`` tx/s for ``seconds``; return (offered, hashes acknowledged, errors).
+
+    Each account sends its transactions in nonce order, the next one once the previous one is
+    acknowledged (as a real client must: a node refuses a nonce gap); accounts run concurrently.
+    """
     interval = 1.0 / rate
     start = time.perf_counter()
-    inflight: set[asyncio.Task] = set()
-    acknowledged = 0
+    acknowledged: set[bytes] = set()
     errors: list[str] = []
+    previous: dict[int, asyncio.Task] = {}
     offered = 0
 
-    async def submit(raw: bytes) -> None:
-        nonlocal acknowledged
+    async def submit(raw: bytes, after: asyncio.Task | None) -> bool:
+        if after is not None and not await after:
+            return False  # an earlier nonce of this account failed: this one cannot commit
         try:
             await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw), timeout=30)
-            acknowledged += 1
         except Exception as err:  # noqa: BLE001 - counted and reported, never hidden
             if len(errors) < 5:
                 errors.append(repr(err)[:300])
+            return False
+        acknowledged.add(hashlib.sha256(raw).digest())
+        return True
 
-    for raw in transactions:
+    for account, raw in transactions:
         due = start + offered * interval
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         if time.perf_counter() - start >= seconds:
             break
-        task = asyncio.create_task(submit(raw))
-        inflight.add(task)
-        task.add_done_callback(inflight.discard)
+        previous[account] = asyncio.create_task(submit(raw, previous.get(account)))
         offered += 1
-    await asyncio.gather(*inflight)
+    await asyncio.gather(*previous.values())
     return offered, acknowledged, errors
 
 
-async def _collect_commits(stub, from_height: int, wanted: dict[bytes, int], done: asyncio.Event) -> tuple[list[float], list[float], int]:
-    """Follow committed transactions; for each wanted hash (-> creation ms) record latency and time."""
-    latencies, seen_at, rejected = [], [], 0
+async def _collect_commits(
+    stub, from_height: int, wanted: dict[bytes, int], done: asyncio.Event
+) -> tuple[dict[bytes, float], dict[bytes, float], set[bytes]]:
+    """Follow committed transactions; for each wanted hash (-> creation ms) record latency and time.
+
+    Returns (hash -> latency s, hash -> time seen ms, rejected hashes)."""
+    latencies, seen_at, rejected = {}, {}, set()
     stream = stub.StreamCommittedTransactions(
         pb.StreamCommittedTransactionsRequest(from_height=from_height, include_rejected=True)
     )
@@ -117,18 +128,20 @@ async def _collect_commits(stub, from_height: int, wanted: dict[bytes, int], don
             item = await stream.read()
             if item is grpc.aio.EOF:
                 break
-            created_ms = wanted.pop(item.result.tx_hash, None)
+            created_ms = wanted.get(item.result.tx_hash)
+            if created_ms is not None:
+                del wanted[item.result.tx_hash]
             if created_ms is None:
                 continue
             if item.result.code != 0:
-                rejected += 1
+                rejected.add(item.result.tx_hash)
                 continue
             # Latency ends when the committed transaction reaches a client through the adapter's
             # stream: stricter than block time, which BFT time sets from the previous commit's
             # votes and so can precede a transaction's arrival.
             now_ms = time.time() * 1000
-            latencies.append((now_ms - created_ms) / 1000)
-            seen_at.append(now_ms)
+            latencies[item.result.tx_hash] = (now_ms - created_ms) / 1000
+            seen_at[item.result.tx_hash] = now_ms
     finally:
         stream.cancel()
     return latencies, seen_at, rejected
@@ -147,7 +160,7 @@ async def _run_once(args: argparse.Namespace, rate: float) -> dict:
                 body = _event_body(i % len(signers), i)
                 body.created_unix_ms = offer_start_ms + int(i * 1000 / rate)
                 raw = signers[i % len(signers)].sign(body)
-                signed.append(raw)
+                signed.append((i % len(signers), raw))
                 created[hashlib.sha256(raw).digest()] = body.created_unix_ms
             async with insecure_channel(ledger.address) as channel:
                 stub = ledger_pb2_grpc.LedgerServiceStub(channel)
@@ -159,25 +172,30 @@ async def _run_once(args: argparse.Namespace, rate: float) -> dict:
                 wanted = dict(created)
                 collector = asyncio.create_task(_collect_commits(stub, start_height + 1, wanted, offering_done))
                 began_ms = time.time() * 1000
-                offered, acknowledged, errors = await _offer(stub, signed, rate, args.seconds)
+                offered, acknowledged_hashes, errors = await _offer(stub, signed, rate, args.seconds)
                 offer_elapsed = (time.time() * 1000 - began_ms) / 1000
-                for raw in signed[offered:]:
-                    wanted.pop(hashlib.sha256(raw).digest(), None)
+                acknowledged = len(acknowledged_hashes)
+                for tx_hash in set(created) - acknowledged_hashes:
+                    wanted.pop(tx_hash, None)  # never offered or never acknowledged
                 offering_done.set()
                 try:
                     latencies, seen_at, rejected = await asyncio.wait_for(collector, args.drain_seconds + args.seconds)
                 except asyncio.TimeoutError:
-                    latencies, seen_at, rejected = [], [], 0
+                    latencies, seen_at, rejected = {}, {}, set()
                     errors.append("commits not all seen within the drain time")
                 cpu = ledger.cpu_seconds()
+    # Everything committed counts toward throughput; `lost` counts acknowledged transactions that
+    # neither committed nor were rejected.
     committed = len(latencies)
-    window_s = max((max(seen_at) - began_ms) / 1000, args.seconds) if seen_at else args.seconds
+    lost = len(acknowledged_hashes - set(latencies) - rejected)
+    window_s = max((max(seen_at.values()) - began_ms) / 1000, args.seconds) if seen_at else args.seconds
+    latencies = list(latencies.values())
     return {
         "offered": offered,
         "acknowledged": acknowledged,
         "committed": committed,
-        "rejected": rejected,
-        "lost": acknowledged - committed - rejected,
+        "rejected": len(rejected),
+        "lost": lost,
         "offered_tx_per_s": round(offered / offer_elapsed, 1),
         "committed_tx_per_s": round(committed / window_s, 1),
         "latency_p50_s": round(percentile(latencies, 0.5), 3) if latencies else None,

@@ -8,7 +8,6 @@ kernel sends each child SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG)
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -22,12 +21,12 @@ from pathlib import Path
 from shelfproof.cli.health import grpc_health, postgres_health
 from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
+from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,6 @@ class RunningComponent:
     kind: str  # "postgres" or "grpc"
     health_service: str = ""
     pid: int | None = None
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Stack:
@@ -112,7 +106,7 @@ class Stack:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.children.append((spec, child))
         deadline = time.monotonic() + 90

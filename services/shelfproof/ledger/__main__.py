@@ -102,7 +102,7 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
         await adapter.stop()
         await engine.close()
         if network is not None:
-            await network.stop()
+            await asyncio.to_thread(network.stop)
 
     await run_until_signalled(start, stop)
 

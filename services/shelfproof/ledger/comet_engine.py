@@ -22,6 +22,10 @@ from shelfproof.ledger.engine import Block, EngineUnavailable, TxOutcome
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 10.0
+# Broadcasts that arrive within this window go to the node as one JSON-RPC batch: one HTTP round
+# trip (and one parse) per batch instead of per transaction.
+BROADCAST_WINDOW_S = 0.003
+MAX_BROADCAST_BATCH = 256
 # JSON-RPC errors of broadcast_tx_sync that are not the application's verdict.
 MEMPOOL_FULL_CODE = -1
 ALREADY_KNOWN_CODE = -2
@@ -43,6 +47,8 @@ class CometEngine:
         self._new_block = asyncio.Condition()
         self._watcher: asyncio.Task | None = None
         self._request_id = 0
+        self._broadcasts: list[tuple[bytes, asyncio.Future]] = []
+        self._broadcast_flush: asyncio.Task | None = None
 
     async def start(self) -> None:
         status = await self._rpc("status", {})
@@ -79,19 +85,70 @@ class CometEngine:
             return body["result"]
         raise EngineUnavailable("; ".join(errors))
 
+    async def _rpc_batch(self, calls: list[tuple[str, dict]]) -> list[dict]:
+        """One JSON-RPC batch to one node; answers in the order of ``calls``."""
+        errors = []
+        for attempt in range(len(self.rpc_urls)):
+            index = (self._preferred + attempt) % len(self.rpc_urls)
+            first_id = self._request_id + 1
+            self._request_id += len(calls)
+            payload = [
+                {"jsonrpc": "2.0", "id": first_id + i, "method": method, "params": params}
+                for i, (method, params) in enumerate(calls)
+            ]
+            try:
+                reply = await self._client.post(self.rpc_urls[index], json=payload)
+                body = reply.json()
+            except (httpx.HTTPError, ValueError) as err:
+                errors.append(f"{self.rpc_urls[index]}: {err!r}")
+                continue
+            self._preferred = index
+            if isinstance(body, dict):
+                if body.get("id") is None:  # the whole batch was refused (e.g. too large)
+                    raise EngineUnavailable(RpcError(body.get("error", {})).text)
+                body = [body]  # CometBFT answers a batch of one with a bare object
+            by_id = {answer.get("id"): answer for answer in body}
+            return [by_id.get(first_id + i, {"error": {"message": "no answer"}}) for i in range(len(calls))]
+        raise EngineUnavailable("; ".join(errors))
+
     # --- LedgerEngine ---------------------------------------------------------------------------
 
     async def broadcast(self, raw: bytes) -> TxOutcome:
+        future = asyncio.get_running_loop().create_future()
+        self._broadcasts.append((raw, future))
+        if len(self._broadcasts) >= MAX_BROADCAST_BATCH:
+            self._send_broadcasts()
+        elif self._broadcast_flush is None:
+            self._broadcast_flush = asyncio.get_running_loop().call_later(
+                BROADCAST_WINDOW_S, self._send_broadcasts
+            )
+        return await future
+
+    def _send_broadcasts(self) -> None:
+        if self._broadcast_flush is not None:
+            self._broadcast_flush.cancel()
+            self._broadcast_flush = None
+        batch, self._broadcasts = self._broadcasts, []
+        if batch:
+            asyncio.get_running_loop().create_task(self._broadcast_batch(batch))
+
+    async def _broadcast_batch(self, batch: list[tuple[bytes, asyncio.Future]]) -> None:
+        calls = [("broadcast_tx_sync", {"tx": base64.b64encode(raw).decode()}) for raw, _ in batch]
         try:
-            result = await self._rpc("broadcast_tx_sync", {"tx": base64.b64encode(raw).decode()})
-        except RpcError as err:
-            text = err.text
-            if "already exists in cache" in text or "already in mempool" in text:
-                return TxOutcome(ALREADY_KNOWN_CODE, text)
-            if "mempool is full" in text or "still rechecking" in text:
-                return TxOutcome(MEMPOOL_FULL_CODE, text)
-            return TxOutcome(MEMPOOL_FULL_CODE, text)
-        return TxOutcome(int(result.get("code", 0)), result.get("log", ""))
+            answers = await self._rpc_batch(calls)
+        except EngineUnavailable as err:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(EngineUnavailable(str(err)))
+            return
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if "error" in answer:
+                future.set_result(_broadcast_error(RpcError(answer["error"]).text))
+            else:
+                result = answer["result"]
+                future.set_result(TxOutcome(int(result.get("code", 0)), result.get("log", "")))
 
     async def latest_height(self) -> int:
         status = await self._rpc("status", {})
@@ -195,6 +252,13 @@ class CometEngine:
             self._latest = height
             async with self._new_block:
                 self._new_block.notify_all()
+
+
+def _broadcast_error(text: str) -> TxOutcome:
+    """A JSON-RPC error of broadcast_tx_sync: the mempool's verdict, not the application's."""
+    if "already exists in cache" in text or "already in mempool" in text:
+        return TxOutcome(ALREADY_KNOWN_CODE, text)
+    return TxOutcome(MEMPOOL_FULL_CODE, text)  # full, rechecking, too large: worth retrying
 
 
 class RpcError(Exception):

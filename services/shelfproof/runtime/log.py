@@ -54,3 +54,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # Alembic announces every plugin at INFO on import; its migrations still log at WARNING+.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # One line per HTTP request to CometBFT's RPC would drown everything else.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -64,3 +66,12 @@ def process_cpu_seconds(pid: int) -> tuple[str, float] | None:
     if "--home" in words:
         name = f"{name} {Path(words[words.index('--home') + 1]).name}"
     return name, seconds
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children: the kernel sends them SIGTERM if their parent dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
