@@ -12,7 +12,8 @@ from pathlib import Path
 
 from shelfproof.cli.health import grpc_health
 from shelfproof.ledger.genesis import Genesis
-from shelfproof.runtime.processes import descendants, free_port, free_port_block, process_cpu_seconds
+from shelfproof.ledger.network import find_free_base_port
+from shelfproof.runtime.processes import descendants, free_port, process_cpu_seconds
 
 
 class LedgerProcess:
@@ -32,7 +33,7 @@ class LedgerProcess:
             "SHELFPROOF_LEDGER_VALIDATORS": str(self.validators),
             "SHELFPROOF_LEDGER_HOME": str(ledger_home),
             "SHELFPROOF_LEDGER_PORT": str(self.port),
-            "SHELFPROOF_LEDGER_BASE_PORT": str(free_port_block(10 * self.validators + 5)),
+            "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(self.validators)),
             "SHELFPROOF_LEDGER_CHAIN_ID": self.genesis.chain_id,
             "SHELFPROOF_LOG_FORMAT": "json",
             "SHELFPROOF_LOG_LEVEL": "WARNING",

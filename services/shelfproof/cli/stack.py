@@ -42,7 +42,15 @@ class ServiceSpec:
 
 
 # Every service that exists so far, in start order (each may depend on the ones before it).
-SERVICES: list[ServiceSpec] = []
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec(
+        name="ledger",
+        module="shelfproof.ledger",
+        env_prefix="SHELFPROOF_LEDGER_",
+        default_port=50051,
+        health_service="shelfproof.ledger.v1.LedgerService",
+    ),
+]
 
 
 @dataclass

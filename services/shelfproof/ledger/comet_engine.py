@@ -25,7 +25,7 @@ RPC_TIMEOUT_S = 10.0
 # Broadcasts that arrive within this window go to the node as one JSON-RPC batch: one HTTP round
 # trip (and one parse) per batch instead of per transaction.
 BROADCAST_WINDOW_S = 0.003
-MAX_BROADCAST_BATCH = 256
+MAX_BROADCAST_BATCH = 200
 # JSON-RPC errors of broadcast_tx_sync that are not the application's verdict.
 MEMPOOL_FULL_CODE = -1
 ALREADY_KNOWN_CODE = -2

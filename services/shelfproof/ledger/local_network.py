@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from shelfproof.ledger.comet_engine import MAX_BROADCAST_BATCH
 from shelfproof.ledger.genesis import Genesis
 from shelfproof.ledger.network import LocalNetwork, NetworkLayout, NodeLayout, generate_network
 from shelfproof.runtime.processes import die_with_parent
@@ -92,6 +93,8 @@ class ShelfproofNetwork:
             layout = generate_network(
                 root, validators, chain_id=genesis.chain_id, base_port=base_port,
                 app_state=genesis.app_state_json(), cometbft_bin=cometbft_bin,
+                # The adapter sends broadcasts as JSON-RPC batches (CometBFT allows 10 by default).
+                overrides={"rpc": {"max_request_batch_size": MAX_BROADCAST_BATCH}},
             )
         return cls(layout, cometbft_bin)
 

@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -54,37 +55,6 @@ def format_toml_value(value: TomlValue) -> str:
     return "[" + ", ".join(format_toml_value(item) for item in value) + "]"
 
 
-def parse_toml_value(raw: str) -> TomlValue:
-    """The value of a single-line TOML literal as written by CometBFT (or ``format_toml_value``)."""
-    raw = raw.strip()
-    if raw.startswith('"'):
-        end = _closing_quote(raw)
-        return json.loads(raw[: end + 1])
-    raw = raw.split("#", 1)[0].strip()
-    if raw in ("true", "false"):
-        return raw == "true"
-    if raw.startswith("["):
-        inner = raw.strip("[] ")
-        return [json.loads(item.strip()) for item in inner.split(",") if item.strip()]
-    try:
-        return int(raw)
-    except ValueError:
-        return float(raw)
-
-
-def _closing_quote(raw: str) -> int:
-    escaped = False
-    for index in range(1, len(raw)):
-        char = raw[index]
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            return index
-    raise ValueError(f"unterminated TOML string: {raw!r}")
-
-
 def _section_header(line: str) -> str | None:
     stripped = line.strip()
     if stripped.startswith("[") and not stripped.startswith("[["):
@@ -100,22 +70,6 @@ def _key_of(line: str) -> str | None:
         return None
     key = stripped.split("=", 1)[0].strip()
     return key if key and all(c.isalnum() or c in "_-." for c in key) else None
-
-
-def read_toml(text: str) -> dict[str, dict[str, TomlValue]]:
-    """Every ``key = value`` per section; the keys before the first header are under ``""``."""
-    sections: dict[str, dict[str, TomlValue]] = {"": {}}
-    current = ""
-    for line in text.splitlines():
-        header = _section_header(line)
-        if header is not None:
-            current = header
-            sections.setdefault(current, {})
-            continue
-        key = _key_of(line)
-        if key is not None:
-            sections[current][key] = parse_toml_value(line.split("=", 1)[1])
-    return sections
 
 
 def set_toml_values(text: str, values: Mapping[str, Mapping[str, TomlValue]]) -> str:
@@ -155,8 +109,6 @@ def set_toml_values(text: str, values: Mapping[str, Mapping[str, TomlValue]]) ->
         if key is not None:
             last_key_at[current] = len(out)
     flush_missing(current)
-    if "" in pending:  # no header at all and the top level had no keys
-        out[0:0] = [f"{k} = {format_toml_value(v)}" for k, v in pending.pop("").items()]
     for section, keys in pending.items():
         out.extend(["", f"[{section}]", *(f"{k} = {format_toml_value(v)}" for k, v in keys.items())])
     return "\n".join(out) + "\n"
@@ -164,6 +116,12 @@ def set_toml_values(text: str, values: Mapping[str, Mapping[str, TomlValue]]) ->
 
 def edit_config(path: Path, values: Mapping[str, Mapping[str, TomlValue]]) -> None:
     path.write_text(set_toml_values(path.read_text(), values))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A node's config.toml as data (the standard library parses TOML; only writing is ours)."""
+    with open(path, "rb") as file:
+        return tomllib.load(file)
 
 
 # --- tunables ------------------------------------------------------------------------------------
@@ -330,7 +288,7 @@ def _ephemeral_port_floor() -> int:
 
 
 def find_free_base_port(validators: int, *, low: int = 20_000, high: int | None = None) -> int:
-    """A base port whose whole block of node ports binds on 127.0.0.1 right now.
+    """A base port in ``[low, high)`` whose whole block of node ports binds on 127.0.0.1 right now.
 
     Random starting points keep parallel sessions apart; the range stays below the ephemeral
     range so outgoing connections cannot take a port between this check and the nodes' binds.
@@ -342,7 +300,7 @@ def find_free_base_port(validators: int, *, low: int = 20_000, high: int | None 
         raise ValueError(f"port range {low}..{high} too small for {validators} nodes")
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
-        base = low + rng.randrange((high - low - span) // PORT_STRIDE) * PORT_STRIDE
+        base = low + rng.randrange((high - low - span) // PORT_STRIDE + 1) * PORT_STRIDE
         ports = [p for i in range(validators) for p in node_ports(base, i)]
         if all(_port_is_free(port) for port in ports):
             return base
@@ -367,20 +325,25 @@ def default_cometbft_bin() -> Path:
     return Path(found) if found else pinned
 
 
-def _genesis_text(genesis: dict[str, Any], app_state: dict | bytes | None) -> str:
-    """genesis.json with ``app_state``; given bytes are written verbatim (the app hashes them)."""
-    genesis = {k: v for k, v in genesis.items() if k != "app_state"}
+def _app_state_json(app_state: dict | bytes | None) -> str | None:
+    """The JSON text of ``app_state``: bytes are kept verbatim (the app may hash exactly them)."""
     if app_state is None:
-        return json.dumps(genesis, indent=2) + "\n"
+        return None
     if isinstance(app_state, (bytes, bytearray)):
         raw = bytes(app_state).decode()
         if not isinstance(json.loads(raw), dict):
             raise ValueError("app_state must be a JSON object")
-    else:
-        raw = json.dumps(app_state, sort_keys=True, separators=(",", ":"))
+        return raw
+    return json.dumps(app_state, sort_keys=True, separators=(",", ":"))
+
+
+def _genesis_text(genesis: dict[str, Any], app_state_json: str | None) -> str:
+    genesis = {k: v for k, v in genesis.items() if k != "app_state"}
+    if app_state_json is None:
+        return json.dumps(genesis, indent=2) + "\n"
     marker = "__shelfproof_app_state__"
     genesis["app_state"] = marker
-    return json.dumps(genesis, indent=2).replace(json.dumps(marker), raw, 1) + "\n"
+    return json.dumps(genesis, indent=2).replace(json.dumps(marker), app_state_json, 1) + "\n"
 
 
 def generate_network(
@@ -407,6 +370,7 @@ def generate_network(
     """
     if validators < 1:
         raise ValueError("a network needs at least one validator")
+    app_state_json = _app_state_json(app_state)
     root = Path(root).resolve()
     if (root / "node0").exists():
         raise FileExistsError(f"{root} already holds a network")
@@ -427,7 +391,7 @@ def generate_network(
 
     genesis = json.loads(nodes[0].genesis_path.read_text())
     genesis["chain_id"] = chain_id
-    genesis_text = _genesis_text(genesis, app_state)
+    genesis_text = _genesis_text(genesis, app_state_json)
     for node in nodes:
         node.genesis_path.write_text(genesis_text)
         values: dict[str, dict[str, TomlValue]] = {
@@ -510,7 +474,7 @@ class CometNode:
         """SIGTERM (CometBFT flushes its WAL and stores), SIGKILL after ``timeout`` seconds."""
         if self._process is None:
             return
-        self._signal(signal.SIGTERM)
+        self.send_signal(signal.SIGTERM)
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -520,10 +484,10 @@ class CometNode:
         """SIGKILL: a crash, for fault tests."""
         if self._process is None:
             return
-        self._signal(signal.SIGKILL)
+        self.send_signal(signal.SIGKILL)
         self._process.wait()
 
-    def _signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         assert self._process is not None
         if self._process.poll() is not None:
             return
@@ -613,7 +577,7 @@ class LocalNetwork:
         """SIGTERM every node at once, then wait (SIGKILL whatever outlives ``timeout``)."""
         for node in self.nodes:
             if node.is_running():
-                node._signal(signal.SIGTERM)
+                node.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             node.stop(max(0.0, deadline - time.monotonic()))

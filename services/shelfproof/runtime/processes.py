@@ -15,25 +15,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_port_block(size: int, start: int = 30_000, stop: int = 60_000) -> int:
-    """First port of ``size`` consecutive ports that are all free on 127.0.0.1 right now."""
-    base = start + (os.getpid() * 97) % (stop - start - size)
-    for _ in range(200):
-        sockets = []
-        try:
-            for offset in range(size):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            base = start + (base - start + size + 37) % (stop - start - size)
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise OSError("no free block of loopback ports")
-
-
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

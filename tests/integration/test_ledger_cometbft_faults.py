@@ -1,0 +1,131 @@
+"""Four real CometBFT validators on loopback, each with its own process of our ABCI application,
+behind the ledger adapter: faults, recovery, and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.comet_engine import CometEngine
+from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.local_network import ShelfproofNetwork
+from shelfproof.ledger.network import find_free_base_port
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.server import GrpcServer
+from shelfproof.runtime.settings import GrpcServerSettings
+
+COMETBFT = Path(__file__).resolve().parents[2] / ".tools/bin/cometbft"
+CHAIN = "faults-test"
+BRAND = "0614141000005"
+
+pytestmark = [
+    pytest.mark.skipif(not COMETBFT.exists(), reason="CometBFT not installed (make cometbft)"),
+    pytest.mark.timeout(300),
+]
+
+
+def _event(n: int) -> txpb.TransactionBody:
+    digest = f"{n:064x}"
+    return txpb.TransactionBody(
+        record_event=txpb.RecordEvent(
+            event_hash=f"ni:///sha-256;{digest}?ver=CBV2.0", event_type="ObjectEvent",
+            biz_step="shipping", disposition="in_transit", epcs=[f"https://id.gs1.org/01/00614141123452/21/S{n}"],
+        )
+    )
+
+
+def _app_hash_at(network: ShelfproofNetwork, node: int, height: int) -> str:
+    return network.network.node(node).rpc("commit", {"height": str(height)})["signed_header"]["header"]["app_hash"]
+
+
+def _height(network: ShelfproofNetwork, node: int) -> int:
+    return network.network.node(node).latest_height()
+
+
+async def _wait_committed(stub, tx_hashes: list[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for tx_hash in tx_hashes:
+        while True:
+            result = (await stub.GetTransaction(pb.GetTransactionRequest(tx_hash=tx_hash), timeout=5)).result
+            if result.status == pb.TRANSACTION_STATUS_COMMITTED:
+                break
+            assert result.status == pb.TRANSACTION_STATUS_PENDING, result
+            assert time.monotonic() < deadline, f"{tx_hash.hex()} not committed in {timeout_s}s"
+            await asyncio.sleep(0.2)
+
+
+async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_path):
+    genesis = build_genesis(CHAIN, [(BRAND, "brand")], agents_per_org=1)
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    network = ShelfproofNetwork.create_or_load(tmp_path / "net", genesis, 4, find_free_base_port(4), COMETBFT)
+    await asyncio.to_thread(network.start)
+    engine = adapter = server = channel = None
+    try:
+        await asyncio.to_thread(network.network.wait_for_height, 2, 60)
+        engine = CometEngine(network.rpc_urls)
+        await engine.start()
+        adapter = LedgerAdapter(engine, tmp_path / "adapter")
+        await adapter.start()
+        server = GrpcServer(GrpcServerSettings(port=0, shutdown_grace_s=0.5), [adapter.binding()])
+        channel = insecure_channel(f"127.0.0.1:{await server.start()}")
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        n = 0
+
+        async def submit(wait: bool) -> bytes:
+            nonlocal n
+            n += 1
+            reply = await stub.SubmitTransaction(
+                pb.SubmitTransactionRequest(transaction=signer.sign(_event(n)), wait_for_commit=wait), timeout=30
+            )
+            if wait:
+                assert reply.result.status == pb.TRANSACTION_STATUS_COMMITTED
+            return reply.result.tx_hash
+
+        acknowledged = [await submit(True) for _ in range(3)]
+
+        # One of four down: 3 of 4 voting power is more than 2/3, commits continue.
+        network.kill_node(3)
+        acknowledged += [await submit(True) for _ in range(3)]
+
+        # Two of four down: no quorum, the chain halts; submissions are still acknowledged.
+        network.kill_node(2)
+        await asyncio.sleep(1.5)
+        halted_at = _height(network, 0)
+        acknowledged += [await submit(False) for _ in range(3)]
+        await asyncio.sleep(4)
+        assert _height(network, 0) <= halted_at + 1, "the chain kept committing without a quorum"
+
+        # Both back: the chain resumes and every acknowledged transaction commits.
+        await asyncio.to_thread(network.start_node, 2)
+        await asyncio.to_thread(network.start_node, 3)
+        await _wait_committed(stub, acknowledged, 90)
+
+        # The application of node 1 crashes mid-run (its CometBFT node stops with it) ...
+        network.kill_app(1)
+        acknowledged += [await submit(True) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        network.network.node(1).kill()
+        # ... and after a restart it replays to the same state as the others.
+        await asyncio.to_thread(network.start_node, 1)
+        target = _height(network, 0) + 1
+        await asyncio.to_thread(network.network.wait_for_height, target, 60)
+        hashes = {_app_hash_at(network, node, target) for node in range(4)}
+        assert len(hashes) == 1, f"nodes disagree at height {target}: {hashes}"
+        await _wait_committed(stub, acknowledged, 30)
+    finally:
+        if channel is not None:
+            await channel.close()
+        if server is not None:
+            await server.stop()
+        if adapter is not None:
+            await adapter.stop()
+        if engine is not None:
+            await engine.close()
+        await asyncio.to_thread(network.stop)
