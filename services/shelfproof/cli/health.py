@@ -27,3 +27,12 @@ def postgres_health(dsn: str) -> str:
     except psycopg.Error:
         return "UNREACHABLE"
     return "SERVING"
+
+
+async def ledger_status(address: str, deadline_s: float = 5.0):
+    """The ledger's GetLedgerStatus answer (engine, chain, height)."""
+    from shelfproof.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+    async with insecure_channel(address) as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        return await stub.GetLedgerStatus(ledger_pb2.GetLedgerStatusRequest(), timeout=deadline_s)

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shelfproof.cli.health import grpc_health, postgres_health
+from shelfproof.cli.health import grpc_health, ledger_status, postgres_health
 from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
@@ -131,6 +131,13 @@ class Stack:
         self.components.append(
             RunningComponent(spec.name, address, spec.kind, spec.health_service, child.pid)
         )
+        if spec.name == "ledger":
+            status = await ledger_status(address)
+            print(
+                f"ledger engine: {status.engine} with {status.validators} validator(s), "
+                f"chain {status.chain_id}, because {status.engine_reason}",
+                flush=True,
+            )
 
     def _write_stack_file(self) -> None:
         payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}

@@ -89,8 +89,7 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
         "ledger engine started",
         extra={"engine": engine_name, "why": why, "chain_id": genesis.chain_id, "home": str(home)},
     )
-    print(f"ledger engine: {engine_name} ({why})", flush=True)
-    adapter = LedgerAdapter(engine, home / "adapter")
+    adapter = LedgerAdapter(engine, home / "adapter", why)
     server = GrpcServer(settings, [adapter.binding()])
 
     async def start() -> None:

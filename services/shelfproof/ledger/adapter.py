@@ -56,8 +56,9 @@ def _result(tx: IndexedTx) -> pb.TransactionResult:
 
 
 class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, engine: LedgerEngine, home: Path) -> None:
+    def __init__(self, engine: LedgerEngine, home: Path, engine_reason: str = "") -> None:
         self.engine = engine
+        self.engine_reason = engine_reason
         self.index = TxIndex(home / "adapter.db")
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._indexed = asyncio.Condition()
@@ -305,4 +306,5 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             latest_height=latest,
             latest_app_hash=block.signed_header.header.app_hash if block else b"",
             validators=len(block.validator_set.validators) if block else 0,
+            engine_reason=self.engine_reason,
         )
