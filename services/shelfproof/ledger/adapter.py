@@ -35,6 +35,7 @@ from shelfproof.runtime.server import ServiceBinding
 log = logging.getLogger(__name__)
 
 RESUBMIT_AFTER_S = 3.0
+MAX_BATCH = 1_000
 STREAM_BATCH = 500
 # CheckTx answers that mean "the node already has it": the transaction is in flight, not rejected.
 _ALREADY_KNOWN = ("already exists in cache", "already in mempool")
@@ -140,23 +141,29 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
 
     # --- RPCs ------------------------------------------------------------------------------------
 
-    async def SubmitTransaction(self, request: pb.SubmitTransactionRequest, context) -> pb.SubmitTransactionResponse:
-        raw = request.transaction
+    async def _admit(self, raw: bytes) -> tuple[bytes, IndexedTx | None, bool]:
+        """Validate and CheckTx one transaction: (hash, its committed record if any, needs an
+        acknowledgement). Raises the domain error that rejects it."""
         self._validate_envelope(raw)
         h = tx_hash(raw)
         known = self.index.get(h)
-        if known is None and not self.index.is_pending(h):
-            try:
-                outcome = await self.engine.broadcast(raw)
-            except EngineUnavailable as err:
-                raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
-            if outcome.code != 0 and not self._already_known(outcome):
-                raise LedgerRejected(
-                    f"ledger rejected the transaction: {outcome.log}",
-                    ledger_code=outcome.code,
-                    metadata={"tx_hash": h.hex()},
-                )
-            await self.index.acknowledge(h, raw, int(time.time() * 1000))
+        if known is not None or self.index.is_pending(h):
+            return h, known, False
+        try:
+            outcome = await self.engine.broadcast(raw)
+        except EngineUnavailable as err:
+            raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+        if outcome.code != 0 and not self._already_known(outcome):
+            raise LedgerRejected(
+                f"ledger rejected the transaction: {outcome.log}", ledger_code=outcome.code, metadata={"tx_hash": h.hex()}
+            )
+        return h, None, True
+
+    async def SubmitTransaction(self, request: pb.SubmitTransactionRequest, context) -> pb.SubmitTransactionResponse:
+        raw = request.transaction
+        h, known, needs_ack = await self._admit(raw)
+        if needs_ack:
+            await self.index.acknowledge([(h, raw)], int(time.time() * 1000))
         if request.wait_for_commit and known is None:
             known = await self._wait_until_indexed(h, context)
         if known is None:
@@ -166,6 +173,42 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         if known.code != 0:
             raise LedgerRejected(f"transaction rejected in block {known.height}: {known.log}", ledger_code=known.code, metadata={"tx_hash": h.hex()})
         return pb.SubmitTransactionResponse(result=_result(known))
+
+    async def SubmitTransactions(self, request: pb.SubmitTransactionsRequest, context) -> pb.SubmitTransactionsResponse:
+        if not 1 <= len(request.transactions) <= MAX_BATCH:
+            raise InvalidArgument(
+                f"a batch holds 1 to {MAX_BATCH} transactions",
+                field_violations=[FieldViolation("transactions", f"1 to {MAX_BATCH} items")],
+            )
+
+        async def admit(raw: bytes) -> pb.TransactionResult | tuple[bytes, bytes]:
+            try:
+                h, known, needs_ack = await self._admit(raw)
+            except LedgerRejected as err:
+                return pb.TransactionResult(
+                    tx_hash=tx_hash(raw), status=pb.TRANSACTION_STATUS_REJECTED, code=err.ledger_code, log=err.message
+                )
+            except InvalidArgument as err:
+                return pb.TransactionResult(
+                    tx_hash=tx_hash(raw), status=pb.TRANSACTION_STATUS_REJECTED, code=ResultCode.MALFORMED, log=err.message
+                )
+            if known is not None:
+                return _result(known)
+            if needs_ack:
+                return h, raw
+            return pb.TransactionResult(tx_hash=h, status=pb.TRANSACTION_STATUS_PENDING)
+
+        # Started in order, so the engine sees them in order (one JSON-RPC batch for CometBFT).
+        admitted = await asyncio.gather(*(admit(raw) for raw in request.transactions))
+        to_acknowledge = [item for item in admitted if isinstance(item, tuple)]
+        if to_acknowledge:
+            await self.index.acknowledge(to_acknowledge, int(time.time() * 1000))
+        return pb.SubmitTransactionsResponse(
+            results=[
+                pb.TransactionResult(tx_hash=item[0], status=pb.TRANSACTION_STATUS_PENDING) if isinstance(item, tuple) else item
+                for item in admitted
+            ]
+        )
 
     def _validate_envelope(self, raw: bytes) -> None:
         if not raw:

@@ -54,14 +54,14 @@ class TxIndex:
 
     # --- acknowledgements ------------------------------------------------------------------------
 
-    async def acknowledge(self, tx_hash: bytes, raw: bytes, now_ms: int) -> None:
-        """Durably remember a transaction we promised to get committed."""
+    async def acknowledge(self, transactions: list[tuple[bytes, bytes]], now_ms: int) -> None:
+        """Durably remember transactions (hash, raw) we promised to get committed."""
         loop = asyncio.get_running_loop()
         if self._batch_done is None:
             self._batch_done = loop.create_future()
             self._flusher = loop.create_task(self._flush_soon())
         done = self._batch_done
-        self._batch.append((tx_hash, raw, now_ms))
+        self._batch.extend((h, raw, now_ms) for h, raw in transactions)
         await asyncio.shield(done)
 
     async def _flush_soon(self) -> None:
