@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import zlib
 
 import httpx
 import websockets
@@ -18,6 +19,7 @@ from tendermint.crypto import proof_pb2
 
 from shelfproof.ledger import rpc_json
 from shelfproof.ledger.engine import Block, EngineUnavailable, TxOutcome
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,10 @@ class CometEngine:
         self._new_block = asyncio.Condition()
         self._watcher: asyncio.Task | None = None
         self._request_id = 0
-        self._broadcasts: list[tuple[bytes, asyncio.Future]] = []
-        self._broadcast_flush: asyncio.Task | None = None
+        # Per node: queued broadcasts, the flush timer, and the one batch sender in flight.
+        self._broadcasts: list[list[tuple[bytes, asyncio.Future]]] = [[] for _ in self.rpc_urls]
+        self._broadcast_flush: list[asyncio.TimerHandle | None] = [None for _ in self.rpc_urls]
+        self._broadcast_sender: list[asyncio.Task | None] = [None for _ in self.rpc_urls]
 
     async def start(self) -> None:
         status = await self._rpc("status", {})
@@ -85,11 +89,11 @@ class CometEngine:
             return body["result"]
         raise EngineUnavailable("; ".join(errors))
 
-    async def _rpc_batch(self, calls: list[tuple[str, dict]]) -> list[dict]:
-        """One JSON-RPC batch to one node; answers in the order of ``calls``."""
+    async def _rpc_batch(self, calls: list[tuple[str, dict]], first: int) -> list[dict]:
+        """One JSON-RPC batch to node ``first`` (or the next that answers), answers in call order."""
         errors = []
         for attempt in range(len(self.rpc_urls)):
-            index = (self._preferred + attempt) % len(self.rpc_urls)
+            index = (first + attempt) % len(self.rpc_urls)
             first_id = self._request_id + 1
             self._request_id += len(calls)
             payload = [
@@ -102,7 +106,6 @@ class CometEngine:
             except (httpx.HTTPError, ValueError) as err:
                 errors.append(f"{self.rpc_urls[index]}: {err!r}")
                 continue
-            self._preferred = index
             if isinstance(body, dict):
                 if body.get("id") is None:  # the whole batch was refused (e.g. too large)
                     raise EngineUnavailable(RpcError(body.get("error", {})).text)
@@ -114,28 +117,44 @@ class CometEngine:
     # --- LedgerEngine ---------------------------------------------------------------------------
 
     async def broadcast(self, raw: bytes) -> TxOutcome:
+        """CheckTx on one node. Each account's transactions go to the same node, in order (its
+        nonces must arrive in order), and accounts spread over the nodes (each node's RPC does a
+        share of the decoding); a node that is down passes its share to the next."""
+        signer = txpb.SignedTransaction.FromString(raw).signer
+        node = zlib.crc32(signer.encode()) % len(self.rpc_urls)
         future = asyncio.get_running_loop().create_future()
-        self._broadcasts.append((raw, future))
-        if len(self._broadcasts) >= MAX_BROADCAST_BATCH:
-            self._send_broadcasts()
-        elif self._broadcast_flush is None:
-            self._broadcast_flush = asyncio.get_running_loop().call_later(
-                BROADCAST_WINDOW_S, self._send_broadcasts
+        self._broadcasts[node].append((raw, future))
+        sender = self._broadcast_sender[node]
+        idle = sender is None or sender.done()
+        if len(self._broadcasts[node]) >= MAX_BROADCAST_BATCH:
+            self._send_broadcasts(node)
+        elif self._broadcast_flush[node] is None and idle:
+            self._broadcast_flush[node] = asyncio.get_running_loop().call_later(
+                BROADCAST_WINDOW_S, self._send_broadcasts, node
             )
         return await future
 
-    def _send_broadcasts(self) -> None:
-        if self._broadcast_flush is not None:
-            self._broadcast_flush.cancel()
-            self._broadcast_flush = None
-        batch, self._broadcasts = self._broadcasts, []
-        if batch:
-            asyncio.get_running_loop().create_task(self._broadcast_batch(batch))
+    def _send_broadcasts(self, node: int) -> None:
+        timer = self._broadcast_flush[node]
+        if timer is not None:
+            timer.cancel()
+            self._broadcast_flush[node] = None
+        sender = self._broadcast_sender[node]
+        # One batch in flight per node: the node must see an account's nonces in order.
+        if sender is None or sender.done():
+            self._broadcast_sender[node] = asyncio.get_running_loop().create_task(self._drain_broadcasts(node))
 
-    async def _broadcast_batch(self, batch: list[tuple[bytes, asyncio.Future]]) -> None:
+    async def _drain_broadcasts(self, node: int) -> None:
+        queue = self._broadcasts[node]
+        while queue:
+            batch = queue[:MAX_BROADCAST_BATCH]
+            del queue[:MAX_BROADCAST_BATCH]
+            await self._broadcast_batch(batch, node)
+
+    async def _broadcast_batch(self, batch: list[tuple[bytes, asyncio.Future]], node: int) -> None:
         calls = [("broadcast_tx_sync", {"tx": base64.b64encode(raw).decode()}) for raw, _ in batch]
         try:
-            answers = await self._rpc_batch(calls)
+            answers = await self._rpc_batch(calls, first=node)
         except EngineUnavailable as err:
             for _, future in batch:
                 if not future.done():

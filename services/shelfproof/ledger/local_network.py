@@ -18,7 +18,11 @@ from pathlib import Path
 
 from shelfproof.ledger.comet_engine import MAX_BROADCAST_BATCH
 from shelfproof.ledger.genesis import Genesis
-from shelfproof.ledger.network import LocalNetwork, NetworkLayout, NodeLayout, generate_network
+from shelfproof.ledger.network import ConsensusTimeouts, LocalNetwork, NetworkLayout, NodeLayout, generate_network
+
+# Fewer, larger blocks than the network default: our application's per-block work (Merkle roots of
+# the changed stores, one fsync'd commit) is then spread over more transactions.
+CONSENSUS = ConsensusTimeouts(commit=1.0)
 from shelfproof.runtime.processes import die_with_parent
 
 
@@ -93,6 +97,7 @@ class ShelfproofNetwork:
             layout = generate_network(
                 root, validators, chain_id=genesis.chain_id, base_port=base_port,
                 app_state=genesis.app_state_json(), cometbft_bin=cometbft_bin,
+                consensus=CONSENSUS,
                 # The adapter sends broadcasts as JSON-RPC batches (CometBFT allows 10 by default).
                 overrides={"rpc": {"max_request_batch_size": MAX_BROADCAST_BATCH}},
             )
