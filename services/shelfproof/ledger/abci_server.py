@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tendermint.abci import types_pb2 as abci
 
 from shelfproof.ledger.app import LedgerApplication
+from shelfproof.ledger.merkle import uvarint
 from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.server import run_until_signalled
 from shelfproof.runtime.settings import CommonSettings
@@ -47,15 +48,6 @@ async def _read_uvarint(reader: asyncio.StreamReader) -> int:
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 class AbciSocketServer:
@@ -117,7 +109,7 @@ class AbciSocketServer:
                 request.ParseFromString(await reader.readexactly(length))
                 response = self._answer(request)
                 payload = response.SerializeToString()
-                writer.write(_uvarint(len(payload)) + payload)
+                writer.write(uvarint(len(payload)) + payload)
                 if request.WhichOneof("value") == "flush":
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

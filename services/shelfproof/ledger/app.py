@@ -21,7 +21,7 @@ from tendermint.crypto import proof_pb2
 
 from shelfproof.ledger import rules
 from shelfproof.ledger.codes import ResultCode, TxRejected
-from shelfproof.ledger.merkle import value_op
+from shelfproof.ledger.merkle import uvarint, value_op
 from shelfproof.ledger.state import STORES, AppVersion, LedgerState, Overlay, StateDB
 from shelfproof.ledger.tx import MAX_TX_BYTES, sign_doc_bytes, tx_hash
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -194,7 +194,7 @@ class LedgerApplication:
         """Take mempool transactions in order while they fit (size counted as CometBFT does)."""
         room, chosen = request.max_tx_bytes, []
         for raw in request.txs:
-            size = len(raw) + 1 + _uvarint_len(len(raw))
+            size = len(raw) + 1 + len(uvarint(len(raw)))
             if size > room:
                 break
             room -= size
@@ -275,14 +275,6 @@ class LedgerApplication:
             for op in (value_op(request.data, key_proof), value_op(store.encode(), store_proof)):
                 response.proof_ops.ops.append(proof_pb2.ProofOp(type=op.type, key=op.key, data=op.data))
         return response
-
-
-def _uvarint_len(n: int) -> int:
-    length = 1
-    while n >= 0x80:
-        n >>= 7
-        length += 1
-    return length
 
 
 def genesis_app_state(genesis: st.GenesisState) -> dict:

@@ -25,7 +25,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger.merkle import MerkleTree, ProofOpLike, leaf_hash, verify_value_proof
+from shelfproof.ledger.merkle import MerkleTree, ProofOpLike, leaf_hash, uvarint, verify_value_proof
 
 PRECOMMIT = types_pb2.SIGNED_MSG_TYPE_PRECOMMIT  # 2
 FLAG_ABSENT = validator_pb2.BLOCK_ID_FLAG_ABSENT  # 1
@@ -58,24 +58,13 @@ class CommitCheck:
 # --- protobuf wire helpers ---------------------------------------------------------------------------
 
 
-def _uvarint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _varint64(n: int) -> bytes:
     """int64/int32 varint: negatives are their 64-bit two's complement (10 bytes)."""
-    return _uvarint(n & 0xFFFFFFFFFFFFFFFF if n < 0 else n)
+    return uvarint(n & 0xFFFFFFFFFFFFFFFF if n < 0 else n)
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _uvarint(len(payload)) + payload
+    return bytes((tag,)) + uvarint(len(payload)) + payload
 
 
 def _bytes_field(tag: int, value: bytes) -> bytes:
@@ -99,7 +88,7 @@ def _ts_bytes(ts: timestamp_pb2.Timestamp | None, present: bool = True) -> bytes
 
 
 def _part_set_header_bytes(psh: types_pb2.PartSetHeader) -> bytes:
-    out = b"\x08" + _uvarint(psh.total) if psh.total else b""
+    out = b"\x08" + uvarint(psh.total) if psh.total else b""
     return out + _bytes_field(0x12, psh.hash)
 
 
@@ -110,8 +99,8 @@ def _block_id_bytes(block_id: types_pb2.BlockID) -> bytes:
 
 def _consensus_bytes(header: types_pb2.Header) -> bytes:
     v = header.version
-    out = b"\x08" + _uvarint(v.block) if v.block else b""
-    return out + (b"\x10" + _uvarint(v.app) if v.app else b"")
+    out = b"\x08" + uvarint(v.block) if v.block else b""
+    return out + (b"\x10" + uvarint(v.app) if v.app else b"")
 
 
 def _cdc_bytes(value: bytes) -> bytes:
@@ -228,7 +217,7 @@ def _vote_parts(
     chain_id: str, height: int, round: int, block_id: types_pb2.BlockID | None, msg_type: int
 ) -> tuple[bytes, bytes]:
     """The CanonicalVote bytes before and after the timestamp, which is all that differs per signer."""
-    head = b"\x08" + _uvarint(msg_type) if msg_type else b""
+    head = b"\x08" + uvarint(msg_type) if msg_type else b""
     if height:
         head += b"\x11" + struct.pack("<q", height)
     if round:
@@ -239,8 +228,8 @@ def _vote_parts(
 
 
 def _sign_bytes(head: bytes, ts: bytes, tail: bytes) -> bytes:
-    body = head + _uvarint(len(ts)) + ts + tail
-    return _uvarint(len(body)) + body
+    body = head + uvarint(len(ts)) + ts + tail
+    return uvarint(len(body)) + body
 
 
 def vote_sign_bytes(

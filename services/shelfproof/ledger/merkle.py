@@ -54,7 +54,10 @@ def inner_hash(left: bytes, right: bytes) -> bytes:
     return _sha256(_INNER + left + right).digest()
 
 
-def _uvarint(n: int) -> bytes:
+def uvarint(n: int) -> bytes:
+    """Unsigned LEB128, as protobuf and CometBFT's length prefixes write it."""
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -66,7 +69,7 @@ def _uvarint(n: int) -> bytes:
 def kv_leaf(key: bytes, value: bytes) -> bytes:
     """The leaf bytes a ``simple:v`` op hashes: uvarint(len key) ‖ key ‖ uvarint(32) ‖ SHA256(value)."""
     n = len(key)
-    prefix = bytes((n,)) if n < 0x80 else _uvarint(n)
+    prefix = uvarint(n)
     return prefix + key + _VALUE_HASH_LEN + _sha256(value).digest()
 
 
