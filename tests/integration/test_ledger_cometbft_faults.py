@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tendermint.types import types_pb2, validator_pb2
+
+from shelfproof.ledger import light, merkle
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.comet_engine import CometEngine
 from shelfproof.ledger.genesis import build_genesis
@@ -141,6 +144,15 @@ async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_pa
             return reply.result.tx_hash
 
         acknowledged = [await submit(True) for _ in range(3)]
+        # The adapter's proofs verify against the four validators' signatures.
+        key = _event(1).record_event.event_hash.encode()
+        answer = await stub.Query(pb.QueryRequest(store="events", key=key, prove=True), timeout=15)
+        check = light.verify_query(
+            CHAIN, list(answer.proof_ops), merkle.keypath_for("events", key), answer.value,
+            types_pb2.SignedHeader.FromString(answer.signed_header),
+            validator_pb2.ValidatorSet.FromString(answer.validator_set),
+        )
+        assert check.total_power > 0 and check.signers >= 3
         await asyncio.to_thread(_light_client_accepts_our_proofs, network, tmp_path, _event(1).record_event.event_hash)
 
         # One of four down: 3 of 4 voting power is more than 2/3, commits continue.

@@ -157,3 +157,25 @@ async def test_acknowledged_transaction_survives_a_lost_mempool(tmp_path, genesi
             await asyncio.sleep(0.2)
         status = await ledger.stub.GetLedgerStatus(pb.GetLedgerStatusRequest(), timeout=5)
         assert status.engine == "embedded" and status.chain_id == CHAIN and status.validators == 1
+
+
+async def test_content_store_round_trip_and_validation(tmp_path, genesis):
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        serials = "\n".join(f"S{i:012d}" for i in range(10_000)).encode()
+        digest = (await ledger.stub.PutContent(pb.PutContentRequest(content=serials), timeout=10)).sha256
+        assert digest == __import__("hashlib").sha256(serials).digest()
+        again = (await ledger.stub.PutContent(pb.PutContentRequest(content=serials), timeout=10)).sha256
+        assert again == digest
+        assert (await ledger.stub.GetContent(pb.GetContentRequest(sha256=digest), timeout=10)).content == serials
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger.stub.GetContent(pb.GetContentRequest(sha256=bytes(32)), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger.stub.GetContent(pb.GetContentRequest(sha256=b"short"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A corrupted file is refused rather than served.
+        stored = next(p for p in (tmp_path / "adapter" / "content").rglob("*") if p.is_file())
+        stored.write_bytes(b"tampered")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger.stub.GetContent(pb.GetContentRequest(sha256=digest), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL

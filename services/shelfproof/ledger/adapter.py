@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.content import ContentError, ContentStore
 from shelfproof.ledger.engine import EngineUnavailable, LedgerEngine, TxOutcome
 from shelfproof.ledger.index import IndexedTx, TxIndex
 from shelfproof.ledger.state import STORES
@@ -59,6 +60,7 @@ def _result(tx: IndexedTx) -> pb.TransactionResult:
 class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, engine: LedgerEngine, home: Path, engine_reason: str = "") -> None:
         self.engine = engine
+        self.content = ContentStore(home / "content")
         self.engine_reason = engine_reason
         self.index = TxIndex(home / "adapter.db")
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
@@ -351,3 +353,20 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             validators=len(block.validator_set.validators) if block else 0,
             engine_reason=self.engine_reason,
         )
+
+    async def PutContent(self, request: pb.PutContentRequest, context) -> pb.PutContentResponse:
+        if not request.content:
+            raise InvalidArgument("content is empty", field_violations=[FieldViolation("content", "required")])
+        try:
+            digest = await asyncio.to_thread(self.content.put, request.content)
+        except ContentError as err:
+            raise InvalidArgument(str(err), field_violations=[FieldViolation("content", str(err))]) from err
+        return pb.PutContentResponse(sha256=digest)
+
+    async def GetContent(self, request: pb.GetContentRequest, context) -> pb.GetContentResponse:
+        if len(request.sha256) != 32:
+            raise InvalidArgument("sha256 must be 32 bytes", field_violations=[FieldViolation("sha256", "SHA-256 digest")])
+        content = await asyncio.to_thread(self.content.get, request.sha256)
+        if content is None:
+            raise NotFound(f"no content {request.sha256.hex()}")
+        return pb.GetContentResponse(content=content)
