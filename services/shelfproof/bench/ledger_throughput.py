@@ -190,7 +190,10 @@ async def _run_once(args: argparse.Namespace, rate: float) -> dict:
     # neither committed nor were rejected.
     committed = len(latencies)
     lost = len(acknowledged_hashes - set(latencies) - rejected)
-    window_s = max((max(seen_at.values()) - began_ms) / 1000, args.seconds) if seen_at else args.seconds
+    # The rate commits arrived at, from the first to the last: it equals the offered rate while the
+    # ledger keeps up, and falls below it once a backlog builds.
+    window_s = (max(seen_at.values()) - min(seen_at.values())) / 1000 if len(seen_at) > 1 else args.seconds
+    window_s = max(window_s, 0.001)
     latencies = list(latencies.values())
     return {
         "offered": offered,
