@@ -34,7 +34,9 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_PG_PORT": str(free_port()),
         "SHELFPROOF_PG_CLUSTER_DIR": str(postgres_reachable_tempdir("shelfproof-e2e-pg-") / "cluster"),
         "SHELFPROOF_LOG_FORMAT": "text",
-        "SHELFPROOF_LEDGER_PORT": str(free_port()),
+        "SHELFPROOF_LEDGER_PORT": str(ledger_port := free_port()),
+        "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ledger_port}",
+        "SHELFPROOF_REGISTRY_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
     }
 
@@ -61,7 +63,7 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert status.returncode == 0, status.stdout + status.stderr
         rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
         assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
-        assert [row[0] for row in rows] == ["postgres", "ledger"]
+        assert [row[0] for row in rows] == ["postgres", "ledger", "registry"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
 
         pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"

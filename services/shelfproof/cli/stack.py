@@ -50,6 +50,13 @@ SERVICES: list[ServiceSpec] = [
         default_port=50051,
         health_service="shelfproof.ledger.v1.LedgerService",
     ),
+    ServiceSpec(
+        name="registry",
+        module="shelfproof.registry",
+        env_prefix="SHELFPROOF_REGISTRY_",
+        default_port=50052,
+        health_service="shelfproof.product.v1.ProductService",
+    ),
 ]
 
 

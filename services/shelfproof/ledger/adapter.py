@@ -157,7 +157,9 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
         if outcome.code != 0 and not self._already_known(outcome):
             raise LedgerRejected(
-                f"ledger rejected the transaction: {outcome.log}", ledger_code=outcome.code, metadata={"tx_hash": h.hex()}
+                f"ledger rejected the transaction: {outcome.log}",
+                ledger_code=outcome.code,
+                metadata={"tx_hash": h.hex(), "stage": "check_tx"},
             )
         return h, None, True
 
@@ -173,7 +175,11 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                 result=pb.TransactionResult(tx_hash=h, status=pb.TRANSACTION_STATUS_PENDING, transaction=raw)
             )
         if known.code != 0:
-            raise LedgerRejected(f"transaction rejected in block {known.height}: {known.log}", ledger_code=known.code, metadata={"tx_hash": h.hex()})
+            raise LedgerRejected(
+                f"transaction rejected in block {known.height}: {known.log}",
+                ledger_code=known.code,
+                metadata={"tx_hash": h.hex(), "stage": "block"},
+            )
         return pb.SubmitTransactionResponse(result=_result(known))
 
     async def SubmitTransactions(self, request: pb.SubmitTransactionsRequest, context) -> pb.SubmitTransactionsResponse:
@@ -297,8 +303,9 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         if request.height < 0:
             raise InvalidArgument("height must be >= 0", field_violations=[FieldViolation("height", ">= 0")])
         latest = await self._latest()
-        if request.prove and not request.height and latest < 2:
-            latest = await self.engine.wait_for_new_block(1, 5.0)
+        if not request.height and latest < (2 if request.prove else 1):
+            # A chain that just started: wait for the block that makes a height answerable.
+            latest = await self.engine.wait_for_new_block(1 if request.prove else 0, 5.0)
         # A proof for height H checks against header H + 1: the newest provable height is latest - 1.
         height = request.height or (latest - 1 if request.prove else latest)
         if height < 1:

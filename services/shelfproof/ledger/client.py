@@ -1,0 +1,60 @@
+"""Submitting signed transactions for one account through the ledger adapter.
+
+Keeps the account's nonce: learned from the ledger's state when first needed, advanced per
+transaction, re-learned after a nonce rejection (another process may share the account).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime.client import call
+from shelfproof.runtime.errors import LedgerRejected, NotFound
+
+
+class LedgerClient:
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, signer: AccountSigner) -> None:
+        self.stub = stub
+        self.signer = signer
+        self._lock = asyncio.Lock()
+        self._synced = False
+
+    async def _sync_nonce(self) -> None:
+        answer = await call(
+            self.stub.Query, pb.QueryRequest(store="agents", key=self.signer.agent_id.encode()), idempotent=True
+        )
+        if not answer.found:
+            raise NotFound(f"agent {self.signer.agent_id} is not on the ledger")
+        self.signer.next_nonce = st.AgentRecord.FromString(answer.value).nonce + 1
+        self._synced = True
+
+    async def submit(self, body: txpb.TransactionBody, *, deadline_s: float = 20.0) -> pb.TransactionResult:
+        """Sign with the next nonce, submit, and wait for the commit (raises LedgerRejected)."""
+        async with self._lock:
+            if not self._synced:
+                await self._sync_nonce()
+            raw = self.signer.sign(body)
+            try:
+                reply = await call(
+                    self.stub.SubmitTransaction,
+                    pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True),
+                    idempotent=True,  # same bytes, same hash: the adapter deduplicates
+                    deadline_s=deadline_s,
+                )
+            except LedgerRejected as err:
+                if err.ledger_code in (ResultCode.NONCE_GAP, ResultCode.NONCE_REPLAYED, ResultCode.BAD_SIGNATURE):
+                    self._synced = False
+                elif err.metadata.get("stage") == "check_tx":
+                    self.signer.next_nonce -= 1  # refused before a block: the nonce was not used
+                raise
+        return reply.result
+
+    async def put_content(self, content: bytes) -> bytes:
+        reply = await call(self.stub.PutContent, pb.PutContentRequest(content=content), idempotent=True, deadline_s=60)
+        return reply.sha256

@@ -1,0 +1,67 @@
+"""The registry service: ``python -m shelfproof.registry`` (settings ``SHELFPROOF_REGISTRY_*``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, Genesis
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.registry.projector import RegistryProjector
+from shelfproof.registry.service import ProductService
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.server import GrpcServer, run_until_signalled
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, PostgresSettings
+
+
+class RegistrySettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_REGISTRY_", extra="ignore")
+
+    port: int = Field(default=50052, ge=0, le=65535)
+    ledger_address: str = "127.0.0.1:50051"
+    # The agent this registry signs as, and where its key is (the dev genesis holds the dev keys).
+    signer_agent_id: str = f"{DEMO_BRAND_GLN}/admin-0"
+    genesis_file: Path | None = None
+
+
+async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
+    genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
+    account = genesis.accounts[settings.signer_agent_id]
+    channel = insecure_channel(settings.ledger_address)
+    ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+    pool = AsyncConnectionPool(dsn, min_size=2, max_size=10, open=False)
+    await pool.open(wait=True)
+    projector = RegistryProjector(pool, ledger)
+    service = ProductService(pool, LedgerClient(ledger, account.signer(genesis.chain_id)), projector, account.organization_gln)
+    server = GrpcServer(settings, [service.binding()])
+
+    async def start() -> None:
+        await projector.start()
+        await server.start()
+
+    async def stop() -> None:
+        await server.stop()
+        await projector.stop()
+        await pool.close()
+        await channel.close()
+
+    await run_until_signalled(start, stop)
+
+
+def main() -> None:
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    pg = PostgresSettings()
+    if not pg.dsn:
+        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
+    asyncio.run(serve(RegistrySettings(), pg.dsn, common.state_dir))
+
+
+if __name__ == "__main__":
+    main()

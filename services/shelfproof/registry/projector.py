@@ -1,0 +1,136 @@
+"""Follows the ledger's committed stream into the PostgreSQL query model.
+
+Each transaction is applied in one PostgreSQL transaction together with the projector's cursor
+(height, index), so a crash never applies a transaction twice or skips one. Replaying from height 1
+into an empty database rebuilds the same tables: the projection reads nothing but the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+import grpc
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+log = logging.getLogger(__name__)
+
+PROJECTOR = "registry"
+
+
+def _block_time(result: pb.TransactionResult) -> datetime:
+    return datetime.fromtimestamp(
+        result.block_time.seconds + result.block_time.nanos / 1e9, tz=timezone.utc
+    )
+
+
+async def _apply_register_product(cur, result: pb.TransactionResult, signer_org: str, a: txpb.RegisterProduct) -> None:
+    at = _block_time(result)
+    await cur.execute(
+        """INSERT INTO products (gtin, name, brand, category, net_content, attributes, brand_owner_gln,
+                                 create_time, update_time, ledger_height, tx_hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (a.gtin, a.name, a.brand, a.category, a.net_content, Jsonb({x.key: x.value for x in a.attributes}),
+         signer_org, at, at, result.height, result.tx_hash),
+    )
+
+
+async def _apply_update_product(cur, result: pb.TransactionResult, a: txpb.UpdateProduct) -> None:
+    assignments, values = [], []
+    for path in a.update_paths:
+        if path == "attributes":
+            assignments.append("attributes = %s")
+            values.append(Jsonb({x.key: x.value for x in a.product.attributes}))
+        else:
+            assignments.append(f"{path} = %s")  # paths were checked by every validator
+            values.append(getattr(a.product, path))
+    await cur.execute(
+        f"UPDATE products SET {', '.join(assignments)}, update_time = %s, ledger_height = %s, tx_hash = %s"
+        " WHERE gtin = %s",
+        (*values, _block_time(result), result.height, result.tx_hash, a.product.gtin),
+    )
+
+
+class RegistryProjector:
+    def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.position = (0, -1)
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+        self._agents_org: dict[str, str] = {}
+
+    async def start(self) -> None:
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT height, tx_index FROM projection_cursors WHERE projector = %s", (PROJECTOR,))
+            ).fetchone()
+        self.position = (row[0], row[1]) if row else (0, -1)
+        self._task = asyncio.create_task(self._follow(), name="registry-projector")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_for(self, height: int, index: int, timeout_s: float = 10.0) -> bool:
+        """Wait until the transaction at (height, index), and all before it, are in PostgreSQL."""
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(lambda: self.position >= (height, index)), timeout_s)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                stream = self.ledger.StreamCommittedTransactions(
+                    pb.StreamCommittedTransactionsRequest(from_height=max(self.position[0], 1))
+                )
+                async for item in stream:
+                    result = item.result
+                    if (result.height, result.index) <= self.position:
+                        continue
+                    await self._apply(result)
+                    async with self._advanced:
+                        self._advanced.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                log.warning("ledger stream broke (%s); resuming", err.code().name)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("projection failed; retrying from the cursor")
+                await asyncio.sleep(1.0)
+
+    async def _apply(self, result: pb.TransactionResult) -> None:
+        signed = txpb.SignedTransaction.FromString(result.transaction)
+        body = txpb.TransactionBody.FromString(signed.body)
+        action = body.WhichOneof("action")
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if action == "register_product":
+                await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
+            elif action == "update_product":
+                await _apply_update_product(cur, result, body.update_product)
+            await cur.execute(
+                """INSERT INTO projection_cursors (projector, height, tx_index) VALUES (%s, %s, %s)
+                   ON CONFLICT (projector) DO UPDATE SET height = EXCLUDED.height, tx_index = EXCLUDED.tx_index""",
+                (PROJECTOR, result.height, result.index),
+            )
+        self.position = (result.height, result.index)
+
+    async def _org_of(self, agent_id: str) -> str:
+        # An agent's organization never changes, so the answer can be kept.
+        if agent_id not in self._agents_org:
+            from shelfproof.ledger.v1 import state_pb2 as st
+
+            answer = await self.ledger.Query(pb.QueryRequest(store="agents", key=agent_id.encode()), timeout=10)
+            self._agents_org[agent_id] = st.AgentRecord.FromString(answer.value).organization_gln
+        return self._agents_org[agent_id]

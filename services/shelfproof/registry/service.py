@@ -1,0 +1,228 @@
+"""``shelfproof.product.v1.ProductService``: writes go through the ledger, reads come from PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from google.protobuf import timestamp_pb2
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.gs1.keys import InvalidGs1Key, normalize_gtin
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.product.v1 import product_pb2 as pb
+from shelfproof.product.v1 import product_pb2_grpc
+from shelfproof.common.v1 import common_pb2
+from shelfproof.registry.projector import RegistryProjector
+from shelfproof.runtime.errors import (
+    AlreadyExists,
+    DependencyUnavailable,
+    FieldViolation,
+    InvalidArgument,
+    LedgerRejected,
+    NotFound,
+    PermissionDenied,
+)
+from shelfproof.runtime.server import ServiceBinding
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+UPDATABLE = ("name", "brand", "category", "net_content", "attributes")
+_PRODUCT_COLUMNS = (
+    "gtin, name, brand, category, net_content, attributes, brand_owner_gln, create_time, update_time, "
+    "ledger_height, tx_hash"
+)
+
+
+def _timestamp(value) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _product(row: dict) -> pb.Product:
+    return pb.Product(
+        gtin=row["gtin"],
+        name=row["name"],
+        brand=row["brand"],
+        category=row["category"],
+        net_content=row["net_content"],
+        attributes=row["attributes"],
+        brand_owner_gln=row["brand_owner_gln"],
+        create_time=_timestamp(row["create_time"]),
+        update_time=_timestamp(row["update_time"]),
+        ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
+    )
+
+
+def _gtin(value: str, field: str) -> str:
+    try:
+        return normalize_gtin(value)
+    except InvalidGs1Key as err:
+        raise InvalidArgument(str(err), field_violations=[FieldViolation(field, str(err))]) from None
+
+
+def _check_fields(product: pb.Product, paths: tuple[str, ...]) -> list[FieldViolation]:
+    limits = {"name": 256, "brand": 256, "category": 256, "net_content": 64}
+    violations = []
+    for path in paths:
+        if path == "attributes":
+            if len(product.attributes) > 64:
+                violations.append(FieldViolation("product.attributes", "at most 64 attributes"))
+            for key, value in product.attributes.items():
+                if not key or len(key) > 64 or len(value) > 256:
+                    violations.append(FieldViolation(f"product.attributes[{key!r}]", "key 1-64, value up to 256 characters"))
+        else:
+            value = getattr(product, path)
+            if path == "name" and not value.strip():
+                violations.append(FieldViolation("product.name", "required"))
+            if len(value) > limits[path]:
+                violations.append(FieldViolation(f"product.{path}", f"at most {limits[path]} characters"))
+    return violations
+
+
+def _register_body(product: pb.Product, gtin: str) -> txpb.RegisterProduct:
+    return txpb.RegisterProduct(
+        gtin=gtin,
+        name=product.name,
+        brand=product.brand,
+        category=product.category,
+        net_content=product.net_content,
+        attributes=[txpb.Attribute(key=k, value=v) for k, v in sorted(product.attributes.items())],
+    )
+
+
+def _ledger_error(err: LedgerRejected) -> Exception:
+    """Map the ledger's verdict on a write to the status a caller acts on."""
+    if err.ledger_code == ResultCode.ALREADY_EXISTS:
+        return AlreadyExists(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.NOT_FOUND:
+        return NotFound(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.INVALID_ARGUMENT:
+        return InvalidArgument(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.PERMISSION_DENIED:
+        return PermissionDenied(err.message, metadata=err.metadata)
+    return err
+
+
+class ProductService(product_pb2_grpc.ProductServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool, ledger: LedgerClient, projector: RegistryProjector, organization_gln: str) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.projector = projector
+        self.organization_gln = organization_gln
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(
+            pb.DESCRIPTOR.services_by_name["ProductService"].full_name,
+            lambda server: product_pb2_grpc.add_ProductServiceServicer_to_server(self, server),
+        )
+
+    async def _row(self, gtin: str) -> dict | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE gtin = %s", (gtin,))
+            return await cur.fetchone()
+
+    async def _replayed(self, request_id: str, method: str) -> str | None:
+        """The resource a previous call with this request id wrote, if any."""
+        if not request_id:
+            return None
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id is longer than 128", field_violations=[FieldViolation("request_id", "at most 128 characters")])
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT method, resource FROM request_ids WHERE request_id = %s", (request_id,))
+            ).fetchone()
+        if row and row[0] != method:
+            raise InvalidArgument(f"request_id was used for {row[0]}", field_violations=[FieldViolation("request_id", "reused for another method")])
+        return row[1] if row else None
+
+    async def _commit(self, body: txpb.TransactionBody, request_id: str, method: str, resource: str) -> None:
+        try:
+            result = await self.ledger.submit(body)
+        except LedgerRejected as err:
+            raise _ledger_error(err) from err
+        if request_id:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (request_id, method, resource, result.tx_hash),
+                )
+        if not await self.projector.wait_for(result.height, result.index):
+            raise DependencyUnavailable("committed on the ledger, but the query model is behind; read again shortly")
+
+    async def CreateProduct(self, request: pb.CreateProductRequest, context) -> pb.CreateProductResponse:
+        gtin = _gtin(request.product.gtin, "product.gtin")
+        violations = _check_fields(request.product, UPDATABLE)
+        if request.product.brand_owner_gln and request.product.brand_owner_gln != self.organization_gln:
+            violations.append(FieldViolation("product.brand_owner_gln", f"this registry registers for {self.organization_gln}"))
+        if violations:
+            raise InvalidArgument("product is invalid", field_violations=violations)
+        if await self._replayed(request.request_id, "CreateProduct") is None:
+            if await self._row(gtin) is not None:
+                raise AlreadyExists(f"product {gtin} is already registered")
+            await self._commit(
+                txpb.TransactionBody(register_product=_register_body(request.product, gtin)),
+                request.request_id, "CreateProduct", gtin,
+            )
+        row = await self._row(gtin)
+        if row is None:
+            raise NotFound(f"product {gtin} is not in the query model")
+        return pb.CreateProductResponse(product=_product(row))
+
+    async def GetProduct(self, request: pb.GetProductRequest, context) -> pb.GetProductResponse:
+        gtin = _gtin(request.gtin, "gtin")
+        row = await self._row(gtin)
+        if row is None:
+            raise NotFound(f"product {gtin} is not registered")
+        return pb.GetProductResponse(product=_product(row))
+
+    async def ListProducts(self, request: pb.ListProductsRequest, context) -> pb.ListProductsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", field_violations=[FieldViolation("page_size", ">= 0")])
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = ""
+        if request.page_token:
+            try:
+                after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
+                normalize_gtin(after)
+            except (ValueError, InvalidGs1Key):
+                raise InvalidArgument("page_token is not one this service issued", field_violations=[FieldViolation("page_token", "invalid")]) from None
+        conditions, values = ["gtin > %s"], [after]
+        if request.brand_owner_gln:
+            conditions.append("brand_owner_gln = %s")
+            values.append(request.brand_owner_gln)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE {' AND '.join(conditions)} ORDER BY gtin LIMIT %s",
+                (*values, size + 1),
+            )
+            rows = await cur.fetchall()
+        token = base64.urlsafe_b64encode(rows[size - 1]["gtin"].encode()).decode() if len(rows) > size else ""
+        return pb.ListProductsResponse(products=[_product(r) for r in rows[:size]], next_page_token=token)
+
+    async def UpdateProduct(self, request: pb.UpdateProductRequest, context) -> pb.UpdateProductResponse:
+        gtin = _gtin(request.product.gtin, "product.gtin")
+        paths = tuple(request.update_mask.paths)
+        unknown = [p for p in paths if p not in UPDATABLE]
+        if not paths or unknown:
+            raise InvalidArgument(
+                f"update_mask must name some of {', '.join(UPDATABLE)}",
+                field_violations=[FieldViolation("update_mask", f"unknown or missing paths {unknown}")],
+            )
+        violations = _check_fields(request.product, paths)
+        if violations:
+            raise InvalidArgument("product is invalid", field_violations=violations)
+        if await self._replayed(request.request_id, "UpdateProduct") is None:
+            if await self._row(gtin) is None:
+                raise NotFound(f"product {gtin} is not registered")
+            body = txpb.TransactionBody(
+                update_product=txpb.UpdateProduct(product=_register_body(request.product, gtin), update_paths=sorted(paths))
+            )
+            await self._commit(body, request.request_id, "UpdateProduct", gtin)
+        return pb.UpdateProductResponse(product=_product(await self._row(gtin)))
