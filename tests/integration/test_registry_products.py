@@ -73,6 +73,15 @@ def _table(dsn: str) -> list[tuple]:
         ).fetchall()
 
 
+def _query_model(dsn: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            "products": _table(dsn),
+            "batches": conn.execute("SELECT * FROM batches ORDER BY batch_id").fetchall(),
+            "items": conn.execute("SELECT * FROM items ORDER BY gtin, serial").fetchall(),
+        }
+
+
 async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_dsn, postgres_cluster):
     async with Registry(tmp_path, database_dsn) as registry:
         stub = registry.stub
@@ -109,8 +118,16 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
         assert updated.name == "Extra virgin olive oil" and updated.brand == "Demo"
         assert updated.ledger_ref.height > created.ledger_ref.height
 
-        # Rebuild: an empty database fed from the ledger alone gives identical tables.
-        before = _table(database_dsn)
+        stages_and_batch = [
+            reply async for reply in stub.CommissionItems(
+                pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60
+            )
+        ]
+        last_height = stages_and_batch[-1].batch.ledger_ref.height
+
+        # Rebuild: an empty database fed from the ledger and its content store alone gives identical tables.
+        before = _query_model(database_dsn)
+        assert len(before["items"]) == 1_000 and len(before["products"]) == 5
         rebuilt_db = "rebuilt_" + database_dsn.rsplit("/", 1)[1]
         with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{rebuilt_db}" TEMPLATE shelfproof_template')
@@ -120,11 +137,11 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
             await pool.open(wait=True)
             projector = RegistryProjector(pool, ledger_pb2_grpc.LedgerServiceStub(registry.ledger_channel))
             await projector.start()
-            assert await projector.wait_for(updated.ledger_ref.height, 0, timeout_s=20)
+            assert await projector.wait_for(last_height, 0, timeout_s=20)
             await asyncio.sleep(0.2)
             await projector.stop()
             await pool.close()
-            assert _table(rebuilt_dsn) == before
+            assert _query_model(rebuilt_dsn) == before
         finally:
             with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{rebuilt_db}" WITH (FORCE)')
@@ -153,3 +170,56 @@ async def test_bad_input_is_invalid_argument_and_writes_nothing(tmp_path, databa
         for height in range(1, await registry.engine.latest_height() + 1):
             assert not (await registry.engine.block(height)).txs, f"block {height} carries a transaction"
         assert height_before <= await registry.engine.latest_height()
+
+
+async def _commission(stub, **fields) -> tuple[list[int], pb.CommissionedBatch]:
+    stages, batch = [], None
+    async for reply in stub.CommissionItems(pb.CommissionItemsRequest(**fields), timeout=120):
+        if reply.HasField("progress"):
+            stages.append(reply.progress.stage)
+        else:
+            batch = reply.batch
+    return stages, batch
+
+
+async def test_commissioning_issues_serials_commits_their_root_and_projects_items(tmp_path, database_dsn, postgres_cluster):
+    from shelfproof.gs1.serials import ALPHABET
+    from shelfproof.ledger.merkle import MerkleTree
+    from shelfproof.ledger.v1 import ledger_pb2 as lpb
+    from shelfproof.ledger.v1 import state_pb2 as st
+
+    async with Registry(tmp_path, database_dsn) as registry:
+        stub = registry.stub
+        await stub.CreateProduct(pb.CreateProductRequest(product=pb.Product(gtin=VALID_GTINS[0], name="Olive oil")), timeout=20)
+        stages, batch = await _commission(stub, gtin=VALID_GTINS[0], lot="L2026-11", expiry="2028-06-30", count=20_000, request_id="c-1")
+        P = pb.CommissionProgress
+        assert stages == [P.STAGE_SERIALS_GENERATED, P.STAGE_CONTENT_STORED, P.STAGE_QUERYABLE]
+        assert (batch.count, batch.lot, batch.expiry) == (20_000, "L2026-11", "2028-06-30")
+
+        with psycopg.connect(database_dsn) as conn:
+            serials = [r[0] for r in conn.execute("SELECT serial FROM items WHERE batch_id = %s ORDER BY leaf_index", (batch.batch_id,))]
+        assert len(serials) == len(set(serials)) == 20_000
+        assert all(len(s) == 12 and set(s.encode()) <= set(ALPHABET) for s in serials)
+        assert MerkleTree.from_items([s.encode() for s in serials]).root == batch.serials_merkle_root
+
+        # The ledger committed the same root (every validator saw it), provably.
+        ledger = ledger_pb2_grpc.LedgerServiceStub(registry.ledger_channel)
+        answer = await ledger.Query(lpb.QueryRequest(store="batches", key=batch.batch_id.encode(), prove=True), timeout=10)
+        committed = st.BatchRecord.FromString(answer.value).batch
+        assert committed.serials_merkle_root == batch.serials_merkle_root and committed.count == 20_000
+
+        # Retrying with the same request id returns the same batch without a second one.
+        _, again = await _commission(stub, gtin=VALID_GTINS[0], lot="L2026-11", expiry="2028-06-30", count=20_000, request_id="c-1")
+        assert again == batch
+        with psycopg.connect(database_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
+
+        for fields, code in (
+            (dict(gtin=VALID_GTINS[0], lot="bad lot with spaces", count=5), grpc.StatusCode.INVALID_ARGUMENT),
+            (dict(gtin=VALID_GTINS[0], lot="L1", count=0), grpc.StatusCode.INVALID_ARGUMENT),
+            (dict(gtin=VALID_GTINS[0], lot="L1", count=5, expiry="2028-13-01"), grpc.StatusCode.INVALID_ARGUMENT),
+            (dict(gtin=VALID_GTINS[1], lot="L1", count=5), grpc.StatusCode.NOT_FOUND),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _commission(stub, **fields)
+            assert caught.value.code() == code, fields

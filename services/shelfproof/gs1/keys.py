@@ -5,7 +5,11 @@ Keys are digit strings, never ints: leading zeros are significant.
 
 from __future__ import annotations
 
+import re
+
 GTIN_LENGTHS = (8, 12, 13, 14)
+# AI 10 (lot) and AI 21 (serial) values: 1-20 characters of GS1's CSET 82.
+CSET82_VALUE = re.compile(r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$")
 
 
 class InvalidGs1Key(ValueError):

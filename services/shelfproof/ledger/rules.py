@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 
 from google.protobuf.message import Message
 
-from shelfproof.gs1.keys import InvalidGs1Key, normalize_gtin, validate_gln
+from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin, validate_gln
 from shelfproof.ledger.codes import ResultCode, TxRejected
 from shelfproof.ledger.state import Overlay
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -27,7 +27,6 @@ MAX_SCANS_PER_TX = 1_000
 MAX_SERIALS_PER_VOID = 1_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _EVENT_HASH = re.compile(r"^ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0$")
-_SERIAL = re.compile(r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$")  # GS1 CSET 82, 1-20 chars
 _PERMISSION = re.compile(r"^[a-z][a-z-]*::[a-z][a-z-]*$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -330,7 +329,8 @@ def update_product(state: Overlay, ctx: TxContext, a: txpb.UpdateProduct) -> Non
 def commission_batch(state: Overlay, ctx: TxContext, a: txpb.CommissionBatch) -> None:
     product = _owned_product(state, ctx, a.gtin)
     _identifier(a.batch_id, "batch_id")
-    _text(a.lot, "lot", 20)
+    if not CSET82_VALUE.match(a.lot):
+        raise _invalid("lot must be 1-20 GS1 CSET 82 characters")
     if a.expiry and not _DATE.match(a.expiry):
         raise _invalid("expiry must be YYYY-MM-DD")
     if not 1 <= a.count <= 10_000_000:
@@ -385,7 +385,7 @@ def void_labels(state: Overlay, ctx: TxContext, a: txpb.VoidLabels) -> None:
     if not 1 <= len(a.serials) <= MAX_SERIALS_PER_VOID:
         raise _invalid(f"between 1 and {MAX_SERIALS_PER_VOID} serials per transaction")
     for serial in a.serials:
-        if not _SERIAL.match(serial):
+        if not CSET82_VALUE.match(serial):
             raise _invalid(f"serial {serial!r} is not 1-20 GS1 CSET 82 characters")
         write(state, "status", f"{a.gtin}/{serial}", st.StatusRecord(status="voided", reason=a.reason, recorded_by=ctx.signer.agent_id, height=ctx.height))
 
@@ -649,7 +649,7 @@ def record_scans(state: Overlay, ctx: TxContext, a: txpb.RecordScans) -> None:
         raise _invalid(f"between 1 and {MAX_SCANS_PER_TX} scans per transaction")
     for scan in a.scans:
         _gtin(scan.gtin)
-        if not _SERIAL.match(scan.serial):
+        if not CSET82_VALUE.match(scan.serial):
             raise _invalid(f"serial {scan.serial!r} is not 1-20 GS1 CSET 82 characters")
         if len(scan.cell) > 12:
             raise _invalid("cell must be a coarse location cell of at most 12 characters")

@@ -15,6 +15,7 @@ import grpc
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -55,6 +56,21 @@ async def _apply_update_product(cur, result: pb.TransactionResult, a: txpb.Updat
         " WHERE gtin = %s",
         (*values, _block_time(result), result.height, result.tx_hash, a.product.gtin),
     )
+
+
+async def _apply_commission_batch(
+    cur, result: pb.TransactionResult, signer_org: str, a: txpb.CommissionBatch, serials: list[str]
+) -> None:
+    await cur.execute(
+        """INSERT INTO batches (batch_id, gtin, lot, expiry, count, serials_merkle_root, serials_sha256,
+                                brand_owner_gln, create_time, ledger_height, tx_hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (a.batch_id, a.gtin, a.lot, a.expiry or None, a.count, a.serials_merkle_root, a.serials_content_hash,
+         signer_org, _block_time(result), result.height, result.tx_hash),
+    )
+    async with cur.copy("COPY items (gtin, serial, batch_id, leaf_index) FROM STDIN") as copy:
+        for index, serial in enumerate(serials):
+            await copy.write_row((a.gtin, serial, a.batch_id, index))
 
 
 class RegistryProjector:
@@ -114,17 +130,34 @@ class RegistryProjector:
         signed = txpb.SignedTransaction.FromString(result.transaction)
         body = txpb.TransactionBody.FromString(signed.body)
         action = body.WhichOneof("action")
+        serials: list[str] = []
+        if action == "commission_batch":
+            serials = await self._serials(body.commission_batch)
         async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if action == "register_product":
                 await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
             elif action == "update_product":
                 await _apply_update_product(cur, result, body.update_product)
+            elif action == "commission_batch":
+                org = await self._org_of(signed.signer)
+                await _apply_commission_batch(cur, result, org, body.commission_batch, serials)
             await cur.execute(
                 """INSERT INTO projection_cursors (projector, height, tx_index) VALUES (%s, %s, %s)
                    ON CONFLICT (projector) DO UPDATE SET height = EXCLUDED.height, tx_index = EXCLUDED.tx_index""",
                 (PROJECTOR, result.height, result.index),
             )
         self.position = (result.height, result.index)
+
+    async def _serials(self, batch: txpb.CommissionBatch) -> list[str]:
+        """The batch's serial list from the content store, checked against what the ledger committed."""
+        reply = await self.ledger.GetContent(pb.GetContentRequest(sha256=batch.serials_content_hash), timeout=60)
+        serials = reply.content.decode("ascii").split("\n")
+        if len(serials) != batch.count:
+            raise ValueError(f"batch {batch.batch_id}: {len(serials)} serials in the content store, {batch.count} committed")
+        root = await asyncio.to_thread(lambda: MerkleTree.from_items([s.encode() for s in serials]).root)
+        if root != batch.serials_merkle_root:
+            raise ValueError(f"batch {batch.batch_id}: serial list does not match the committed Merkle root")
+        return serials
 
     async def _org_of(self, agent_id: str) -> str:
         # An agent's organization never changes, so the answer can be kept.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import uuid
+from datetime import date
 
 from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from shelfproof.gs1.keys import InvalidGs1Key, normalize_gtin
+from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin
+from shelfproof.gs1.serials import generate_serials
+from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -31,6 +36,7 @@ from shelfproof.runtime.server import ServiceBinding
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
+MAX_COMMISSION = 1_000_000
 MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "brand", "category", "net_content", "attributes")
 _PRODUCT_COLUMNS = (
@@ -142,7 +148,9 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             raise InvalidArgument(f"request_id was used for {row[0]}", field_violations=[FieldViolation("request_id", "reused for another method")])
         return row[1] if row else None
 
-    async def _commit(self, body: txpb.TransactionBody, request_id: str, method: str, resource: str) -> None:
+    async def _commit(
+        self, body: txpb.TransactionBody, request_id: str, method: str, resource: str, timeout_s: float = 10.0
+    ) -> None:
         try:
             result = await self.ledger.submit(body)
         except LedgerRejected as err:
@@ -153,7 +161,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                     "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     (request_id, method, resource, result.tx_hash),
                 )
-        if not await self.projector.wait_for(result.height, result.index):
+        if not await self.projector.wait_for(result.height, result.index, timeout_s):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind; read again shortly")
 
     async def CreateProduct(self, request: pb.CreateProductRequest, context) -> pb.CreateProductResponse:
@@ -205,6 +213,56 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             rows = await cur.fetchall()
         token = base64.urlsafe_b64encode(rows[size - 1]["gtin"].encode()).decode() if len(rows) > size else ""
         return pb.ListProductsResponse(products=[_product(r) for r in rows[:size]], next_page_token=token)
+
+    async def CommissionItems(self, request: pb.CommissionItemsRequest, context):
+        gtin = _gtin(request.gtin, "gtin")
+        violations = []
+        if not CSET82_VALUE.match(request.lot):
+            violations.append(FieldViolation("lot", "1-20 GS1 CSET 82 characters"))
+        if request.expiry:
+            try:
+                date.fromisoformat(request.expiry)
+            except ValueError:
+                violations.append(FieldViolation("expiry", "a date YYYY-MM-DD"))
+        if not 1 <= request.count <= MAX_COMMISSION:
+            violations.append(FieldViolation("count", f"1 to {MAX_COMMISSION:,}"))
+        if violations:
+            raise InvalidArgument("commissioning request is invalid", field_violations=violations)
+        product = await self._row(gtin)
+        if product is None:
+            raise NotFound(f"product {gtin} is not registered")
+        if product["brand_owner_gln"] != self.organization_gln:
+            raise PermissionDenied(f"{gtin} belongs to {product['brand_owner_gln']}, not {self.organization_gln}")
+        batch_id = await self._replayed(request.request_id, "CommissionItems")
+        if batch_id is None:
+            serials = await asyncio.to_thread(generate_serials, request.count)
+            yield pb.CommissionItemsResponse(progress=pb.CommissionProgress(stage=pb.CommissionProgress.STAGE_SERIALS_GENERATED, items=len(serials)))
+            document = "\n".join(serials).encode("ascii")
+            root = await asyncio.to_thread(lambda: MerkleTree.from_items([s.encode() for s in serials]).root)
+            content_hash = await self.ledger.put_content(document)
+            yield pb.CommissionItemsResponse(progress=pb.CommissionProgress(stage=pb.CommissionProgress.STAGE_CONTENT_STORED, items=len(serials)))
+            batch_id = uuid.uuid4().hex
+            body = txpb.TransactionBody(
+                commission_batch=txpb.CommissionBatch(
+                    batch_id=batch_id, gtin=gtin, lot=request.lot, expiry=request.expiry, count=request.count,
+                    serials_merkle_root=root, serials_content_hash=content_hash,
+                )
+            )
+            await self._commit(body, request.request_id, "CommissionItems", batch_id, timeout_s=30 + request.count / 20_000)
+            yield pb.CommissionItemsResponse(progress=pb.CommissionProgress(stage=pb.CommissionProgress.STAGE_QUERYABLE, items=len(serials)))
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM batches WHERE batch_id = %s", (batch_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"batch {batch_id} is not in the query model")
+        yield pb.CommissionItemsResponse(
+            batch=pb.CommissionedBatch(
+                batch_id=row["batch_id"], gtin=row["gtin"], lot=row["lot"],
+                expiry=row["expiry"].isoformat() if row["expiry"] else "", count=row["count"],
+                serials_merkle_root=bytes(row["serials_merkle_root"]), serials_sha256=bytes(row["serials_sha256"]),
+                ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
+            )
+        )
 
     async def UpdateProduct(self, request: pb.UpdateProductRequest, context) -> pb.UpdateProductResponse:
         gtin = _gtin(request.product.gtin, "product.gtin")
