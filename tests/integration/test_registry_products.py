@@ -112,11 +112,14 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
                 break
         assert pages == [VALID_GTINS[0:2], VALID_GTINS[2:4], VALID_GTINS[4:5]]
 
+        assert (await stub.GetProduct(pb.GetProductRequest(gtin="00614141123452"), timeout=5)).product.name == "Olive oil"
         updated = (await stub.UpdateProduct(pb.UpdateProductRequest(
             product=pb.Product(gtin="00614141123452", name="Extra virgin olive oil", brand="ignored"),
             update_mask=field_mask_pb2.FieldMask(paths=["name"]), request_id="req-2"), timeout=20)).product
         assert updated.name == "Extra virgin olive oil" and updated.brand == "Demo"
         assert updated.ledger_ref.height > created.ledger_ref.height
+        # The read path (cached) sees the update at once.
+        assert (await stub.GetProduct(pb.GetProductRequest(gtin="00614141123452"), timeout=5)).product == updated
 
         stages_and_batch = [
             reply async for reply in stub.CommissionItems(

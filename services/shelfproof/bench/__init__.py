@@ -19,11 +19,13 @@ class Benchmark:
 
 
 def _registry() -> dict[str, Benchmark]:
-    from shelfproof.bench import grpc_roundtrip, ledger_throughput
+    from shelfproof.bench import grpc_roundtrip, ledger_throughput, registry_bench
 
     return {
         "grpc": grpc_roundtrip.BENCHMARK,
         "ledger": ledger_throughput.BENCHMARK,
+        "commission": registry_bench.COMMISSION,
+        "registry": registry_bench.REGISTRY,
     }
 
 

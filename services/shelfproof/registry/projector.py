@@ -68,14 +68,24 @@ async def _apply_commission_batch(
         (a.batch_id, a.gtin, a.lot, a.expiry or None, a.count, a.serials_merkle_root, a.serials_content_hash,
          signer_org, _block_time(result), result.height, result.tx_hash),
     )
+    # COPY text format, built in bulk: serials are [A-Za-z0-9]/CSET 82 (no tabs, newlines or backslashes).
+    prefix = f"{a.gtin}\t"
+    suffix = f"\t{a.batch_id}\t"
+    chunk = 50_000
     async with cur.copy("COPY items (gtin, serial, batch_id, leaf_index) FROM STDIN") as copy:
-        for index, serial in enumerate(serials):
-            await copy.write_row((a.gtin, serial, a.batch_id, index))
+        for start in range(0, len(serials), chunk):
+            lines = [
+                f"{prefix}{serial}{suffix}{start + offset}\n"
+                for offset, serial in enumerate(serials[start:start + chunk])
+            ]
+            await copy.write("".join(lines).encode("ascii"))
 
 
 class RegistryProjector:
     def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
         self.pool = pool
+        # Called with a GTIN after its product row changed (read caches evict it).
+        self.product_changed: list = []
         self.ledger = ledger
         self.position = (0, -1)
         self._advanced = asyncio.Condition()
@@ -140,13 +150,21 @@ class RegistryProjector:
                 await _apply_update_product(cur, result, body.update_product)
             elif action == "commission_batch":
                 org = await self._org_of(signed.signer)
-                await _apply_commission_batch(cur, result, org, body.commission_batch, serials)
+                # Check the list against the committed root while PostgreSQL ingests it; a mismatch
+                # aborts the transaction, so nothing of the batch is written.
+                await asyncio.gather(
+                    asyncio.to_thread(self._check_root, body.commission_batch, serials),
+                    _apply_commission_batch(cur, result, org, body.commission_batch, serials),
+                )
             await cur.execute(
                 """INSERT INTO projection_cursors (projector, height, tx_index) VALUES (%s, %s, %s)
                    ON CONFLICT (projector) DO UPDATE SET height = EXCLUDED.height, tx_index = EXCLUDED.tx_index""",
                 (PROJECTOR, result.height, result.index),
             )
         self.position = (result.height, result.index)
+        if action == "update_product":
+            for listener in self.product_changed:
+                listener(body.update_product.product.gtin)
 
     async def _serials(self, batch: txpb.CommissionBatch) -> list[str]:
         """The batch's serial list from the content store, checked against what the ledger committed."""
@@ -154,10 +172,12 @@ class RegistryProjector:
         serials = reply.content.decode("ascii").split("\n")
         if len(serials) != batch.count:
             raise ValueError(f"batch {batch.batch_id}: {len(serials)} serials in the content store, {batch.count} committed")
-        root = await asyncio.to_thread(lambda: MerkleTree.from_items([s.encode() for s in serials]).root)
-        if root != batch.serials_merkle_root:
-            raise ValueError(f"batch {batch.batch_id}: serial list does not match the committed Merkle root")
         return serials
+
+    @staticmethod
+    def _check_root(batch: txpb.CommissionBatch, serials: list[str]) -> None:
+        if MerkleTree.from_items([s.encode() for s in serials]).root != batch.serials_merkle_root:
+            raise ValueError(f"batch {batch.batch_id}: serial list does not match the committed Merkle root")
 
     async def _org_of(self, agent_id: str) -> str:
         # An agent's organization never changes, so the answer can be kept.

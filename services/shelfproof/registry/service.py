@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_COMMISSION = 1_000_000
+PRODUCT_CACHE_SIZE = 100_000
 MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "brand", "category", "net_content", "attributes")
 _PRODUCT_COLUMNS = (
@@ -122,6 +123,15 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         self.ledger = ledger
         self.projector = projector
         self.organization_gln = organization_gln
+        # GetProduct is the hot read: products change rarely, and this process's projector evicts a
+        # product the moment its update is applied, so the cache is never staler than the database.
+        self._products: dict[str, pb.Product] = {}
+        self._changes = 0  # bumped on every eviction: a read that raced an update is not cached
+        projector.product_changed.append(self._evict)
+
+    def _evict(self, gtin: str) -> None:
+        self._changes += 1
+        self._products.pop(gtin, None)
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -185,10 +195,18 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     async def GetProduct(self, request: pb.GetProductRequest, context) -> pb.GetProductResponse:
         gtin = _gtin(request.gtin, "gtin")
-        row = await self._row(gtin)
-        if row is None:
-            raise NotFound(f"product {gtin} is not registered")
-        return pb.GetProductResponse(product=_product(row))
+        product = self._products.get(gtin)
+        if product is None:
+            changes = self._changes
+            row = await self._row(gtin)
+            if row is None:
+                raise NotFound(f"product {gtin} is not registered")
+            product = _product(row)
+            if changes == self._changes:
+                if len(self._products) >= PRODUCT_CACHE_SIZE:
+                    self._products.pop(next(iter(self._products)))
+                self._products[gtin] = product
+        return pb.GetProductResponse(product=product)
 
     async def ListProducts(self, request: pb.ListProductsRequest, context) -> pb.ListProductsResponse:
         if request.page_size < 0:
@@ -238,8 +256,10 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             serials = await asyncio.to_thread(generate_serials, request.count)
             yield pb.CommissionItemsResponse(progress=pb.CommissionProgress(stage=pb.CommissionProgress.STAGE_SERIALS_GENERATED, items=len(serials)))
             document = "\n".join(serials).encode("ascii")
-            root = await asyncio.to_thread(lambda: MerkleTree.from_items([s.encode() for s in serials]).root)
-            content_hash = await self.ledger.put_content(document)
+            root, content_hash = await asyncio.gather(
+                asyncio.to_thread(lambda: MerkleTree.from_items([s.encode() for s in serials]).root),
+                self.ledger.put_content(document),
+            )
             yield pb.CommissionItemsResponse(progress=pb.CommissionProgress(stage=pb.CommissionProgress.STAGE_CONTENT_STORED, items=len(serials)))
             batch_id = uuid.uuid4().hex
             body = txpb.TransactionBody(

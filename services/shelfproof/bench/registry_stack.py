@@ -1,0 +1,74 @@
+"""The registry as benchmarks run it: PostgreSQL (durable defaults), the ledger and the registry, each
+its own process on free loopback ports, torn down afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shelfproof.bench.ledger_process import LedgerProcess
+from shelfproof.cli.health import grpc_health
+from shelfproof.db.migrate import upgrade
+from shelfproof.ledger.genesis import development_genesis
+from shelfproof.runtime.postgres import LocalPostgres
+from shelfproof.runtime.processes import free_port
+
+
+class RegistryStack:
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.tmp = Path(tempfile.mkdtemp(prefix="shelfproof-bench-registry-"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> "RegistryStack":
+        cluster_dir = self.tmp / "pg"
+        cluster_dir.mkdir()
+        if os.geteuid() == 0:
+            os.chmod(self.tmp, 0o755)
+        self.postgres = LocalPostgres(cluster_dir, free_port())
+        await asyncio.to_thread(self.postgres.start)
+        await asyncio.to_thread(self.postgres.ensure_database, "shelfproof")
+        self.dsn = self.postgres.dsn("shelfproof")
+        await asyncio.to_thread(upgrade, self.dsn)
+        self.genesis = development_genesis("shelfproof-bench")
+        self.ledger = LedgerProcess(self.engine, 1, self.tmp, self.genesis)
+        await self.ledger.__aenter__()
+        env = {
+            **os.environ,
+            "SHELFPROOF_PG_DSN": self.dsn,
+            "SHELFPROOF_REGISTRY_PORT": str(self.port),
+            "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": self.ledger.address,
+            "SHELFPROOF_REGISTRY_GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
+            "SHELFPROOF_LOG_LEVEL": "WARNING",
+            "SHELFPROOF_LOG_FORMAT": "json",
+        }
+        with open(self.tmp / "registry.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "shelfproof.registry"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while await grpc_health(self.address) != "SERVING":
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"registry did not start; see {self.tmp / 'registry.log'}")
+            await asyncio.sleep(0.2)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, 20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        await self.ledger.__aexit__(*exc)
+        await asyncio.to_thread(self.postgres.destroy)
+        shutil.rmtree(self.tmp, ignore_errors=True)
