@@ -79,6 +79,7 @@ def _query_model(dsn: str) -> dict[str, list[tuple]]:
             "products": _table(dsn),
             "batches": conn.execute("SELECT * FROM batches ORDER BY batch_id").fetchall(),
             "items": conn.execute("SELECT * FROM items ORDER BY gtin, serial").fetchall(),
+            "recalls": conn.execute("SELECT * FROM recalls ORDER BY gtin, lot").fetchall(),
         }
 
 
@@ -126,11 +127,12 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
                 pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60
             )
         ]
-        last_height = stages_and_batch[-1].batch.ledger_ref.height
+        recall = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[1], lot="L7", reason="seal"), timeout=20)).recall
+        last_height = recall.ledger_ref.height
 
         # Rebuild: an empty database fed from the ledger and its content store alone gives identical tables.
         before = _query_model(database_dsn)
-        assert len(before["items"]) == 1_000 and len(before["products"]) == 5
+        assert len(before["items"]) == 1_000 and len(before["products"]) == 5 and len(before["recalls"]) == 1
         rebuilt_db = "rebuilt_" + database_dsn.rsplit("/", 1)[1]
         with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{rebuilt_db}" TEMPLATE shelfproof_template')
@@ -226,3 +228,38 @@ async def test_commissioning_issues_serials_commits_their_root_and_projects_item
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await _commission(stub, **fields)
             assert caught.value.code() == code, fields
+
+
+async def test_recalls_commit_provably_and_stream_resumably(tmp_path, database_dsn):
+    from shelfproof.ledger.v1 import ledger_pb2 as lpb
+
+    async with Registry(tmp_path, database_dsn) as registry:
+        stub = registry.stub
+        for gtin in VALID_GTINS[:2]:
+            await stub.CreateProduct(pb.CreateProductRequest(product=pb.Product(gtin=gtin, name="p")), timeout=20)
+        subscriber = stub.StreamRecalls(pb.StreamRecallsRequest(gtins=[VALID_GTINS[0]]), timeout=60)
+        first = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="L1", reason="glass", request_id="r1"), timeout=20)).recall
+        assert (first.gtin, first.lot, first.reason) == (VALID_GTINS[0], "L1", "glass") and first.ledger_ref.height > 0
+        again = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="L1", reason="glass", request_id="r1"), timeout=20)).recall
+        assert again == first
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="L1", reason="again"), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[1], lot="L9", reason="other product"), timeout=20)
+        second = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="L2", reason="label"), timeout=20)).recall
+        # The live subscriber (filtered to one GTIN) gets both recalls of that GTIN, in order.
+        pushed = [(await subscriber.read()).recall for _ in range(2)]
+        subscriber.cancel()
+        assert [(r.lot, r.ledger_ref.height) for r in pushed] == [("L1", first.ledger_ref.height), ("L2", second.ledger_ref.height)]
+        # Resuming from after the first recall replays only what came later.
+        resumed = stub.StreamRecalls(pb.StreamRecallsRequest(from_height=first.ledger_ref.height + 1), timeout=30)
+        later = [(await resumed.read()).recall for _ in range(2)]
+        resumed.cancel()
+        assert [r.lot for r in later] == ["L9", "L2"]
+        # The recall is a present key on the ledger, provable.
+        ledger = ledger_pb2_grpc.LedgerServiceStub(registry.ledger_channel)
+        answer = await ledger.Query(lpb.QueryRequest(store="recalls", key=f"{VALID_GTINS[0]}/L1".encode(), prove=True), timeout=10)
+        assert answer.found and len(answer.proof_ops) == 2
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="has space", reason="x"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -81,6 +81,13 @@ async def _apply_commission_batch(
             await copy.write("".join(lines).encode("ascii"))
 
 
+async def _apply_recall_lot(cur, result: pb.TransactionResult, signer: str, a: txpb.RecallLot) -> None:
+    await cur.execute(
+        "INSERT INTO recalls VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (a.gtin, a.lot, a.reason, signer, _block_time(result), result.height, result.tx_hash),
+    )
+
+
 class RegistryProjector:
     def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
         self.pool = pool
@@ -148,6 +155,8 @@ class RegistryProjector:
                 await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
             elif action == "update_product":
                 await _apply_update_product(cur, result, body.update_product)
+            elif action == "recall_lot":
+                await _apply_recall_lot(cur, result, signed.signer, body.recall_lot)
             elif action == "commission_batch":
                 org = await self._org_of(signed.signer)
                 # Check the list against the committed root while PostgreSQL ingests it; a mismatch

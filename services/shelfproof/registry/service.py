@@ -17,6 +17,7 @@ from shelfproof.gs1.serials import generate_serials
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
@@ -283,6 +284,58 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                 ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
             )
         )
+
+    async def RecallLot(self, request: pb.RecallLotRequest, context) -> pb.RecallLotResponse:
+        gtin = _gtin(request.gtin, "gtin")
+        violations = []
+        if not CSET82_VALUE.match(request.lot):
+            violations.append(FieldViolation("lot", "1-20 GS1 CSET 82 characters"))
+        if not request.reason.strip() or len(request.reason) > 512:
+            violations.append(FieldViolation("reason", "required, at most 512 characters"))
+        if violations:
+            raise InvalidArgument("recall is invalid", field_violations=violations)
+        if await self._replayed(request.request_id, "RecallLot") is None:
+            if await self._row(gtin) is None:
+                raise NotFound(f"product {gtin} is not registered")
+            body = txpb.TransactionBody(recall_lot=txpb.RecallLot(gtin=gtin, lot=request.lot, reason=request.reason))
+            await self._commit(body, request.request_id, "RecallLot", f"{gtin}/{request.lot}")
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM recalls WHERE gtin = %s AND lot = %s", (gtin, request.lot))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"recall of {gtin} lot {request.lot} is not in the query model")
+        return pb.RecallLotResponse(
+            recall=pb.Recall(
+                gtin=row["gtin"], lot=row["lot"], reason=row["reason"], recorded_by=row["recorded_by"],
+                recall_time=_timestamp(row["recall_time"]),
+                ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
+            )
+        )
+
+    async def StreamRecalls(self, request: pb.StreamRecallsRequest, context):
+        """Straight from the ledger's committed stream, so it resumes from any height."""
+        if request.from_height < 0:
+            raise InvalidArgument("from_height must be >= 0", field_violations=[FieldViolation("from_height", ">= 0")])
+        wanted = {_gtin(g, "gtins") for g in request.gtins}
+        stream = self.ledger.stub.StreamCommittedTransactions(
+            lpb.StreamCommittedTransactionsRequest(from_height=request.from_height)
+        )
+        try:
+            async for item in stream:
+                result = item.result
+                signed = txpb.SignedTransaction.FromString(result.transaction)
+                body = txpb.TransactionBody.FromString(signed.body)
+                if body.WhichOneof("action") != "recall_lot" or (wanted and body.recall_lot.gtin not in wanted):
+                    continue
+                yield pb.StreamRecallsResponse(
+                    recall=pb.Recall(
+                        gtin=body.recall_lot.gtin, lot=body.recall_lot.lot, reason=body.recall_lot.reason,
+                        recorded_by=signed.signer, recall_time=result.block_time,
+                        ledger_ref=common_pb2.LedgerRef(height=result.height, tx_hash=result.tx_hash),
+                    )
+                )
+        finally:
+            stream.cancel()
 
     async def UpdateProduct(self, request: pb.UpdateProductRequest, context) -> pb.UpdateProductResponse:
         gtin = _gtin(request.product.gtin, "product.gtin")
