@@ -80,6 +80,7 @@ def _query_model(dsn: str) -> dict[str, list[tuple]]:
             "batches": conn.execute("SELECT * FROM batches ORDER BY batch_id").fetchall(),
             "items": conn.execute("SELECT * FROM items ORDER BY gtin, serial").fetchall(),
             "recalls": conn.execute("SELECT * FROM recalls ORDER BY gtin, lot").fetchall(),
+            "locations": conn.execute("SELECT * FROM locations ORDER BY gln").fetchall(),
         }
 
 
@@ -127,12 +128,14 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
                 pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60
             )
         ]
+        await stub.CreateLocation(pb.CreateLocationRequest(location=pb.Location(gln="0614141000029", name="DC North", country_code="DE")), timeout=20)
         recall = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[1], lot="L7", reason="seal"), timeout=20)).recall
         last_height = recall.ledger_ref.height
 
         # Rebuild: an empty database fed from the ledger and its content store alone gives identical tables.
         before = _query_model(database_dsn)
         assert len(before["items"]) == 1_000 and len(before["products"]) == 5 and len(before["recalls"]) == 1
+        assert len(before["locations"]) == 1
         rebuilt_db = "rebuilt_" + database_dsn.rsplit("/", 1)[1]
         with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{rebuilt_db}" TEMPLATE shelfproof_template')
@@ -262,4 +265,33 @@ async def test_recalls_commit_provably_and_stream_resumably(tmp_path, database_d
         assert answer.found and len(answer.proof_ops) == 2
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="has space", reason="x"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_locations_validate_gln_and_page(tmp_path, database_dsn):
+    glns = ["0614141000029", "0614141000036", "0614141000043"]
+    async with Registry(tmp_path, database_dsn) as registry:
+        stub = registry.stub
+        for gln in glns:
+            created = (await stub.CreateLocation(pb.CreateLocationRequest(
+                location=pb.Location(gln=gln, name=f"site {gln}", city="Köln", country_code="DE")), timeout=20)).location
+            assert created.organization_gln == DEMO_BRAND_GLN and created.ledger_ref.height > 0
+        assert (await stub.GetLocation(pb.GetLocationRequest(gln=glns[1]), timeout=5)).location.name == f"site {glns[1]}"
+        first = await stub.ListLocations(pb.ListLocationsRequest(page_size=2), timeout=5)
+        second = await stub.ListLocations(pb.ListLocationsRequest(page_size=2, page_token=first.next_page_token), timeout=5)
+        assert [l.gln for l in first.locations] + [l.gln for l in second.locations] == glns and not second.next_page_token
+        for location, field in (
+            (pb.Location(gln="0614141000028", name="bad check digit"), "location.gln"),
+            (pb.Location(gln="0614141000050", name="x", country_code="Germany"), "location.country_code"),
+            (pb.Location(gln="0614141000050", name=""), "location.name"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CreateLocation(pb.CreateLocationRequest(location=location), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert [v.field for v in errors.error_from_rpc(caught.value).field_violations] == [field]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateLocation(pb.CreateLocationRequest(location=pb.Location(gln=glns[0], name="dup")), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListLocations(pb.ListLocationsRequest(page_token="garbage!"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -39,6 +39,7 @@ PERMISSIONS: dict[str, str] = {
     "revoke_role": "role::grant",
     "add_key": "key::manage",
     "revoke_key": "key::manage",
+    "register_location": "location::register",
     "register_product": "product::register",
     "update_product": "product::update",
     "commission_batch": "batch::commission",
@@ -278,6 +279,20 @@ def revoke_key(state: Overlay, ctx: TxContext, a: txpb.RevokeKey) -> None:
             write(state, "agents", agent.agent_id, agent)
             return
     raise TxRejected(ResultCode.NOT_FOUND, f"{a.agent_id} has no key {a.key_id}")
+
+
+def register_location(state: Overlay, ctx: TxContext, a: txpb.RegisterLocation) -> None:
+    gln = _gln(a.gln)
+    _require_org(state, _gln(a.organization_gln))
+    _same_org(ctx, a.organization_gln)
+    _text(a.name, "name")
+    for field in ("street", "city", "postal_code"):
+        _text(getattr(a, field), field, 128, required=False)
+    if a.country_code and not re.fullmatch(r"[A-Z]{2}", a.country_code):
+        raise _invalid("country_code must be ISO 3166-1 alpha-2")
+    if read(state, "locations", gln, st.LocationRecord) is not None:
+        raise TxRejected(ResultCode.ALREADY_EXISTS, f"location {gln} is already registered")
+    write(state, "locations", gln, st.LocationRecord(location=a, registered_height=ctx.height))
 
 
 # --- products, batches, events, recalls ---------------------------------------------------------
@@ -673,6 +688,7 @@ HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
     "revoke_role": revoke_role,
     "add_key": add_key,
     "revoke_key": revoke_key,
+    "register_location": register_location,
     "register_product": register_product,
     "update_product": update_product,
     "commission_batch": commission_batch,

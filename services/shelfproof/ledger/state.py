@@ -27,6 +27,7 @@ STORES: tuple[str, ...] = tuple(
             "budgets",
             "drafts",
             "events",
+            "locations",
             "orgs",
             "policies",
             "prices",

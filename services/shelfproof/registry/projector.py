@@ -88,6 +88,14 @@ async def _apply_recall_lot(cur, result: pb.TransactionResult, signer: str, a: t
     )
 
 
+async def _apply_register_location(cur, result: pb.TransactionResult, a: txpb.RegisterLocation) -> None:
+    await cur.execute(
+        "INSERT INTO locations VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (a.gln, a.organization_gln, a.name, a.street, a.city, a.postal_code, a.country_code or None,
+         result.height, result.tx_hash),
+    )
+
+
 class RegistryProjector:
     def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
         self.pool = pool
@@ -155,6 +163,8 @@ class RegistryProjector:
                 await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
             elif action == "update_product":
                 await _apply_update_product(cur, result, body.update_product)
+            elif action == "register_location":
+                await _apply_register_location(cur, result, body.register_location)
             elif action == "recall_lot":
                 await _apply_recall_lot(cur, result, signed.signer, body.recall_lot)
             elif action == "commission_batch":

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin
+from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin, validate_gln
 from shelfproof.gs1.serials import generate_serials
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient
@@ -73,6 +73,42 @@ def _gtin(value: str, field: str) -> str:
         return normalize_gtin(value)
     except InvalidGs1Key as err:
         raise InvalidArgument(str(err), field_violations=[FieldViolation(field, str(err))]) from None
+
+
+def _gln(value: str, field: str) -> str:
+    try:
+        return validate_gln(value)
+    except InvalidGs1Key as err:
+        raise InvalidArgument(str(err), field_violations=[FieldViolation(field, str(err))]) from None
+
+
+def _page(page_size: int, page_token: str, key_check) -> tuple[int, str]:
+    """(page size, the key after which the page starts) for keyset pagination (AIP-158)."""
+    if page_size < 0:
+        raise InvalidArgument("page_size must be >= 0", field_violations=[FieldViolation("page_size", ">= 0")])
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    if not page_token:
+        return size, ""
+    try:
+        after = base64.urlsafe_b64decode(page_token.encode()).decode()
+        key_check(after, "page_token")
+    except (ValueError, InvalidArgument):
+        raise InvalidArgument(
+            "page_token is not one this service issued", field_violations=[FieldViolation("page_token", "invalid")]
+        ) from None
+    return size, after
+
+
+def _next_token(rows: list[dict], size: int, key: str) -> str:
+    return base64.urlsafe_b64encode(rows[size - 1][key].encode()).decode() if len(rows) > size else ""
+
+
+def _location(row: dict) -> pb.Location:
+    return pb.Location(
+        gln=row["gln"], organization_gln=row["organization_gln"], name=row["name"], street=row["street"],
+        city=row["city"], postal_code=row["postal_code"], country_code=row["country_code"] or "",
+        ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
+    )
 
 
 def _check_fields(product: pb.Product, paths: tuple[str, ...]) -> list[FieldViolation]:
@@ -175,6 +211,64 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         if not await self.projector.wait_for(result.height, result.index, timeout_s):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind; read again shortly")
 
+    # --- locations ------------------------------------------------------------------------------
+
+    async def _location_row(self, gln: str) -> dict | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM locations WHERE gln = %s", (gln,))
+            return await cur.fetchone()
+
+    async def CreateLocation(self, request: pb.CreateLocationRequest, context) -> pb.CreateLocationResponse:
+        location = request.location
+        gln = _gln(location.gln, "location.gln")
+        violations = []
+        if not location.name.strip() or len(location.name) > 256:
+            violations.append(FieldViolation("location.name", "required, at most 256 characters"))
+        for field in ("street", "city", "postal_code"):
+            if len(getattr(location, field)) > 128:
+                violations.append(FieldViolation(f"location.{field}", "at most 128 characters"))
+        if location.country_code and not (len(location.country_code) == 2 and location.country_code.isalpha() and location.country_code.isupper()):
+            violations.append(FieldViolation("location.country_code", "ISO 3166-1 alpha-2, e.g. DE"))
+        if location.organization_gln and location.organization_gln != self.organization_gln:
+            violations.append(FieldViolation("location.organization_gln", f"this registry registers for {self.organization_gln}"))
+        if violations:
+            raise InvalidArgument("location is invalid", field_violations=violations)
+        if await self._replayed(request.request_id, "CreateLocation") is None:
+            if await self._location_row(gln) is not None:
+                raise AlreadyExists(f"location {gln} is already registered")
+            body = txpb.TransactionBody(
+                register_location=txpb.RegisterLocation(
+                    gln=gln, organization_gln=self.organization_gln, name=location.name, street=location.street,
+                    city=location.city, postal_code=location.postal_code, country_code=location.country_code,
+                )
+            )
+            await self._commit(body, request.request_id, "CreateLocation", gln)
+        return pb.CreateLocationResponse(location=_location(await self._location_row(gln)))
+
+    async def GetLocation(self, request: pb.GetLocationRequest, context) -> pb.GetLocationResponse:
+        gln = _gln(request.gln, "gln")
+        row = await self._location_row(gln)
+        if row is None:
+            raise NotFound(f"location {gln} is not registered")
+        return pb.GetLocationResponse(location=_location(row))
+
+    async def ListLocations(self, request: pb.ListLocationsRequest, context) -> pb.ListLocationsResponse:
+        size, after = _page(request.page_size, request.page_token, _gln)
+        conditions, values = ["gln > %s"], [after]
+        if request.organization_gln:
+            conditions.append("organization_gln = %s")
+            values.append(request.organization_gln)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT * FROM locations WHERE {' AND '.join(conditions)} ORDER BY gln LIMIT %s", (*values, size + 1)
+            )
+            rows = await cur.fetchall()
+        return pb.ListLocationsResponse(
+            locations=[_location(r) for r in rows[:size]], next_page_token=_next_token(rows, size, "gln")
+        )
+
+    # --- products -------------------------------------------------------------------------------
+
     async def CreateProduct(self, request: pb.CreateProductRequest, context) -> pb.CreateProductResponse:
         gtin = _gtin(request.product.gtin, "product.gtin")
         violations = _check_fields(request.product, UPDATABLE)
@@ -210,16 +304,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         return pb.GetProductResponse(product=product)
 
     async def ListProducts(self, request: pb.ListProductsRequest, context) -> pb.ListProductsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0", field_violations=[FieldViolation("page_size", ">= 0")])
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = ""
-        if request.page_token:
-            try:
-                after = base64.urlsafe_b64decode(request.page_token.encode()).decode()
-                normalize_gtin(after)
-            except (ValueError, InvalidGs1Key):
-                raise InvalidArgument("page_token is not one this service issued", field_violations=[FieldViolation("page_token", "invalid")]) from None
+        size, after = _page(request.page_size, request.page_token, _gtin)
         conditions, values = ["gtin > %s"], [after]
         if request.brand_owner_gln:
             conditions.append("brand_owner_gln = %s")
@@ -230,8 +315,9 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                 (*values, size + 1),
             )
             rows = await cur.fetchall()
-        token = base64.urlsafe_b64encode(rows[size - 1]["gtin"].encode()).decode() if len(rows) > size else ""
-        return pb.ListProductsResponse(products=[_product(r) for r in rows[:size]], next_page_token=token)
+        return pb.ListProductsResponse(
+            products=[_product(r) for r in rows[:size]], next_page_token=_next_token(rows, size, "gtin")
+        )
 
     async def CommissionItems(self, request: pb.CommissionItemsRequest, context):
         gtin = _gtin(request.gtin, "gtin")
