@@ -123,11 +123,8 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
         # The read path (cached) sees the update at once.
         assert (await stub.GetProduct(pb.GetProductRequest(gtin="00614141123452"), timeout=5)).product == updated
 
-        stages_and_batch = [
-            reply async for reply in stub.CommissionItems(
-                pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60
-            )
-        ]
+        async for _ in stub.CommissionItems(pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60):
+            pass
         await stub.CreateLocation(pb.CreateLocationRequest(location=pb.Location(gln="0614141000029", name="DC North", country_code="DE")), timeout=20)
         recall = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[1], lot="L7", reason="seal"), timeout=20)).recall
         last_height = recall.ledger_ref.height

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from shelfproof.cli.health import grpc_health, ledger_status, postgres_health
 from shelfproof.db.migrate import upgrade

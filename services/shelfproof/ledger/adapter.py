@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from shelfproof.ledger.codes import ResultCode

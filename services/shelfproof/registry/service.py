@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import uuid
 from datetime import date
@@ -12,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin, validate_gln
+from shelfproof.gs1.keys import CSET82_VALUE
 from shelfproof.gs1.serials import generate_serials
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient
@@ -22,6 +21,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
 from shelfproof.common.v1 import common_pb2
+from shelfproof.registry.fields import gln_field, gtin_field, next_page_token, page_request
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime.errors import (
     AlreadyExists,
@@ -36,10 +36,8 @@ from shelfproof.runtime.server import ServiceBinding
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
 MAX_COMMISSION = 1_000_000
 PRODUCT_CACHE_SIZE = 100_000
-MAX_PAGE_SIZE = 1000
 UPDATABLE = ("name", "brand", "category", "net_content", "attributes")
 _PRODUCT_COLUMNS = (
     "gtin, name, brand, category, net_content, attributes, brand_owner_gln, create_time, update_time, "
@@ -66,41 +64,6 @@ def _product(row: dict) -> pb.Product:
         update_time=_timestamp(row["update_time"]),
         ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
     )
-
-
-def _gtin(value: str, field: str) -> str:
-    try:
-        return normalize_gtin(value)
-    except InvalidGs1Key as err:
-        raise InvalidArgument(str(err), field_violations=[FieldViolation(field, str(err))]) from None
-
-
-def _gln(value: str, field: str) -> str:
-    try:
-        return validate_gln(value)
-    except InvalidGs1Key as err:
-        raise InvalidArgument(str(err), field_violations=[FieldViolation(field, str(err))]) from None
-
-
-def _page(page_size: int, page_token: str, key_check) -> tuple[int, str]:
-    """(page size, the key after which the page starts) for keyset pagination (AIP-158)."""
-    if page_size < 0:
-        raise InvalidArgument("page_size must be >= 0", field_violations=[FieldViolation("page_size", ">= 0")])
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    if not page_token:
-        return size, ""
-    try:
-        after = base64.urlsafe_b64decode(page_token.encode()).decode()
-        key_check(after, "page_token")
-    except (ValueError, InvalidArgument):
-        raise InvalidArgument(
-            "page_token is not one this service issued", field_violations=[FieldViolation("page_token", "invalid")]
-        ) from None
-    return size, after
-
-
-def _next_token(rows: list[dict], size: int, key: str) -> str:
-    return base64.urlsafe_b64encode(rows[size - 1][key].encode()).decode() if len(rows) > size else ""
 
 
 def _location(row: dict) -> pb.Location:
@@ -220,7 +183,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     async def CreateLocation(self, request: pb.CreateLocationRequest, context) -> pb.CreateLocationResponse:
         location = request.location
-        gln = _gln(location.gln, "location.gln")
+        gln = gln_field(location.gln, "location.gln")
         violations = []
         if not location.name.strip() or len(location.name) > 256:
             violations.append(FieldViolation("location.name", "required, at most 256 characters"))
@@ -246,14 +209,14 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         return pb.CreateLocationResponse(location=_location(await self._location_row(gln)))
 
     async def GetLocation(self, request: pb.GetLocationRequest, context) -> pb.GetLocationResponse:
-        gln = _gln(request.gln, "gln")
+        gln = gln_field(request.gln, "gln")
         row = await self._location_row(gln)
         if row is None:
             raise NotFound(f"location {gln} is not registered")
         return pb.GetLocationResponse(location=_location(row))
 
     async def ListLocations(self, request: pb.ListLocationsRequest, context) -> pb.ListLocationsResponse:
-        size, after = _page(request.page_size, request.page_token, _gln)
+        size, after = page_request(request.page_size, request.page_token, gln_field)
         conditions, values = ["gln > %s"], [after]
         if request.organization_gln:
             conditions.append("organization_gln = %s")
@@ -264,13 +227,13 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             )
             rows = await cur.fetchall()
         return pb.ListLocationsResponse(
-            locations=[_location(r) for r in rows[:size]], next_page_token=_next_token(rows, size, "gln")
+            locations=[_location(r) for r in rows[:size]], next_page_token=next_page_token(rows, size, "gln")
         )
 
     # --- products -------------------------------------------------------------------------------
 
     async def CreateProduct(self, request: pb.CreateProductRequest, context) -> pb.CreateProductResponse:
-        gtin = _gtin(request.product.gtin, "product.gtin")
+        gtin = gtin_field(request.product.gtin, "product.gtin")
         violations = _check_fields(request.product, UPDATABLE)
         if request.product.brand_owner_gln and request.product.brand_owner_gln != self.organization_gln:
             violations.append(FieldViolation("product.brand_owner_gln", f"this registry registers for {self.organization_gln}"))
@@ -289,7 +252,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         return pb.CreateProductResponse(product=_product(row))
 
     async def GetProduct(self, request: pb.GetProductRequest, context) -> pb.GetProductResponse:
-        gtin = _gtin(request.gtin, "gtin")
+        gtin = gtin_field(request.gtin, "gtin")
         product = self._products.get(gtin)
         if product is None:
             changes = self._changes
@@ -304,7 +267,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         return pb.GetProductResponse(product=product)
 
     async def ListProducts(self, request: pb.ListProductsRequest, context) -> pb.ListProductsResponse:
-        size, after = _page(request.page_size, request.page_token, _gtin)
+        size, after = page_request(request.page_size, request.page_token, gtin_field)
         conditions, values = ["gtin > %s"], [after]
         if request.brand_owner_gln:
             conditions.append("brand_owner_gln = %s")
@@ -316,11 +279,11 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             )
             rows = await cur.fetchall()
         return pb.ListProductsResponse(
-            products=[_product(r) for r in rows[:size]], next_page_token=_next_token(rows, size, "gtin")
+            products=[_product(r) for r in rows[:size]], next_page_token=next_page_token(rows, size, "gtin")
         )
 
     async def CommissionItems(self, request: pb.CommissionItemsRequest, context):
-        gtin = _gtin(request.gtin, "gtin")
+        gtin = gtin_field(request.gtin, "gtin")
         violations = []
         if not CSET82_VALUE.match(request.lot):
             violations.append(FieldViolation("lot", "1-20 GS1 CSET 82 characters"))
@@ -372,7 +335,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         )
 
     async def RecallLot(self, request: pb.RecallLotRequest, context) -> pb.RecallLotResponse:
-        gtin = _gtin(request.gtin, "gtin")
+        gtin = gtin_field(request.gtin, "gtin")
         violations = []
         if not CSET82_VALUE.match(request.lot):
             violations.append(FieldViolation("lot", "1-20 GS1 CSET 82 characters"))
@@ -402,7 +365,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         """Straight from the ledger's committed stream, so it resumes from any height."""
         if request.from_height < 0:
             raise InvalidArgument("from_height must be >= 0", field_violations=[FieldViolation("from_height", ">= 0")])
-        wanted = {_gtin(g, "gtins") for g in request.gtins}
+        wanted = {gtin_field(g, "gtins") for g in request.gtins}
         stream = self.ledger.stub.StreamCommittedTransactions(
             lpb.StreamCommittedTransactionsRequest(from_height=request.from_height)
         )
@@ -424,7 +387,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             stream.cancel()
 
     async def UpdateProduct(self, request: pb.UpdateProductRequest, context) -> pb.UpdateProductResponse:
-        gtin = _gtin(request.product.gtin, "product.gtin")
+        gtin = gtin_field(request.product.gtin, "product.gtin")
         paths = tuple(request.update_mask.paths)
         unknown = [p for p in paths if p not in UPDATABLE]
         if not paths or unknown:
