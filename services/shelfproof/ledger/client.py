@@ -55,6 +55,35 @@ class LedgerClient:
                 raise
         return reply.result
 
+    async def submit_many(self, bodies: list[txpb.TransactionBody], *, deadline_s: float = 60.0) -> list[pb.TransactionResult | LedgerRejected]:
+        """Sign consecutive nonces, submit them as one ordered batch, and wait for every commit.
+
+        Returns, per body, its committed result or the LedgerRejected that refused it.
+        """
+        async with self._lock:
+            if not self._synced:
+                await self._sync_nonce()
+            raws = [self.signer.sign(body) for body in bodies]
+            reply = await call(
+                self.stub.SubmitTransactions, pb.SubmitTransactionsRequest(transactions=raws), idempotent=True,
+                deadline_s=deadline_s,
+            )
+            if any(r.status == pb.TRANSACTION_STATUS_REJECTED for r in reply.results):
+                self._synced = False  # a refused nonce leaves a gap: learn the nonce again next time
+
+        async def committed(raw: bytes, admitted: pb.TransactionResult) -> pb.TransactionResult | LedgerRejected:
+            if admitted.status == pb.TRANSACTION_STATUS_REJECTED:
+                return LedgerRejected(admitted.log, ledger_code=admitted.code, metadata={"stage": "check_tx"})
+            try:
+                return (await call(
+                    self.stub.SubmitTransaction, pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True),
+                    idempotent=True, deadline_s=deadline_s,
+                )).result
+            except LedgerRejected as err:
+                return err
+
+        return list(await asyncio.gather(*(committed(raw, r) for raw, r in zip(raws, reply.results, strict=True))))
+
     async def put_content(self, content: bytes) -> bytes:
         reply = await call(self.stub.PutContent, pb.PutContentRequest(content=content), idempotent=True, deadline_s=60)
         return reply.sha256

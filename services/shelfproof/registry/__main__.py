@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.registry.events import EventService
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
@@ -38,8 +39,10 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     pool = AsyncConnectionPool(dsn, min_size=2, max_size=10, open=False)
     await pool.open(wait=True)
     projector = RegistryProjector(pool, ledger)
-    service = ProductService(pool, LedgerClient(ledger, account.signer(genesis.chain_id)), projector, account.organization_gln)
-    server = GrpcServer(settings, [service.binding()])
+    ledger_client = LedgerClient(ledger, account.signer(genesis.chain_id))
+    products = ProductService(pool, ledger_client, projector, account.organization_gln)
+    events = EventService(pool, ledger_client, projector)
+    server = GrpcServer(settings, [products.binding(), events.binding()])
 
     async def start() -> None:
         await projector.start()

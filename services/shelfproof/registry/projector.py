@@ -8,6 +8,7 @@ into an empty database rebuilds the same tables: the projection reads nothing bu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timezone
 
@@ -15,6 +16,7 @@ import grpc
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from shelfproof.gs1.epcis import item_of
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
@@ -96,6 +98,58 @@ async def _apply_register_location(cur, result: pb.TransactionResult, a: txpb.Re
     )
 
 
+# Inventory effect of an event's business step on the stock at its location (CBV 2.0 words).
+STOCK_IN = frozenset({"commissioning", "receiving"})
+STOCK_OUT = frozenset({"shipping", "retail_selling", "destroying", "decommissioning", "dispensing"})
+
+
+def _cbv_word(value: str | None) -> str:
+    """`shipping` from `shipping`, `https://ref.gs1.org/cbv/BizStep-shipping` or `urn:epcglobal:cbv:bizstep:shipping`."""
+    if not value:
+        return ""
+    return value.rsplit("-", 1)[-1] if value.startswith("http") else value.rsplit(":", 1)[-1]
+
+
+def _gln_of(place: dict | None) -> str | None:
+    identifier = (place or {}).get("id", "")
+    marker = "/414/"
+    if marker not in identifier:
+        return None
+    return identifier.split(marker, 1)[1][:13]
+
+
+async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a: txpb.RecordEvent) -> None:
+    event = json.loads(a.epcis_event_json)
+    items = [item for item in (item_of(epc) for epc in a.epcs) if item is not None]
+    biz_location = a.biz_location_gln or _gln_of(event.get("bizLocation"))
+    await cur.execute(
+        "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (a.event_hash, a.event_type, datetime.fromisoformat(event["eventTime"]), event.get("action"),
+         a.biz_step or None, a.disposition or None, biz_location, Jsonb(event), signer, result.height,
+         result.index, result.tx_hash),
+    )
+    if items:
+        await cur.executemany(
+            "INSERT INTO event_items VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(a.event_hash, gtin, serial) for gtin, serial in items],
+        )
+    step = _cbv_word(a.biz_step)
+    sign = 1 if step in STOCK_IN else -1 if (step in STOCK_OUT or event.get("action") == "DELETE") else 0
+    # Goods leaving a site are often recorded at its read point, with no business location.
+    location = biz_location if sign > 0 else (biz_location or _gln_of(event.get("readPoint")))
+    if sign == 0 or location is None:
+        return
+    per_gtin: dict[str, int] = {}
+    for gtin, _ in items:
+        per_gtin[gtin] = per_gtin.get(gtin, 0) + sign
+    await cur.executemany(
+        """INSERT INTO inventory_positions VALUES (%s, %s, %s, %s)
+           ON CONFLICT (gtin, location_gln) DO UPDATE
+           SET quantity = inventory_positions.quantity + EXCLUDED.quantity, ledger_height = EXCLUDED.ledger_height""",
+        [(gtin, location, delta, result.height) for gtin, delta in sorted(per_gtin.items())],
+    )
+
+
 class RegistryProjector:
     def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
         self.pool = pool
@@ -163,6 +217,8 @@ class RegistryProjector:
                 await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
             elif action == "update_product":
                 await _apply_update_product(cur, result, body.update_product)
+            elif action == "record_event":
+                await _apply_record_event(cur, result, signed.signer, body.record_event)
             elif action == "register_location":
                 await _apply_register_location(cur, result, body.register_location)
             elif action == "recall_lot":
