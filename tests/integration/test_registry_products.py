@@ -247,3 +247,20 @@ async def test_locations_validate_gln_and_page(tmp_path, database_dsn):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ListLocations(pb.ListLocationsRequest(page_token="garbage!"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_organizations_come_from_the_ledger_and_need_the_consortium_role(tmp_path, database_dsn):
+    async with Registry(tmp_path, database_dsn) as registry:
+        brand = (await registry.stub.GetOrganization(pb.GetOrganizationRequest(gln=DEMO_BRAND_GLN), timeout=10)).organization
+        assert (brand.gln, brand.name, brand.registered_height) == (DEMO_BRAND_GLN, "brand", 0)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.stub.GetOrganization(pb.GetOrganizationRequest(gln="0614141000012"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        # The registry signs as a brand agent: registering members is the consortium's permission.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.stub.CreateOrganization(pb.CreateOrganizationRequest(
+                organization=pb.Organization(gln="0614141000012", name="Retailer")), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.stub.GetOrganization(pb.GetOrganizationRequest(gln="0614141000013"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -17,6 +17,8 @@ from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.runtime.client import call
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
@@ -173,6 +175,41 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                 )
         if not await self.projector.wait_for(result.height, result.index, timeout_s):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind; read again shortly")
+
+    # --- organizations (the ledger's own records) -------------------------------------------------
+
+    async def _organization(self, gln: str) -> pb.Organization | None:
+        answer = await call(self.ledger.stub.Query, lpb.QueryRequest(store="orgs", key=gln.encode()), idempotent=True)
+        if not answer.found:
+            return None
+        record = st.OrganizationRecord.FromString(answer.value)
+        return pb.Organization(gln=record.gln, name=record.name, registered_height=record.registered_height)
+
+    async def CreateOrganization(self, request: pb.CreateOrganizationRequest, context) -> pb.CreateOrganizationResponse:
+        gln = gln_field(request.organization.gln, "organization.gln")
+        name = request.organization.name
+        if not name.strip() or len(name) > 256:
+            raise InvalidArgument("organization is invalid", field_violations=[FieldViolation("organization.name", "required, at most 256 characters")])
+        if await self._replayed(request.request_id, "CreateOrganization") is None:
+            body = txpb.TransactionBody(register_organization=txpb.RegisterOrganization(gln=gln, name=name))
+            try:
+                await self.ledger.submit(body)
+            except LedgerRejected as err:
+                raise _ledger_error(err) from err
+            if request.request_id:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (request.request_id, "CreateOrganization", gln, b""),
+                    )
+        return pb.CreateOrganizationResponse(organization=await self._organization(gln))
+
+    async def GetOrganization(self, request: pb.GetOrganizationRequest, context) -> pb.GetOrganizationResponse:
+        gln = gln_field(request.gln, "gln")
+        organization = await self._organization(gln)
+        if organization is None:
+            raise NotFound(f"organization {gln} is not registered")
+        return pb.GetOrganizationResponse(organization=organization)
 
     # --- locations ------------------------------------------------------------------------------
 
