@@ -13,6 +13,7 @@ from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.registry.events import EventService
+from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
@@ -29,6 +30,8 @@ class RegistrySettings(GrpcServerSettings):
     # The agent this registry signs as, and where its key is (the dev genesis holds the dev keys).
     signer_agent_id: str = f"{DEMO_BRAND_GLN}/admin-0"
     genesis_file: Path | None = None
+    # Host (and optional path stem) of the resolver the QR labels point at: the verify page.
+    resolver: str = "http://127.0.0.1:8080"
 
 
 async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
@@ -42,7 +45,8 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     ledger_client = LedgerClient(ledger, account.signer(genesis.chain_id))
     products = ProductService(pool, ledger_client, projector, account.organization_gln)
     events = EventService(pool, ledger_client, projector)
-    server = GrpcServer(settings, [products.binding(), events.binding()])
+    label_service = LabelService(pool, ledger_client, projector, settings.resolver)
+    server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding()])
 
     async def start() -> None:
         await projector.start()

@@ -221,6 +221,11 @@ class RegistryProjector:
                 await _apply_record_event(cur, result, signed.signer, body.record_event)
             elif action == "register_location":
                 await _apply_register_location(cur, result, body.register_location)
+            elif action == "void_labels":
+                await cur.execute(
+                    "UPDATE items SET voided_height = %s, void_reason = %s WHERE gtin = %s AND serial = ANY(%s)",
+                    (result.height, body.void_labels.reason, body.void_labels.gtin, list(body.void_labels.serials)),
+                )
             elif action == "recall_lot":
                 await _apply_recall_lot(cur, result, signed.signer, body.recall_lot)
             elif action == "commission_batch":
