@@ -10,7 +10,9 @@ from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
-from shelfproof.product.v1 import product_pb2_grpc
+from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
+from shelfproof.registry.events import EventService
+from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
@@ -18,6 +20,7 @@ from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
 
 CHAIN = "registry-test"
+RESOLVER = "https://verify.shelfproof.example"
 
 
 class Registry:
@@ -46,11 +49,16 @@ class Registry:
         self.server = GrpcServer(GrpcServerSettings(port=0), [service.binding() for service in services])
         self.channel = insecure_channel(f"127.0.0.1:{await self.server.start()}")
         self.stub = product_pb2_grpc.ProductServiceStub(self.channel)
+        self.events = events_pb2_grpc.EventServiceStub(self.channel)
+        self.labels = labels_pb2_grpc.LabelServiceStub(self.channel)
         return self
 
     def extra_services(self, ledger_client: LedgerClient) -> list:
-        """Further registry services on the same server (a subclass adds them)."""
-        return []
+        """The registry's other services, on the same server as in production."""
+        return [
+            EventService(self.pool, ledger_client, self.projector),
+            LabelService(self.pool, ledger_client, self.projector, RESOLVER),
+        ]
 
     async def __aexit__(self, *exc):
         await self.channel.close()

@@ -13,7 +13,6 @@ from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.product.v1 import events_pb2_grpc
-from shelfproof.registry.events import EventService
 from shelfproof.runtime import errors
 from tests.integration.harness import Registry
 
@@ -62,18 +61,8 @@ JOURNEY = [
 ]
 
 
-class EventRegistry(Registry):
-    def extra_services(self, ledger_client):
-        return [EventService(self.pool, ledger_client, self.projector)]
-
-    async def __aenter__(self):
-        await super().__aenter__()
-        self.events = events_pb2_grpc.EventServiceStub(self.channel)
-        return self
-
-
 async def test_capture_query_inventory_export_and_reimport(tmp_path, database_dsn, postgres_cluster):
-    async with EventRegistry(tmp_path / "a", database_dsn) as registry:
+    async with Registry(tmp_path / "a", database_dsn) as registry:
         stub = registry.events
         captured = (await stub.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document(JOURNEY)), timeout=60)).events
         hashes = [c.event_hash for c in captured]
@@ -110,7 +99,7 @@ async def test_capture_query_inventory_export_and_reimport(tmp_path, database_ds
     with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{second_db}" TEMPLATE shelfproof_template')
     try:
-        async with EventRegistry(tmp_path / "b", postgres_cluster.dsn(second_db)) as other:
+        async with Registry(tmp_path / "b", postgres_cluster.dsn(second_db)) as other:
             imported = (await other.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=exported), timeout=60)).events
             assert [c.event_hash for c in imported] == hashes
     finally:
@@ -129,7 +118,7 @@ async def test_capture_query_inventory_export_and_reimport(tmp_path, database_ds
     ],
 )
 async def test_invalid_documents_are_refused_and_write_nothing(tmp_path, database_dsn, document):
-    async with EventRegistry(tmp_path, database_dsn) as registry:
+    async with Registry(tmp_path, database_dsn) as registry:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=document), timeout=20)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

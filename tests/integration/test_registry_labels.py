@@ -18,25 +18,13 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.product.v1 import labels_pb2 as pb
 from shelfproof.product.v1 import labels_pb2_grpc
 from shelfproof.product.v1 import product_pb2 as ppb
-from shelfproof.registry.labels import LabelService
-from tests.integration.harness import Registry
+from tests.integration.harness import RESOLVER, Registry
 
 GTIN = "00614141123452"
-RESOLVER = "https://verify.shelfproof.example"
-
-
-class LabelRegistry(Registry):
-    def extra_services(self, ledger_client):
-        return [LabelService(self.pool, ledger_client, self.projector, RESOLVER)]
-
-    async def __aenter__(self):
-        await super().__aenter__()
-        self.labels = labels_pb2_grpc.LabelServiceStub(self.channel)
-        return self
 
 
 async def test_labels_are_signed_by_a_ledger_key_printed_and_voided(tmp_path, database_dsn):
-    async with LabelRegistry(tmp_path, database_dsn) as registry:
+    async with Registry(tmp_path, database_dsn) as registry:
         await registry.stub.CreateProduct(ppb.CreateProductRequest(product=ppb.Product(gtin=GTIN, name="oil")), timeout=20)
         batch = None
         async for reply in registry.stub.CommissionItems(ppb.CommissionItemsRequest(gtin=GTIN, lot="L1", count=45), timeout=60):

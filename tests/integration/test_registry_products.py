@@ -12,10 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN
 from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.product.v1 import events_pb2, labels_pb2
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime import errors
 from tests.integration.harness import Registry
+from tests.integration.test_registry_events import JOURNEY, _document
 
 VALID_GTINS = ["00614141123452", "00614141123469", "00614141123476", "00614141123483", "00614141123490"]
 
@@ -28,6 +30,11 @@ def _table(dsn: str) -> list[tuple]:
         ).fetchall()
 
 
+def _first_serial(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT serial FROM items ORDER BY leaf_index LIMIT 1").fetchone()[0]
+
+
 def _query_model(dsn: str) -> dict[str, list[tuple]]:
     with psycopg.connect(dsn) as conn:
         return {
@@ -36,6 +43,9 @@ def _query_model(dsn: str) -> dict[str, list[tuple]]:
             "items": conn.execute("SELECT * FROM items ORDER BY gtin, serial").fetchall(),
             "recalls": conn.execute("SELECT * FROM recalls ORDER BY gtin, lot").fetchall(),
             "locations": conn.execute("SELECT * FROM locations ORDER BY gln").fetchall(),
+            "events": conn.execute("SELECT * FROM events ORDER BY event_hash").fetchall(),
+            "event_items": conn.execute("SELECT * FROM event_items ORDER BY gtin, serial, event_hash").fetchall(),
+            "inventory_positions": conn.execute("SELECT * FROM inventory_positions ORDER BY gtin, location_gln").fetchall(),
         }
 
 
@@ -81,13 +91,18 @@ async def test_create_get_list_update_idempotent_and_rebuild(tmp_path, database_
         async for _ in stub.CommissionItems(pb.CommissionItemsRequest(gtin=VALID_GTINS[1], lot="L7", count=1_000), timeout=60):
             pass
         await stub.CreateLocation(pb.CreateLocationRequest(location=pb.Location(gln="0614141000029", name="DC North", country_code="DE")), timeout=20)
+        await registry.events.CaptureEvents(events_pb2.CaptureEventsRequest(epcis_document=_document(JOURNEY)), timeout=60)
+        await registry.labels.VoidLabels(
+            labels_pb2.VoidLabelsRequest(gtin=VALID_GTINS[1], serials=[_first_serial(database_dsn)], reason="torn"), timeout=20
+        )
         recall = (await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[1], lot="L7", reason="seal"), timeout=20)).recall
         last_height = recall.ledger_ref.height
 
         # Rebuild: an empty database fed from the ledger and its content store alone gives identical tables.
         before = _query_model(database_dsn)
         assert len(before["items"]) == 1_000 and len(before["products"]) == 5 and len(before["recalls"]) == 1
-        assert len(before["locations"]) == 1
+        assert len(before["locations"]) == 1 and len(before["events"]) == 4 and before["inventory_positions"]
+        assert sum(1 for item in before["items"] if item[4] is not None) == 1  # the voided label
         rebuilt_db = "rebuilt_" + database_dsn.rsplit("/", 1)[1]
         with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{rebuilt_db}" TEMPLATE shelfproof_template')
