@@ -24,6 +24,11 @@ def test_canonical_form_from_the_syntax_engine():
     assert canonical_item_uri("9506000134352", "X1") == "https://id.gs1.org/01/09506000134352/21/X1"
 
 
+def test_a_lot_named_01_is_a_value_not_the_primary_key():
+    link = parse_digital_link("https://id.gs1.org/01/09506000134352/10/01/21/S1")
+    assert (link.gtin, link.lot, link.serial) == ("09506000134352", "01", "S1")
+
+
 def test_custom_domain_stem_and_short_gtin_are_normalised():
     link = parse_digital_link("https://brand.example.com/some/stem/01/9506000134352/21/ABC?linkType=gs1:pip")
     assert (link.gtin, link.serial, link.resolver) == ("09506000134352", "ABC", "https://brand.example.com/some/stem")
@@ -33,6 +38,7 @@ def test_custom_domain_stem_and_short_gtin_are_normalised():
     ("uri", "problem"),
     [
         ("ftp://id.gs1.org/01/09506000134352/21/A", "scheme"),
+        ("HtTpS://id.gs1.org/01/09506000134352/21/A", "scheme"),
         ("https://id.gs1.org/01/09506000134353/21/A", "check digit"),
         ("https://id.gs1.org/01/12345/21/A", "digits"),
         ("https://id.gs1.org/01/09506000134352/21/A/", "end in /"),

@@ -69,28 +69,12 @@ def _decode_b64url(value: str) -> bytes:
         raise InvalidDigitalLink("sig is not valid base64url") from None
 
 
-def parse_digital_link(uri: str, *, max_length: int = MAX_URI_LENGTH) -> DigitalLink:
-    """Parse an item's Digital Link strictly; raises InvalidDigitalLink naming the problem."""
-    if len(uri) > max_length:
-        raise InvalidDigitalLink(f"URI longer than {max_length} characters")
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https", "HTTP", "HTTPS"):
-        raise InvalidDigitalLink("scheme must be http or https")
-    if not parts.netloc:
-        raise InvalidDigitalLink("URI has no host")
-    if parts.path.endswith("/"):
-        raise InvalidDigitalLink("a Digital Link URI may not end in /")
-    segments = parts.path.split("/")
+def _primary_key_and_qualifiers(rest: list[str]) -> tuple[str, dict[str, str]]:
     try:
-        start = max(i for i, s in enumerate(segments) if s == "01" and i + 1 < len(segments))
-    except ValueError:
-        raise InvalidDigitalLink("no /01/{GTIN} primary key in the path") from None
-    stem = "/".join(segments[:start])
-    try:
-        gtin = normalize_gtin(segments[start + 1])
+        gtin = normalize_gtin(rest[0])
     except InvalidGs1Key as err:
         raise InvalidDigitalLink(str(err)) from None
-    qualifiers = segments[start + 2:]
+    qualifiers = rest[1:]
     if len(qualifiers) % 2:
         raise InvalidDigitalLink("path qualifiers come in AI/value pairs")
     values: dict[str, str] = {}
@@ -106,6 +90,37 @@ def parse_digital_link(uri: str, *, max_length: int = MAX_URI_LENGTH) -> Digital
         if not CSET82_VALUE.match(value):
             raise InvalidDigitalLink(f"AI ({ai}) value must be 1-20 GS1 CSET 82 characters")
         values[ai] = value
+    return gtin, values
+
+
+def parse_digital_link(uri: str, *, max_length: int = MAX_URI_LENGTH) -> DigitalLink:
+    """Parse an item's Digital Link strictly; raises InvalidDigitalLink naming the problem."""
+    if len(uri) > max_length:
+        raise InvalidDigitalLink(f"URI longer than {max_length} characters")
+    raw_scheme = uri.split(":", 1)[0]
+    if raw_scheme not in ("http", "https", "HTTP", "HTTPS"):
+        raise InvalidDigitalLink("scheme must be http or https (all lower or all upper case)")
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        raise InvalidDigitalLink("URI has no host")
+    if parts.path.endswith("/"):
+        raise InvalidDigitalLink("a Digital Link URI may not end in /")
+    segments = parts.path.split("/")
+    candidates = [i for i, s in enumerate(segments) if s == "01" and i + 1 < len(segments)]
+    if not candidates:
+        raise InvalidDigitalLink("no /01/{GTIN} primary key in the path")
+    # "01" can also be a stem segment or a qualifier's value (a lot "01"): the primary key is the
+    # first candidate from which the rest of the path parses.
+    problem: InvalidDigitalLink | None = None
+    for start in candidates:
+        try:
+            gtin, values = _primary_key_and_qualifiers(segments[start + 1:])
+            break
+        except InvalidDigitalLink as err:
+            problem = problem or err
+    else:
+        raise problem
+    stem = "/".join(segments[:start])
     seen: set[str] = set()
     expiry = signature = key_id = None
     for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
