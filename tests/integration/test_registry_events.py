@@ -12,7 +12,6 @@ from shelfproof.gs1 import epcis
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2 as pb
-from shelfproof.product.v1 import events_pb2_grpc
 from shelfproof.runtime import errors
 from tests.integration.harness import Registry
 
