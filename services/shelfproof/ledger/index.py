@@ -36,6 +36,7 @@ class TxIndex:
         self.writer.execute("PRAGMA journal_mode=WAL")
         self.writer.execute("PRAGMA synchronous=FULL")
         self._write_lock = threading.Lock()
+        self._closed = False
         self.writer.executescript(
             """
             CREATE TABLE IF NOT EXISTS committed (
@@ -79,6 +80,8 @@ class TxIndex:
     def _write(self, statements: list[tuple[str, list[tuple]]]) -> None:
         """Run statements in one durable transaction (called from worker threads)."""
         with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the transaction index is closed")
             self.writer.execute("BEGIN")
             try:
                 for sql, rows in statements:
@@ -145,5 +148,9 @@ class TxIndex:
         return [IndexedTx(bytes(r[0]), *r[1:5], bytes(r[5]), r[6]) for r in rows]
 
     def close(self) -> None:
+        # A write may still be running in a worker thread (its awaiting task was cancelled, the thread
+        # was not): take the lock so the connection is never closed under it.
+        with self._write_lock:
+            self._closed = True
+            self.writer.close()
         self.conn.close()
-        self.writer.close()
