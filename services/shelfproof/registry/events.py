@@ -6,7 +6,6 @@ import base64
 import json
 from datetime import datetime, timezone
 
-from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,7 +17,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.product.v1 import events_pb2_grpc
 from shelfproof.registry.projector import RegistryProjector, _gln_of
-from shelfproof.registry.fields import gln_field, gtin_field
+from shelfproof.registry.fields import gln_field, gtin_field, timestamp_of
 from shelfproof.runtime.errors import (
     DependencyUnavailable,
     FieldViolation,
@@ -43,15 +42,9 @@ def _epcs(event: dict) -> list[str]:
     return names
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _event(row: dict) -> pb.Event:
     return pb.Event(
-        event_hash=row["event_hash"], event_type=row["event_type"], event_time=_timestamp(row["event_time"]),
+        event_hash=row["event_hash"], event_type=row["event_type"], event_time=timestamp_of(row["event_time"]),
         action=row["action"] or "", biz_step=row["biz_step"] or "", disposition=row["disposition"] or "",
         biz_location_gln=row["biz_location_gln"] or "",
         event_json=json.dumps(row["document"], sort_keys=True, separators=(",", ":")).encode(),

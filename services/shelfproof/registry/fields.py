@@ -1,8 +1,11 @@
-"""Request-field parsing shared by the registry's services: GS1 keys and keyset pagination (AIP-158)."""
+"""Field conversions shared by the registry's services: GS1 keys, keyset pagination (AIP-158), timestamps."""
 
 from __future__ import annotations
 
 import base64
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
 
 from shelfproof.gs1.keys import InvalidGs1Key, normalize_gtin, validate_gln
 from shelfproof.runtime.errors import FieldViolation, InvalidArgument
@@ -44,3 +47,9 @@ def page_request(page_size: int, page_token: str, key_check) -> tuple[int, str]:
 
 def next_page_token(rows: list[dict], size: int, key: str) -> str:
     return base64.urlsafe_b64encode(rows[size - 1][key].encode()).decode() if len(rows) > size else ""
+
+
+def timestamp_of(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

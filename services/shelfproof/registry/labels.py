@@ -17,7 +17,7 @@ from shelfproof.product.v1 import labels_pb2 as pb
 from shelfproof.product.v1 import labels_pb2_grpc
 from shelfproof.registry.fields import gtin_field
 from shelfproof.registry.projector import RegistryProjector
-from shelfproof.registry.service import _ledger_error
+from shelfproof.registry.service import ledger_error
 from shelfproof.runtime.errors import (
     DependencyUnavailable,
     FailedPrecondition,
@@ -121,7 +121,7 @@ class LabelService(labels_pb2_grpc.LabelServiceServicer):
                 txpb.TransactionBody(void_labels=txpb.VoidLabels(gtin=gtin, serials=serials, reason=request.reason))
             )
         except LedgerRejected as err:
-            raise _ledger_error(err) from err
+            raise ledger_error(err) from err
         if not await self.projector.wait_for(result.height, result.index):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind")
         return pb.VoidLabelsResponse(voided=len(serials), ledger_ref=common_pb2.LedgerRef(height=result.height, tx_hash=result.tx_hash))

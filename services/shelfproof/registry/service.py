@@ -7,7 +7,6 @@ import logging
 import uuid
 from datetime import date
 
-from google.protobuf import timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,7 +22,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
 from shelfproof.common.v1 import common_pb2
-from shelfproof.registry.fields import gln_field, gtin_field, next_page_token, page_request
+from shelfproof.registry.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime.errors import (
     AlreadyExists,
@@ -47,12 +46,6 @@ _PRODUCT_COLUMNS = (
 )
 
 
-def _timestamp(value) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _product(row: dict) -> pb.Product:
     return pb.Product(
         gtin=row["gtin"],
@@ -62,8 +55,8 @@ def _product(row: dict) -> pb.Product:
         net_content=row["net_content"],
         attributes=row["attributes"],
         brand_owner_gln=row["brand_owner_gln"],
-        create_time=_timestamp(row["create_time"]),
-        update_time=_timestamp(row["update_time"]),
+        create_time=timestamp_of(row["create_time"]),
+        update_time=timestamp_of(row["update_time"]),
         ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
     )
 
@@ -106,7 +99,7 @@ def _register_body(product: pb.Product, gtin: str) -> txpb.RegisterProduct:
     )
 
 
-def _ledger_error(err: LedgerRejected) -> Exception:
+def ledger_error(err: LedgerRejected) -> Exception:
     """Map the ledger's verdict on a write to the status a caller acts on."""
     if err.ledger_code == ResultCode.ALREADY_EXISTS:
         return AlreadyExists(err.message, metadata=err.metadata)
@@ -166,7 +159,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         try:
             result = await self.ledger.submit(body)
         except LedgerRejected as err:
-            raise _ledger_error(err) from err
+            raise ledger_error(err) from err
         if request_id:
             async with self.pool.connection() as conn:
                 await conn.execute(
@@ -195,7 +188,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             try:
                 await self.ledger.submit(body)
             except LedgerRejected as err:
-                raise _ledger_error(err) from err
+                raise ledger_error(err) from err
             if request.request_id:
                 async with self.pool.connection() as conn:
                     await conn.execute(
@@ -393,7 +386,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
         return pb.RecallLotResponse(
             recall=pb.Recall(
                 gtin=row["gtin"], lot=row["lot"], reason=row["reason"], recorded_by=row["recorded_by"],
-                recall_time=_timestamp(row["recall_time"]),
+                recall_time=timestamp_of(row["recall_time"]),
                 ledger_ref=common_pb2.LedgerRef(height=row["ledger_height"], tx_hash=bytes(row["tx_hash"])),
             )
         )
