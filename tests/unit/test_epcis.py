@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.shelfproof.gs1 import epcis as E
-from services.shelfproof.gs1.keys import check_digit
+from shelfproof.gs1 import epcis as E
+from shelfproof.gs1.keys import check_digit
 
 GLN_DC = "9521141123454"
 GLN_STORE = "9506000134352"  # valid 13-digit key reused as a location

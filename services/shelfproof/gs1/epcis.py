@@ -19,7 +19,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import jsonschema
 
-from services.shelfproof.gs1.keys import InvalidGs1Key, check_digit, validate_gln
+from shelfproof.gs1.keys import InvalidGs1Key, check_digit, validate_gln
 
 EPCIS_CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
 CBV_BASE = "https://ref.gs1.org/cbv/"

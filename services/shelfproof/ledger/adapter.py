@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
+from shelfproof.ledger.app import MAX_KEYS_PER_QUERY
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.content import ContentError, ContentStore
 from shelfproof.ledger.engine import EngineUnavailable, LedgerEngine, TxOutcome
@@ -64,6 +66,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         self.index = TxIndex(home / "adapter.db")
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
         self._indexed = asyncio.Condition()
+        self._headers: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
         self._indexed_height = self.index.cursor()
 
@@ -294,25 +297,50 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         except EngineUnavailable as err:
             raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
 
-    async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
-        if request.store not in STORES:
-            raise InvalidArgument(f"unknown store {request.store!r}", field_violations=[FieldViolation("store", f"one of {', '.join(STORES)}")])
-        if not request.key:
-            raise InvalidArgument("key is required", field_violations=[FieldViolation("key", "required")])
-        if request.height < 0:
+    async def _answer_height(self, requested: int, prove: bool) -> int:
+        """The height a query reads: the one asked for, or the newest one whose proof can be checked
+        (a proof for height H checks against header H + 1, so that is latest - 1)."""
+        if requested < 0:
             raise InvalidArgument("height must be >= 0", field_violations=[FieldViolation("height", ">= 0")])
         latest = await self._latest()
-        if not request.height and latest < (2 if request.prove else 1):
+        if not requested and latest < (2 if prove else 1):
             # A chain that just started: wait for the block that makes a height answerable.
-            latest = await self.engine.wait_for_new_block(1 if request.prove else 0, 5.0)
-        # A proof for height H checks against header H + 1: the newest provable height is latest - 1.
-        height = request.height or (latest - 1 if request.prove else latest)
+            latest = await self.engine.wait_for_new_block(1 if prove else 0, 5.0)
+        height = requested or (latest - 1 if prove else latest)
         if height < 1:
             raise DependencyUnavailable("the ledger has no provable height yet")
-        if request.prove and height + 1 > latest:
+        if prove and height + 1 > latest:
             latest = await self.engine.wait_for_new_block(height, 5.0)
             if height + 1 > latest:
                 raise DependencyUnavailable(f"header {height + 1} is not committed yet")
+        return height
+
+    async def _proving_header(self, height: int) -> tuple[bytes, bytes]:
+        """Serialized SignedHeader and ValidatorSet of ``height + 1``, cached: every proof at a height
+        shares them."""
+        cached = self._headers.get(height)
+        if cached is None:
+            next_block = await self._block(height + 1)
+            if next_block is None:
+                raise DependencyUnavailable(f"header {height + 1} is not available")
+            cached = (next_block.signed_header.SerializeToString(), next_block.validator_set.SerializeToString())
+            self._headers[height] = cached
+            while len(self._headers) > 16:
+                self._headers.popitem(last=False)
+        return cached
+
+    @staticmethod
+    def _check_store_key(store: str, key: bytes, prefix: str = "") -> None:
+        if store not in STORES:
+            raise InvalidArgument(
+                f"unknown store {store!r}", field_violations=[FieldViolation(f"{prefix}store", f"one of {', '.join(STORES)}")]
+            )
+        if not key:
+            raise InvalidArgument("key is required", field_violations=[FieldViolation(f"{prefix}key", "required")])
+
+    async def Query(self, request: pb.QueryRequest, context) -> pb.QueryResponse:
+        self._check_store_key(request.store, request.key)
+        height = await self._answer_height(request.height, request.prove)
         try:
             answer = await self.engine.query(request.store, request.key, height, request.prove)
         except EngineUnavailable as err:
@@ -322,11 +350,29 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         response = pb.QueryResponse(found=bool(answer.value), value=answer.value, height=answer.height)
         if request.prove and answer.value:
             response.proof_ops.extend(pb.ProofOp(type=op.type, key=op.key, data=op.data) for op in answer.proof_ops.ops)
-            next_block = await self._block(answer.height + 1)
-            if next_block is None:
-                raise DependencyUnavailable(f"header {answer.height + 1} is not available")
-            response.signed_header = next_block.signed_header.SerializeToString()
-            response.validator_set = next_block.validator_set.SerializeToString()
+            response.signed_header, response.validator_set = await self._proving_header(answer.height)
+        return response
+
+    async def QueryMany(self, request: pb.QueryManyRequest, context) -> pb.QueryManyResponse:
+        if not 1 <= len(request.keys) <= MAX_KEYS_PER_QUERY:
+            raise InvalidArgument(
+                f"between 1 and {MAX_KEYS_PER_QUERY} keys",
+                field_violations=[FieldViolation("keys", f"1 to {MAX_KEYS_PER_QUERY} keys")],
+            )
+        for n, wanted in enumerate(request.keys):
+            self._check_store_key(wanted.store, wanted.key, f"keys[{n}].")
+        height = await self._answer_height(request.height, request.prove)
+        try:
+            answer = await self.engine.query_many(
+                pb.QueryManyRequest(keys=request.keys).SerializeToString(), height, request.prove
+            )
+        except EngineUnavailable as err:
+            raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+        if answer.code != 0:
+            raise NotFound(answer.log) if answer.code == ResultCode.NOT_FOUND else InvalidArgument(answer.log)
+        response = pb.QueryManyResponse.FromString(answer.value)
+        if request.prove:
+            response.signed_header, response.validator_set = await self._proving_header(response.height)
         return response
 
     async def StreamCommittedTransactions(self, request: pb.StreamCommittedTransactionsRequest, context):

@@ -24,6 +24,7 @@ from shelfproof.ledger.codes import ResultCode, TxRejected
 from shelfproof.ledger.merkle import uvarint, value_op
 from shelfproof.ledger.state import STORES, AppVersion, LedgerState, Overlay, StateDB
 from shelfproof.ledger.tx import MAX_TX_BYTES, sign_doc_bytes, tx_hash
+from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
@@ -40,6 +41,9 @@ class ParsedTx:
     signed: txpb.SignedTransaction
     body: txpb.TransactionBody
     action: str
+
+
+MAX_KEYS_PER_QUERY = 64
 
 
 class LedgerApplication:
@@ -254,7 +258,13 @@ class LedgerApplication:
     # --- queries -------------------------------------------------------------------------------
 
     def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
-        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops."""
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops.
+
+        ``/keys`` reads several keys at one height: ``data`` is a QueryManyRequest, the answer's value a
+        QueryManyResponse (without the header, which the adapter adds).
+        """
+        if request.path == "/keys":
+            return self._query_many(request)
         parts = request.path.split("/")
         if len(parts) != 4 or parts[1] != "store" or parts[3] != "key" or parts[2] not in STORES:
             return abci.ResponseQuery(code=ResultCode.INVALID_ARGUMENT, log=f"unknown path {request.path!r}; use /store/<name>/key")
@@ -275,6 +285,38 @@ class LedgerApplication:
             for op in (value_op(request.data, key_proof), value_op(store.encode(), store_proof)):
                 response.proof_ops.ops.append(proof_pb2.ProofOp(type=op.type, key=op.key, data=op.data))
         return response
+
+
+    def _query_many(self, request: abci.RequestQuery) -> abci.ResponseQuery:
+        try:
+            wanted = ledger_pb2.QueryManyRequest.FromString(request.data)
+        except Exception:  # noqa: BLE001 - any decode failure is the caller's malformed request
+            return abci.ResponseQuery(code=ResultCode.INVALID_ARGUMENT, log="data is not a QueryManyRequest")
+        if not 1 <= len(wanted.keys) <= MAX_KEYS_PER_QUERY:
+            return abci.ResponseQuery(code=ResultCode.INVALID_ARGUMENT, log=f"between 1 and {MAX_KEYS_PER_QUERY} keys")
+        unknown = [k.store for k in wanted.keys if k.store not in STORES]
+        if unknown:
+            return abci.ResponseQuery(code=ResultCode.INVALID_ARGUMENT, log=f"unknown store {unknown[0]!r}")
+        height = request.height or self.height
+        version = self.state.versions.get(height)
+        if version is None:
+            return abci.ResponseQuery(
+                code=ResultCode.NOT_FOUND, log=f"height {height} is not retained (have {sorted(self.state.versions)})", height=height
+            )
+        answer = ledger_pb2.QueryManyResponse(height=height)
+        store_ops: dict[str, ledger_pb2.ProofOp] = {}
+        for wanted_key in wanted.keys:
+            store, key = wanted_key.store, wanted_key.key
+            value = version.get(store, key)
+            out = answer.values.add(store=store, key=key, found=value is not None, value=value or b"")
+            if request.prove and value is not None:
+                key_op = value_op(key, version.stores[store].proof(key))
+                if store not in store_ops:
+                    op = value_op(store.encode(), version.store_proof(store))
+                    store_ops[store] = ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data)
+                out.proof_ops.add(type=key_op.type, key=key_op.key, data=key_op.data)
+                out.proof_ops.append(store_ops[store])
+        return abci.ResponseQuery(code=0, key=b"", value=answer.SerializeToString(), height=height)
 
 
 def genesis_app_state(genesis: st.GenesisState) -> dict:

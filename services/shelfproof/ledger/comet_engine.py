@@ -227,6 +227,17 @@ class CometEngine:
             )
         return response
 
+    async def query_many(self, request: bytes, height: int, prove: bool) -> abci.ResponseQuery:
+        result = (
+            await self._rpc("abci_query", {"path": "/keys", "data": request.hex(), "height": str(height), "prove": prove})
+        )["response"]
+        return abci.ResponseQuery(
+            code=int(result.get("code", 0)),
+            log=result.get("log", ""),
+            value=base64.b64decode(result.get("value") or ""),
+            height=int(result.get("height", 0)),
+        )
+
     async def wait_for_new_block(self, after_height: int, timeout_s: float) -> int:
         if self._latest > after_height:
             return self._latest

@@ -238,6 +238,9 @@ class EmbeddedEngine:
     async def query(self, store: str, key: bytes, height: int, prove: bool) -> abci.ResponseQuery:
         return self.app.query(abci.RequestQuery(path=f"/store/{store}/key", data=key, height=height, prove=prove))
 
+    async def query_many(self, request: bytes, height: int, prove: bool) -> abci.ResponseQuery:
+        return self.app.query(abci.RequestQuery(path="/keys", data=request, height=height, prove=prove))
+
     async def wait_for_new_block(self, after_height: int, timeout_s: float) -> int:
         async with self._new_block:
             try:

@@ -52,6 +52,10 @@ class LedgerEngine(Protocol):
 
     async def query(self, store: str, key: bytes, height: int, prove: bool) -> abci.ResponseQuery: ...
 
+    async def query_many(self, request: bytes, height: int, prove: bool) -> abci.ResponseQuery:
+        """The application's ``/keys`` query: a serialized QueryManyRequest in, QueryManyResponse out."""
+        ...
+
     async def wait_for_new_block(self, after_height: int, timeout_s: float) -> int:
         """Wait until a block above ``after_height`` is committed; return the latest height."""
 

@@ -13,9 +13,11 @@ from typing import Callable, TypeVar
 
 from google.protobuf.message import Message
 
+from shelfproof.gs1.epcis import item_of
 from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin, validate_gln
 from shelfproof.ledger.codes import ResultCode, TxRejected
 from shelfproof.ledger.state import Overlay
+from shelfproof.ledger.tx import key_id_for
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
@@ -25,6 +27,7 @@ BPS = 10_000
 MAX_EPCS_PER_EVENT = 1_000
 MAX_SCANS_PER_TX = 1_000
 MAX_SERIALS_PER_VOID = 1_000
+MAX_CUSTODY_STEPS = 16
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _EVENT_HASH = re.compile(r"^ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0$")
 _PERMISSION = re.compile(r"^[a-z][a-z-]*::[a-z][a-z-]*$")
@@ -204,6 +207,24 @@ def add_agent(state: Overlay, ctx: TxContext | None, a: txpb.AddAgent) -> None:
             roles=roles,
         ),
     )
+    _index_key(state, agent_id, a.organization_gln, a.key_id, a.public_key)
+
+
+def _index_key(state: Overlay, agent_id: str, org_gln: str, key_id: str, public_key: bytes, revoked: bool = False) -> None:
+    """The ``keys`` store: a key by its fingerprint, so a label's ``kid`` proves whose key signed it."""
+    fingerprint = key_id_for(public_key)
+    known = read(state, "keys", fingerprint, st.KeyRecord)
+    if known is not None and known.agent_id != agent_id:
+        raise TxRejected(ResultCode.ALREADY_EXISTS, f"public key {fingerprint} belongs to another agent")
+    write(
+        state,
+        "keys",
+        fingerprint,
+        st.KeyRecord(
+            fingerprint=fingerprint, agent_id=agent_id, organization_gln=org_gln, public_key=public_key,
+            key_id=key_id, revoked=revoked,
+        ),
+    )
 
 
 def define_role(state: Overlay, ctx: TxContext | None, a: txpb.DefineRole) -> None:
@@ -267,6 +288,7 @@ def add_key(state: Overlay, ctx: TxContext, a: txpb.AddKey) -> None:
         raise TxRejected(ResultCode.ALREADY_EXISTS, f"key {a.key_id} exists (key ids are never reused)")
     agent.keys.add(key_id=a.key_id, public_key=a.public_key)
     write(state, "agents", agent.agent_id, agent)
+    _index_key(state, agent.agent_id, agent.organization_gln, a.key_id, a.public_key)
 
 
 def revoke_key(state: Overlay, ctx: TxContext, a: txpb.RevokeKey) -> None:
@@ -277,6 +299,7 @@ def revoke_key(state: Overlay, ctx: TxContext, a: txpb.RevokeKey) -> None:
                 raise TxRejected(ResultCode.FAILED_PRECONDITION, f"key {a.key_id} is already revoked")
             key.revoked = True
             write(state, "agents", agent.agent_id, agent)
+            _index_key(state, agent.agent_id, agent.organization_gln, key.key_id, key.public_key, revoked=True)
             return
     raise TxRejected(ResultCode.NOT_FOUND, f"{a.agent_id} has no key {a.key_id}")
 
@@ -383,6 +406,36 @@ def record_event(state: Overlay, ctx: TxContext, a: txpb.RecordEvent) -> None:
             tx_hash=ctx.tx_hash,
         ),
     )
+    step = st.CustodyStep(
+        event_hash=a.event_hash, biz_step=cbv_word(a.biz_step), disposition=cbv_word(a.disposition),
+        biz_location_gln=a.biz_location_gln, height=ctx.height, block_unix_s=ctx.time_unix_s,
+    )
+    for epc in sorted(set(a.epcs)):
+        if (item := item_of(epc)) is not None:
+            _record_custody(state, item, step)
+
+
+def cbv_word(value: str) -> str:
+    """A CBV value's short name: "https://ref.gs1.org/cbv/BizStep-shipping" and "shipping" -> "shipping"."""
+    tail = value.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail.split("-", 1)[1] if tail.startswith(("BizStep-", "Disp-")) else tail
+
+
+def _record_custody(state: Overlay, item: tuple[str, str], step: st.CustodyStep) -> None:
+    """The item's provable status: its latest disposition and location and its newest custody steps."""
+    gtin, serial = item
+    key = f"{gtin}/{serial}"
+    record = read(state, "items", key, st.ItemRecord) or st.ItemRecord(gtin=gtin, serial=serial)
+    if step.disposition:
+        record.disposition = step.disposition
+        if step.disposition == "retail_sold":
+            record.sold_unix_s = step.block_unix_s
+    if step.biz_location_gln:
+        record.biz_location_gln = step.biz_location_gln
+    record.custody.append(step)
+    if len(record.custody) > MAX_CUSTODY_STEPS:
+        del record.custody[: len(record.custody) - MAX_CUSTODY_STEPS]
+    write(state, "items", key, record)
 
 
 def recall_lot(state: Overlay, ctx: TxContext, a: txpb.RecallLot) -> None:
@@ -677,7 +730,22 @@ def record_scans(state: Overlay, ctx: TxContext, a: txpb.RecordScans) -> None:
             del record.cells[:]
             record.cells.extend(cells)
         record.last_scan_unix_s = max(record.last_scan_unix_s, scan.scan_unix_s)
+        _claim_or_flag(read(state, "items", key, st.ItemRecord), record, scan)
         write(state, "scans", key, record)
+
+
+def _claim_or_flag(item: st.ItemRecord | None, record: st.ScanRecord, scan: txpb.Scan) -> None:
+    """After a sale, the first scan claims the item for its buyer; scans from elsewhere are counted."""
+    if item is None or not item.sold_unix_s or scan.scan_unix_s < item.sold_unix_s:
+        return
+    if record.claimed_unix_s < item.sold_unix_s:  # never claimed since this sale
+        record.claimed_unix_s = scan.scan_unix_s
+        record.claimed_cell = scan.cell
+        record.scans_elsewhere_after_claim = 0
+    elif scan.cell and not record.claimed_cell:
+        record.claimed_cell = scan.cell
+    elif scan.cell and scan.cell != record.claimed_cell:
+        record.scans_elsewhere_after_claim += 1
 
 
 HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {

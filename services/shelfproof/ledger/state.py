@@ -27,6 +27,8 @@ STORES: tuple[str, ...] = tuple(
             "budgets",
             "drafts",
             "events",
+            "items",
+            "keys",
             "locations",
             "orgs",
             "policies",
