@@ -43,7 +43,7 @@ class ParsedTx:
     action: str
 
 
-MAX_KEYS_PER_QUERY = 64
+MAX_KEYS_PER_QUERY = 256
 
 
 class LedgerApplication:

@@ -346,6 +346,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                 commission_batch=txpb.CommissionBatch(
                     batch_id=batch_id, gtin=gtin, lot=request.lot, expiry=request.expiry, count=request.count,
                     serials_merkle_root=root, serials_content_hash=content_hash,
+                    expected_scans_per_item=request.expected_scans_per_item,
                 )
             )
             await self._commit(body, request.request_id, "CommissionItems", batch_id, timeout_s=30 + request.count / 20_000)

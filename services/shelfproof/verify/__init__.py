@@ -1,0 +1,1 @@
+"""Consumer verification: a scanned QR code's verdict, with the ledger's proof behind it."""

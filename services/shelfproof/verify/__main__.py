@@ -1,0 +1,102 @@
+"""The consumer verification service: ``python -m shelfproof.verify`` (settings ``SHELFPROOF_VERIFY_*``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.genesis import CONSORTIUM_GLN, Genesis
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.runtime.client import call, insecure_channel
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+from shelfproof.verify.ratelimit import RateLimiter
+from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
+from shelfproof.verify.trust import local_trusted_hashes
+from shelfproof.verify.verdict import CloneRules
+from shelfproof.verify.web import build_app
+
+log = logging.getLogger("shelfproof.verify")
+
+
+class VerifySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_VERIFY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The origin the QR codes point at (the registry's resolver): parsed links are read against it.
+    public_origin: str = "http://127.0.0.1:8080"
+    ledger: str = "127.0.0.1:50051"
+    # Validator set hashes (hex, comma-separated) to trust; empty = the sets named by the local
+    # ledger's files under ledger_home (its validator key or CometBFT genesis).
+    validators_hash: str = ""
+    ledger_home: Path | None = None
+    # The agent that signs RecordScans (needs scan::record), its key from the genesis file.
+    signer_agent_id: str = f"{CONSORTIUM_GLN}/admin-0"
+    genesis_file: Path | None = None
+    rate_per_s: float = Field(default=1.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+    expected_scans: int = Field(default=25, ge=1)
+    max_speed_kmh: float = Field(default=900.0, gt=0)
+    scan_flush_s: float = Field(default=1.0, gt=0)
+
+
+async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
+    ledger_home = (settings.ledger_home or state_dir / "ledger").resolve()
+    trusted = (
+        {bytes.fromhex(h.strip()) for h in settings.validators_hash.split(",") if h.strip()}
+        if settings.validators_hash
+        else local_trusted_hashes(ledger_home)
+    )
+    genesis = Genesis.load(settings.genesis_file or ledger_home / "genesis.json")
+    channel = insecure_channel(settings.ledger)
+    stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+    status = await call(stub.GetLedgerStatus, pb.GetLedgerStatusRequest(), idempotent=True, deadline_s=30)
+    if status.chain_id != genesis.chain_id:
+        raise SystemExit(f"the ledger serves chain {status.chain_id!r}, the genesis file names {genesis.chain_id!r}")
+    pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+    await pool.open(wait=True)
+    account = genesis.accounts[settings.signer_agent_id]
+    scans = ScanRecorder(LedgerClient(stub, account.signer(genesis.chain_id)), settings.scan_flush_s)
+    verifier = Verifier(
+        QueryModel(pool), LedgerReader(stub, genesis.chain_id, trusted), scans,
+        CloneRules(default_expected_scans=settings.expected_scans, max_speed_kmh=settings.max_speed_kmh),
+    )
+    app = build_app(verifier, RateLimiter(settings.rate_per_s, settings.burst), settings.public_origin)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    await site.start()
+    scans.start()
+    log.info("verify listening", extra={"address": f"http://{settings.host}:{settings.port}", "engine": status.engine})
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await runner.cleanup()
+    await scans.stop()
+    await pool.close()
+    await channel.close()
+
+
+def main() -> None:
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    pg = PostgresSettings()
+    if not pg.dsn:
+        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
+    asyncio.run(serve(VerifySettings(), common.state_dir, pg.dsn))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Ledger evidence for one scanned item: which keys prove what, how to check them, and their JSON.
+
+Proven (each a present key, checked against the app hash in a header the validators signed):
+the signing key (``keys``), the product (``products``), the batch and its serials' Merkle root
+(``batches``, plus the serial's path to that root), the lot's recall (``recalls``), a label void
+(``status``), the item's current status and custody steps (``items``) and its scan history
+(``scans``). An absent key is reported, not proven: the state's tree gives inclusion proofs only.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from tendermint.types import types_pb2, validator_pb2
+
+from shelfproof.ledger import light
+from shelfproof.ledger.merkle import Proof, ProofError, keypath_for, verify_value_proof
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import state_pb2 as st
+
+# What each store's key says about the item, for people reading the evidence.
+FACT_OF_STORE = {
+    "keys": "the label's signing key is registered to the brand",
+    "products": "the product is registered by its brand owner",
+    "batches": "the batch was commissioned with this Merkle root of its serials",
+    "recalls": "the lot is recalled",
+    "status": "the brand voided this label",
+    "items": "the item's current status and custody steps",
+    "scans": "the item's consumer scan history",
+}
+RECORD_OF_STORE = {
+    "keys": st.KeyRecord,
+    "products": st.ProductRecord,
+    "batches": st.BatchRecord,
+    "recalls": st.StatusRecord,
+    "status": st.StatusRecord,
+    "items": st.ItemRecord,
+    "scans": st.ScanRecord,
+}
+
+
+class EvidenceError(ValueError):
+    """The evidence does not check out: a signature, a validator set or a proof is wrong."""
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where an item's facts live on the ledger."""
+
+    gtin: str
+    serial: str
+    key_fingerprint: str
+    batch_id: str
+    lot: str
+
+    def keys(self) -> list[tuple[str, bytes]]:
+        """The keys to read; without a key id or a batch (an unknown item) those are left out."""
+        item = f"{self.gtin}/{self.serial}".encode()
+        keys = [("keys", self.key_fingerprint.encode())] if self.key_fingerprint else []
+        keys.append(("products", self.gtin.encode()))
+        if self.batch_id:
+            keys += [("batches", self.batch_id.encode()), ("recalls", f"{self.gtin}/{self.lot}".encode())]
+        return keys + [("status", item), ("items", item), ("scans", item)]
+
+
+@dataclass
+class CheckedHeader:
+    chain_id: str
+    height: int  # the state's height; the header is height + 1
+    app_hash: bytes
+    commit: light.CommitCheck
+    signed_header: bytes
+    validator_set: bytes
+
+
+def check_header(
+    chain_id: str, height: int, signed_header: bytes, validator_set: bytes, trusted: set[bytes]
+) -> CheckedHeader:
+    """Header ``height + 1``: signed by more than 2/3 of a trusted validator set (cached per header)."""
+    try:
+        header = types_pb2.SignedHeader.FromString(signed_header)
+        validators = validator_pb2.ValidatorSet.FromString(validator_set)
+    except Exception as err:  # noqa: BLE001 - undecodable evidence is wrong evidence
+        raise EvidenceError(f"undecodable header or validator set: {err}") from None
+    if header.header.height != height + 1:
+        raise EvidenceError(f"state at height {height} needs header {height + 1}, got {header.header.height}")
+    if header.header.validators_hash not in trusted:
+        raise EvidenceError("the header's validators are not a validator set this verifier trusts")
+    try:
+        commit = light.verify_commit(chain_id, header, validators)
+    except light.LightVerificationError as err:
+        raise EvidenceError(f"header {height + 1}: {err}") from None
+    return CheckedHeader(chain_id, height, bytes(header.header.app_hash), commit, signed_header, validator_set)
+
+
+def check_values(header: CheckedHeader, values: list[pb.StoreValue]) -> dict[str, object]:
+    """Each present value against the header's app hash; returns the decoded records by store."""
+    records: dict[str, object] = {}
+    for value in values:
+        if not value.found:
+            continue
+        try:
+            verify_value_proof(value.proof_ops, header.app_hash, keypath_for(value.store, value.key), value.value)
+        except ProofError as err:
+            raise EvidenceError(f"{value.store}/{value.key.decode(errors='replace')}: {err}") from None
+        records[value.store] = RECORD_OF_STORE[value.store].FromString(value.value)
+    return records
+
+
+def check_membership(serial: str, proof: Proof, batch: st.BatchRecord) -> None:
+    try:
+        proof.verify(batch.batch.serials_merkle_root, serial.encode())
+    except ProofError as err:
+        raise EvidenceError(f"serial {serial} is not in batch {batch.batch.batch_id}: {err}") from None
+    if proof.total != batch.batch.count:
+        raise EvidenceError(f"the path is for a tree of {proof.total} serials, the batch has {batch.batch.count}")
+
+
+# --- JSON, for the API and the command-line verifier --------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise EvidenceError("evidence has a field that is not base64") from None
+
+
+def evidence_json(header: CheckedHeader, values: list[pb.StoreValue], membership: Proof | None) -> dict:
+    return {
+        "chain_id": header.chain_id,
+        "height": header.height,
+        "header_height": header.height + 1,
+        "app_hash": header.app_hash.hex().upper(),
+        "validators": {
+            "signed": header.commit.signers,
+            "signed_power": header.commit.signed_power,
+            "total_power": header.commit.total_power,
+        },
+        "signed_header": _b64(header.signed_header),
+        "validator_set": _b64(header.validator_set),
+        "proofs": [
+            {
+                "store": v.store,
+                "key": v.key.decode(),
+                "fact": FACT_OF_STORE.get(v.store, v.store),
+                "found": v.found,
+                "value": _b64(v.value),
+                "proof_ops": [{"type": op.type, "key": _b64(op.key), "data": _b64(op.data)} for op in v.proof_ops],
+            }
+            for v in values
+        ],
+        "batch_membership": None
+        if membership is None
+        else {
+            "leaf_index": membership.index,
+            "total": membership.total,
+            "leaf_hash": membership.leaf_hash.hex(),
+            "aunts": [a.hex() for a in membership.aunts],
+        },
+    }
+
+
+def parse_evidence_json(data: dict) -> tuple[str, int, bytes, bytes, list[pb.StoreValue], Proof | None]:
+    """(chain id, height, signed header, validator set, values, membership path) from evidence_json."""
+    try:
+        values = [
+            pb.StoreValue(
+                store=p["store"], key=p["key"].encode(), found=bool(p["found"]), value=_unb64(p["value"]),
+                proof_ops=[pb.ProofOp(type=o["type"], key=_unb64(o["key"]), data=_unb64(o["data"])) for o in p["proof_ops"]],
+            )
+            for p in data["proofs"]
+        ]
+        for v in values:
+            if v.store not in RECORD_OF_STORE:
+                raise EvidenceError(f"unexpected store {v.store!r} in the evidence")
+        m = data.get("batch_membership")
+        membership = (
+            Proof(int(m["total"]), int(m["leaf_index"]), bytes.fromhex(m["leaf_hash"]), tuple(bytes.fromhex(a) for a in m["aunts"]))
+            if m
+            else None
+        )
+        return (
+            str(data["chain_id"]), int(data["height"]), _unb64(data["signed_header"]), _unb64(data["validator_set"]),
+            values, membership,
+        )
+    except (KeyError, TypeError, ValueError, ProofError) as err:
+        if isinstance(err, EvidenceError):
+            raise
+        raise EvidenceError(f"malformed evidence: {err}") from None

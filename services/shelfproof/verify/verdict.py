@@ -1,0 +1,130 @@
+"""From facts to a verdict. Pure: the service and the command-line verifier run the same rules.
+
+Order of precedence: COUNTERFEIT (the code is not one the brand issued) > RECALLED (its lot is
+recalled: the consumer must read that first) > SUSPICIOUS (a real code, but signs that it was
+copied) > GENUINE. Warnings (stolen, expired, already sold) sit beside any verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.verify import geo
+
+
+class Verdict(StrEnum):
+    GENUINE = "GENUINE"
+    COUNTERFEIT = "COUNTERFEIT"
+    SUSPICIOUS = "SUSPICIOUS"
+    RECALLED = "RECALLED"
+
+
+@dataclass(frozen=True)
+class CloneRules:
+    # Scans per item expected over its life when the batch names none.
+    default_expected_scans: int = 25
+    # Faster than an airliner between two scans is not one item travelling.
+    max_speed_kmh: float = 900.0
+    min_distance_km: float = 150.0
+
+
+@dataclass
+class Facts:
+    """What is known about one scanned code. Ledger records are None when absent at the height read."""
+
+    gtin: str
+    serial: str
+    signature_present: bool
+    # None when there was no registered key to check it with.
+    signature_valid: bool | None
+    key: st.KeyRecord | None
+    product: st.ProductRecord | None
+    batch: st.BatchRecord | None
+    # The serial's Merkle path leads to the batch's committed root.
+    in_batch: bool
+    recall: st.StatusRecord | None
+    void: st.StatusRecord | None
+    item: st.ItemRecord | None
+    scans: st.ScanRecord | None
+    # This scan: the consumer's coarse cell ("" when not shared) and when it happened.
+    scan_cell: str
+    scan_unix_s: int
+    today: date
+
+
+@dataclass
+class Assessment:
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _counterfeit_reasons(f: Facts) -> list[str]:
+    if not f.signature_present:
+        return ["The code carries no brand signature."]
+    if f.key is None:
+        return ["The code is signed with a key that is not registered on the ledger."]
+    if f.product is None:
+        return [f"No product {f.gtin} is registered on the ledger."]
+    if f.key.organization_gln != f.product.brand_owner_gln:
+        return ["The code is signed by an organization that does not own this product."]
+    if f.key.revoked:
+        return ["The code is signed with a key its owner revoked."]
+    if not f.signature_valid:
+        return ["The brand signature does not match this product and serial."]
+    if f.batch is None or not f.in_batch:
+        return [f"Serial {f.serial} was never commissioned by the brand."]
+    if f.void is not None:
+        return [f"The brand voided this label: {f.void.reason or 'no reason given'}."]
+    return []
+
+
+def clone_signals(f: Facts, rules: CloneRules) -> list[str]:
+    signals: list[str] = []
+    scans = f.scans or st.ScanRecord()
+    expected = (f.batch.batch.expected_scans_per_item if f.batch else 0) or rules.default_expected_scans
+    if scans.scans + 1 > expected:
+        signals.append(f"This code has been scanned {scans.scans + 1} times; about {expected} is expected for one item.")
+    speed = geo.impossible_travel(
+        scans.last_cell, scans.last_scan_unix_s, f.scan_cell, f.scan_unix_s,
+        max_speed_kmh=rules.max_speed_kmh, min_distance_km=rules.min_distance_km,
+    )
+    if speed is not None:
+        km = geo.distance_km(scans.last_cell, f.scan_cell)
+        signals.append(f"It was scanned {km:,.0f} km away shortly before (about {speed:,.0f} km/h): two copies of one code.")
+    if f.item is not None and f.item.sold_unix_s and scans.claimed_unix_s >= f.item.sold_unix_s:
+        elsewhere = scans.scans_elsewhere_after_claim
+        if f.scan_cell and scans.claimed_cell and f.scan_cell != scans.claimed_cell:
+            elsewhere += 1
+        if elsewhere:
+            signals.append("It was sold and claimed by its buyer, yet scanned again somewhere else.")
+    return signals
+
+
+def warnings_for(f: Facts) -> list[str]:
+    warnings: list[str] = []
+    disposition = f.item.disposition if f.item else ""
+    if disposition == "stolen":
+        warnings.append("Reported stolen.")
+    if f.batch is not None and f.batch.batch.expiry and f.batch.batch.expiry < f.today.isoformat():
+        warnings.append(f"Expired on {f.batch.batch.expiry}.")
+    if disposition == "retail_sold":
+        warnings.append("Already sold.")
+    return warnings
+
+
+def assess(f: Facts, rules: CloneRules = CloneRules()) -> Assessment:
+    counterfeit = _counterfeit_reasons(f)
+    if counterfeit:
+        return Assessment(Verdict.COUNTERFEIT, counterfeit)
+    warnings = warnings_for(f)
+    signals = clone_signals(f, rules)
+    if f.recall is not None:
+        reason = f"Lot {f.batch.batch.lot if f.batch else ''} is recalled: {f.recall.reason or 'no reason given'}."
+        return Assessment(Verdict.RECALLED, [reason, *signals], warnings)
+    if signals:
+        return Assessment(Verdict.SUSPICIOUS, signals, warnings)
+    return Assessment(Verdict.GENUINE, ["Signed by the brand, commissioned, and not recalled."], warnings)
