@@ -17,6 +17,7 @@ from shelfproof.product.v1 import events_pb2 as epb
 from shelfproof.product.v1 import labels_pb2 as lpb
 from shelfproof.product.v1 import product_pb2 as ppb
 from shelfproof.verify import evidence as ev
+from shelfproof.verify.check import EXIT_AGREES, EXIT_DISAGREES, check_report, check_url
 from shelfproof.verify.verdict import CloneRules
 from tests.integration.harness import RESOLVER
 from tests.integration.verify_harness import VerifyStack
@@ -109,6 +110,11 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
         assert "the serial is in its batch (Merkle path to the committed root)" in report["facts"]["proven"]
         assert any("recalls" in r for r in report["facts"]["reported"])  # not recalled: absent, so reported
 
+        # The command-line verifier agrees, trusting only the validator set.
+        result = await asyncio.to_thread(check_url, stack.local(await _label(stack, g)), stack.trusted)
+        assert (result.exit_code, result.verdict) == (EXIT_AGREES, "GENUINE"), result.lines
+        assert any("leaf" in line for line in result.lines)
+
         # Tampered evidence fails the independent check.
         forged = json.loads(json.dumps(report))
         items = next(p for p in forged["evidence"]["proofs"] if p["store"] == "items")
@@ -135,6 +141,7 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
             assert status == 200 and report["verdict"] == "COUNTERFEIT", (url, report)
             assert why in report["reasons"][0], report["reasons"]
             assert report["scan"]["recorded"] is False  # fakes leave nothing on the ledger
+            assert check_report(stack.local(url), report, stack.trusted).verdict == "COUNTERFEIT"
 
         # RECALLED, said first.
         recall = await stack.stub.RecallLot(ppb.RecallLotRequest(gtin=GTIN, lot="L2", reason="glass fragments"), timeout=20)
@@ -142,6 +149,9 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
         status, report = await _get(stack.local(await _label(stack, recalled[0])))
         assert report["verdict"] == "RECALLED" and "glass fragments" in report["reasons"][0]
         assert "the lot is recalled" in report["facts"]["proven"]
+        lie = dict(report, verdict="GENUINE")  # a server that hides the recall is caught
+        result = check_report(stack.local(await _label(stack, recalled[0])), lie, stack.trusted)
+        assert (result.exit_code, result.verdict) == (EXIT_DISAGREES, "RECALLED")
         html_status, page = await _get(stack.local(await _label(stack, recalled[0])), json_form=False)
         assert html_status == 200 and page.index('id=recall') < page.index("<h2>Product")
 

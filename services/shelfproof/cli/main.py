@@ -18,6 +18,17 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start PostgreSQL and every service; Ctrl-C stops them all")
     commands.add_parser("status", help="print each component's health; exit 1 unless all SERVING")
+    verify = commands.add_parser(
+        "verify", help="check a product code's verdict trusting only the validators' signatures, not the server"
+    )
+    verify.add_argument("url", help="the URL in the product's QR code")
+    verify.add_argument(
+        "--validators-hash", default="",
+        help="trusted validator set hash(es), hex, comma-separated (default: the local ledger's validator files)",
+    )
+    verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator files")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--timeout", type=float, default=10.0, help="seconds for the HTTP request")
     db = commands.add_parser("db", help="query-model database")
     db.add_argument("action", choices=["upgrade"], help="apply Alembic migrations to SHELFPROOF_PG_DSN")
 
@@ -46,6 +57,24 @@ def main(argv: list[str] | None = None) -> int:
         from shelfproof.cli.stack import run_status
 
         return asyncio.run(run_status(common, pg_settings))
+    if args.command == "verify":
+        from pathlib import Path
+
+        from shelfproof.verify.check import EXIT_UNVERIFIABLE, check_url
+        from shelfproof.verify.trust import TrustError, local_trusted_hashes
+
+        try:
+            trusted = (
+                {bytes.fromhex(h.strip()) for h in args.validators_hash.split(",") if h.strip()}
+                if args.validators_hash
+                else local_trusted_hashes(Path(args.ledger_home or common.state_dir / "ledger"))
+            )
+        except (TrustError, ValueError) as err:
+            print(f"no trusted validator set: {err}", file=sys.stderr)
+            return EXIT_UNVERIFIABLE
+        result = check_url(args.url, trusted, timeout_s=args.timeout)
+        print(result.as_json() if args.json else "\n".join(result.lines))
+        return result.exit_code
     if args.command == "db":
         from shelfproof.db.migrate import upgrade
 

@@ -9,6 +9,7 @@ facts of an item (its batch and leaf index) are read from the query model once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -424,6 +425,8 @@ class Verifier:
             "journey": journey,
             "facts": {"proven": proven, "reported": reported},
             "evidence": ev.evidence_json(read.header, read.values, membership),
-            "scan": {"recorded": recorded, "cell": f.scan_cell or None, "time": _iso(now)},
+            "scan": {"recorded": recorded, "cell": f.scan_cell or None, "time": _iso(now), "unix_s": int(now)},
+            # The clone-signal thresholds this verdict used (policy, not facts).
+            "rules": dataclasses.asdict(self.rules),
             "checked_at": _iso(now),
         }
