@@ -211,10 +211,9 @@ def plan_replenishment(lines: ReplenishmentLines, policy: ReplenishmentPolicy) -
     if float(np.sum(quantity.astype(np.float64) * unit_cost)) >= _MAX_MONEY:
         raise ValueError("order value out of range")
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        days_of_cover = np.where(
-            mu > 0, position / np.where(mu > 0, mu, 1.0), np.where(position >= 0, np.inf, -np.inf)
-        )
+    days_of_cover = np.where(
+        mu > 0, position / np.where(mu > 0, mu, 1.0), np.where(position >= 0, np.inf, -np.inf)
+    )
     urgency = 1.0 / (1.0 + np.maximum(days_of_cover, 0.0))
 
     funded, reduced, excluded = _allocate_budget(quantity, unit_cost, case, min_qty, days_of_cover, budget)

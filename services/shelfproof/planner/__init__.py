@@ -1,0 +1,1 @@
+"""The planner: demand forecasts, the replenishment policy and generative drafting of orders and promotions."""
