@@ -52,6 +52,12 @@ system-deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 			--no-install-recommends postgresql >/dev/null; \
 	fi
+	@# The consumer page is checked in a real browser (tests/e2e/browser.py).
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing Chromium and its WebDriver (Debian packages chromium, chromium-driver)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
 
 # Built from its Go module with the Go toolchain; cached in .tools/bin (the module cache keeps its protos).
 $(COMETBFT):

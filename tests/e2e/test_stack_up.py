@@ -16,6 +16,8 @@ from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
 
 SHELFPROOF = Path(sys.executable).with_name("shelfproof")
+# Screenshots and other things a person may want to look at after a run (gitignored).
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _alive(pid: int) -> bool:
@@ -38,7 +40,62 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ledger_port}",
         "SHELFPROOF_REGISTRY_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
+        "SHELFPROOF_VERIFY_PORT": str(free_port()),
     }
+
+
+def consumer_scan(env: dict[str, str]) -> None:
+    """A brand registers and labels a product; a consumer's browser opens the QR code's URL; the
+    command-line verifier checks the same code trusting only the validators."""
+    import asyncio
+
+    import grpc
+
+    from shelfproof.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+    from shelfproof.product.v1 import labels_pb2, labels_pb2_grpc, product_pb2, product_pb2_grpc
+    from shelfproof.runtime.client import insecure_channel
+
+    async def label_uri() -> str:
+        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}") as channel:
+            products = product_pb2_grpc.ProductServiceStub(channel)
+            await products.CreateProduct(product_pb2.CreateProductRequest(
+                product=product_pb2.Product(gtin="00614141123452", name="Olive oil 1 l", brand="Demo")), timeout=30)
+            batch = None
+            async for reply in products.CommissionItems(
+                product_pb2.CommissionItemsRequest(gtin="00614141123452", lot="E2E1", count=10), timeout=60
+            ):
+                batch = reply.batch if reply.HasField("batch") else batch
+        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}") as ledger_channel:
+            content = await ledger_pb2_grpc.LedgerServiceStub(ledger_channel).GetContent(
+                ledger_pb2.GetContentRequest(sha256=batch.serials_sha256), timeout=10
+            )
+        serial = content.content.decode().split("\n")[0]
+        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}") as channel:
+            labels = labels_pb2_grpc.LabelServiceStub(channel)
+            for _ in range(100):  # the registry projects the batch's items a moment after the commit
+                try:
+                    reply = await labels.GetItemLabel(labels_pb2.GetItemLabelRequest(gtin="00614141123452", serial=serial), timeout=10)
+                    return reply.uri
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                await asyncio.sleep(0.1)
+            raise AssertionError("no label for the item")
+
+    uri = asyncio.run(label_uri())
+    assert uri.startswith(f"http://127.0.0.1:{env['SHELFPROOF_VERIFY_PORT']}/01/00614141123452/21/")
+    from tests.e2e.browser import screenshot_verdict
+
+    verdict_text, shot = screenshot_verdict(uri, ARTIFACTS / "verify-page-genuine.png")
+    assert verdict_text == "Genuine product" and shot.stat().st_size > 5_000
+    checked = subprocess.run([str(SHELFPROOF), "verify", uri], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "verdict: GENUINE" in checked.stdout, checked.stdout + checked.stderr
+    assert "signed by 1 validator(s)" in checked.stdout
+    forged = uri.replace("sig=", "sig=AAAA", 1)
+    verdict_text, _ = screenshot_verdict(forged, ARTIFACTS / "verify-page-counterfeit.png")
+    assert verdict_text == "Not a genuine code"
+    checked = subprocess.run([str(SHELFPROOF), "verify", forged], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "verdict: COUNTERFEIT" in checked.stdout, checked.stdout + checked.stderr
 
 
 def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
@@ -63,8 +120,11 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert status.returncode == 0, status.stdout + status.stderr
         rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
         assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
-        assert [row[0] for row in rows] == ["postgres", "ledger", "registry"]
+        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "verify"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
+        assert any(line.startswith("consumer page: http://127.0.0.1:") for line in lines), "".join(lines)
+
+        consumer_scan(stack_env)
 
         pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
         watched = set(descendants(up.pid)) | {int(pidfile.read_text().split()[0])}

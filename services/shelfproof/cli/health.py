@@ -20,6 +20,24 @@ async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0) 
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+async def http_health(address: str, path: str = "/healthz", deadline_s: float = 1.0) -> str:
+    """SERVING when ``http://address/path`` answers 200 with {"status": "SERVING"}, else UNREACHABLE."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=deadline_s) as client:
+            reply = await client.get(f"http://{address}{path}")
+            return reply.json().get("status", "UNKNOWN") if reply.status_code == 200 else "NOT_SERVING"
+    except (httpx.HTTPError, ValueError):
+        return "UNREACHABLE"
+
+
+async def component_health(kind: str, address: str, health_service: str) -> str:
+    if kind == "http":
+        return await http_health(address, health_service)
+    return await grpc_health(address, health_service)
+
+
 def postgres_health(dsn: str) -> str:
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:

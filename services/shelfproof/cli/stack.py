@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from shelfproof.cli.health import grpc_health, ledger_status, postgres_health
+from shelfproof.cli.health import component_health, ledger_status, postgres_health
 from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
@@ -30,7 +30,8 @@ STACK_FILE = "stack.json"
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service `shelfproof up` runs: ``python -m <module>`` listening on ``<env_prefix>PORT``."""
+    """A service `shelfproof up` runs: ``python -m <module>`` listening on ``<env_prefix>PORT``; its
+    health is the gRPC health service ``health_service`` or, for kind "http", that path."""
 
     name: str
     module: str
@@ -55,6 +56,14 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_REGISTRY_",
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
+    ),
+    ServiceSpec(
+        name="verify",
+        module="shelfproof.verify",
+        env_prefix="SHELFPROOF_VERIFY_",
+        default_port=8080,
+        health_service="/healthz",
+        kind="http",
     ),
 ]
 
@@ -101,11 +110,29 @@ class Stack:
             await self._start_service(spec)
         self._write_stack_file()
 
+    @staticmethod
+    def _port(spec: ServiceSpec) -> int:
+        return int(os.environ.get(f"{spec.env_prefix}PORT", spec.default_port))
+
+    def _wiring(self) -> dict[str, str]:
+        """Where the services find each other: the ledger's address, and the verify page as the origin
+        the QR labels point at (settings the user gave win)."""
+        ports = {spec.name: self._port(spec) for spec in SERVICES}
+        verify_origin = f"http://127.0.0.1:{ports['verify']}"
+        wiring = {
+            "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_VERIFY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_REGISTRY_RESOLVER": verify_origin,
+            "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": verify_origin,
+        }
+        return {k: v for k, v in wiring.items() if k not in os.environ}
+
     async def _start_service(self, spec: ServiceSpec) -> None:
-        port = int(os.environ.get(f"{spec.env_prefix}PORT", spec.default_port))
+        port = self._port(spec)
         address = f"127.0.0.1:{port}"
         env = {
             **os.environ,
+            **self._wiring(),
             f"{spec.env_prefix}PORT": str(port),
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_STATE_DIR": str(self.state_dir),
@@ -129,7 +156,7 @@ class Stack:
                 raise RuntimeError(
                     f"{spec.name} exited with {child.returncode} while starting; see {log_path}"
                 )
-            if await grpc_health(address, spec.health_service) == "SERVING":
+            if await component_health(spec.kind, address, spec.health_service) == "SERVING":
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{spec.name} did not become healthy in 90 s; see {log_path}")
@@ -184,6 +211,8 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
         print("shelfproof is up:", flush=True)
         for component in stack.components:
             print(f"  {component.name:<12} {component.address}", flush=True)
+        verify = next(c for c in stack.components if c.name == "verify")
+        print(f"consumer page: http://{verify.address}/  (a product's QR code opens http://{verify.address}/01/<GTIN>/21/<serial>)", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
@@ -214,7 +243,7 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
         if component.kind == "postgres":
             status = await asyncio.to_thread(postgres_health, component.address)
         else:
-            status = await grpc_health(component.address, component.health_service)
+            status = await component_health(component.kind, component.address, component.health_service)
         all_serving &= status == "SERVING"
         print(f"{component.name:<12} {component.address:<48} {status}")
     return 0 if all_serving else 1

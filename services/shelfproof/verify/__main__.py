@@ -35,7 +35,7 @@ class VerifySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     # The origin the QR codes point at (the registry's resolver): parsed links are read against it.
     public_origin: str = "http://127.0.0.1:8080"
-    ledger: str = "127.0.0.1:50051"
+    ledger_address: str = "127.0.0.1:50051"
     # Validator set hashes (hex, comma-separated) to trust; empty = the sets named by the local
     # ledger's files under ledger_home (its validator key or CometBFT genesis).
     validators_hash: str = ""
@@ -58,7 +58,7 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         else local_trusted_hashes(ledger_home)
     )
     genesis = Genesis.load(settings.genesis_file or ledger_home / "genesis.json")
-    channel = insecure_channel(settings.ledger)
+    channel = insecure_channel(settings.ledger_address)
     stub = ledger_pb2_grpc.LedgerServiceStub(channel)
     status = await call(stub.GetLedgerStatus, pb.GetLedgerStatusRequest(), idempotent=True, deadline_s=30)
     if status.chain_id != genesis.chain_id:
