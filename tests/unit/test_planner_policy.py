@@ -230,7 +230,7 @@ def test_invariants_on_random_lines(seed):
 
     q = plan.quantity
     case = data.case_pack
-    min_qty = -(-data.min_order_qty // case) * case
+    min_qty = np.maximum(-(-data.min_order_qty // case), 1) * case  # smallest orderable: whole cases
     assert q.dtype == np.int64
     assert np.all(q % case == 0)
     assert np.all((q == 0) | (q >= data.min_order_qty))
