@@ -127,7 +127,7 @@ def forecast_tsb(
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         _check_constant(name, value)
     matrix = _check_matrix(demand)
-    n, days = matrix.shape
+    days = matrix.shape[1]
     if days == 0:
         return _empty(matrix, ForecastMethod.TSB)
     demand_days, size, mse = _initial_state(matrix)
@@ -174,10 +174,10 @@ def forecast_croston_sba(
 
 
 def forecast_demand(
-    demand: np.ndarray, method: ForecastMethod | str = ForecastMethod.TSB, **constants: float
+    demand: np.ndarray, method: ForecastMethod | str = ForecastMethod.TSB, **options: float | bool
 ) -> DemandForecast:
-    """Forecast with the named method (``tsb`` or ``croston_sba``); ``constants`` go to that method."""
+    """Forecast with the named method (``tsb`` or ``croston_sba``); ``options`` go to that method."""
     method = ForecastMethod(method)
     if method is ForecastMethod.TSB:
-        return forecast_tsb(demand, **constants)
-    return forecast_croston_sba(demand, **constants)
+        return forecast_tsb(demand, **options)
+    return forecast_croston_sba(demand, **options)
