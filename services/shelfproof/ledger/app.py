@@ -58,6 +58,8 @@ class LedgerApplication:
         self._signature_ok: OrderedDict[bytes, bool] = OrderedDict()
         self._reset_check_state()
         self._pending_block: tuple[AppVersion, Overlay] | None = None
+        # Proof ops by (height, store, key): many readers ask for the same keys at one height.
+        self._proof_ops: OrderedDict[tuple[int, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -304,19 +306,25 @@ class LedgerApplication:
                 code=ResultCode.NOT_FOUND, log=f"height {height} is not retained (have {sorted(self.state.versions)})", height=height
             )
         answer = ledger_pb2.QueryManyResponse(height=height)
-        store_ops: dict[str, ledger_pb2.ProofOp] = {}
         for wanted_key in wanted.keys:
             store, key = wanted_key.store, wanted_key.key
             value = version.get(store, key)
             out = answer.values.add(store=store, key=key, found=value is not None, value=value or b"")
             if request.prove and value is not None:
-                key_op = value_op(key, version.stores[store].proof(key))
-                if store not in store_ops:
-                    op = value_op(store.encode(), version.store_proof(store))
-                    store_ops[store] = ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data)
-                out.proof_ops.add(type=key_op.type, key=key_op.key, data=key_op.data)
-                out.proof_ops.append(store_ops[store])
+                out.proof_ops.extend(self._value_proof_ops(version, height, store, key))
         return abci.ResponseQuery(code=0, key=b"", value=answer.SerializeToString(), height=height)
+
+    def _value_proof_ops(self, version: AppVersion, height: int, store: str, key: bytes) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
+        cache_key = (height, store, key)
+        ops = self._proof_ops.get(cache_key)
+        if ops is None:
+            key_op = value_op(key, version.stores[store].proof(key))
+            store_op = value_op(store.encode(), version.store_proof(store))
+            ops = tuple(ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data) for op in (key_op, store_op))
+            self._proof_ops[cache_key] = ops
+            while len(self._proof_ops) > 50_000:
+                self._proof_ops.popitem(last=False)
+        return ops
 
 
 def genesis_app_state(genesis: st.GenesisState) -> dict:

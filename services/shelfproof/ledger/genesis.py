@@ -110,4 +110,6 @@ def development_genesis(chain_id: str = "shelfproof-dev") -> Genesis:
             (DEMO_RETAILER_GLN, "Demo Retail Co"),
         ],
         consortium_gln=CONSORTIUM_GLN,
+        # Several agents each: services that sign concurrently (verify workers) need their own nonces.
+        agents_per_org=4,
     )

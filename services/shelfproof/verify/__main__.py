@@ -1,10 +1,17 @@
-"""The consumer verification service: ``python -m shelfproof.verify`` (settings ``SHELFPROOF_VERIFY_*``)."""
+"""The consumer verification service: ``python -m shelfproof.verify`` (settings ``SHELFPROOF_VERIFY_*``).
+
+With ``workers`` > 1 the first process starts the others; all listen on one port (SO_REUSEPORT, the
+kernel spreads connections) and each records scans as its own agent, so their nonces never race.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +25,7 @@ from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import call, insecure_channel
 from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
 from shelfproof.verify.ratelimit import RateLimiter
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
@@ -40,8 +48,13 @@ class VerifySettings(BaseSettings):
     # ledger's files under ledger_home (its validator key or CometBFT genesis).
     validators_hash: str = ""
     ledger_home: Path | None = None
-    # The agent that signs RecordScans (needs scan::record), its key from the genesis file.
-    signer_agent_id: str = f"{CONSORTIUM_GLN}/admin-0"
+    # The agent that signs RecordScans (needs scan::record), its key from the genesis file;
+    # "{worker}" is replaced by the worker's index.
+    signer_agent_id: str = f"{CONSORTIUM_GLN}/admin-{{worker}}"
+    # Processes serving the port; each takes one core at most (Python's GIL).
+    workers: int = Field(default=1, ge=1, le=16)
+    # Set by the first worker for the ones it starts.
+    worker_index: int = Field(default=0, ge=0)
     genesis_file: Path | None = None
     rate_per_s: float = Field(default=1.0, gt=0)
     burst: int = Field(default=10, ge=1)
@@ -65,7 +78,10 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         raise SystemExit(f"the ledger serves chain {status.chain_id!r}, the genesis file names {genesis.chain_id!r}")
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open(wait=True)
-    account = genesis.accounts[settings.signer_agent_id]
+    agent_id = settings.signer_agent_id.replace("{worker}", str(settings.worker_index))
+    if agent_id not in genesis.accounts:
+        raise SystemExit(f"no key for scan-recording agent {agent_id} in the genesis file")
+    account = genesis.accounts[agent_id]
     scans = ScanRecorder(LedgerClient(stub, account.signer(genesis.chain_id)), settings.scan_flush_s)
     verifier = Verifier(
         QueryModel(pool), LedgerReader(stub, genesis.chain_id, trusted), scans,
@@ -74,8 +90,9 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
     app = build_app(verifier, RateLimiter(settings.rate_per_s, settings.burst), settings.public_origin)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True, reuse_port=True)
     await site.start()
+    others = _start_other_workers(settings) if settings.worker_index == 0 else []
     scans.start()
     log.info("verify listening", extra={"address": f"http://{settings.host}:{settings.port}", "engine": status.engine})
     stopping = asyncio.Event()
@@ -83,10 +100,25 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
+    for worker in others:
+        worker.send_signal(signal.SIGTERM)
     await runner.cleanup()
+    for worker in others:
+        await asyncio.to_thread(worker.wait)
     await scans.stop()
     await pool.close()
     await channel.close()
+
+
+def _start_other_workers(settings: VerifySettings) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "shelfproof.verify"],
+            env={**os.environ, "SHELFPROOF_VERIFY_WORKER_INDEX": str(i), "SHELFPROOF_VERIFY_PORT": str(settings.port)},
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+        for i in range(1, settings.workers)
+    ]
 
 
 def main() -> None:

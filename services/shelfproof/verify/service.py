@@ -85,6 +85,8 @@ class ItemRow:
 
 
 class QueryModel:
+    PREFETCH_BATCH_ITEMS = 100_000
+
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._items = TTLCache(500_000, None)  # an item's batch and leaf never change
@@ -98,14 +100,25 @@ class QueryModel:
         async with self.pool.connection() as conn:
             row = await (
                 await conn.execute(
-                    "SELECT i.batch_id, i.leaf_index, b.lot FROM items i JOIN batches b USING (batch_id) "
+                    "SELECT i.batch_id, i.leaf_index, b.lot, b.count FROM items i JOIN batches b USING (batch_id) "
                     "WHERE i.gtin = %s AND i.serial = %s",
                     key,
                 )
             ).fetchone()
-        item = ItemRow(*row) if row else None
-        # Unknown codes are remembered briefly: a batch may be projected a moment after it commits.
-        self._items.put(key, item, None if item else 5.0)
+            if row is None:
+                # Unknown codes are remembered briefly: a batch may be projected a moment after it commits.
+                self._items.put(key, None, 5.0)
+                return None
+            batch_id, leaf_index, lot, count = row
+            if count <= self.PREFETCH_BATCH_ITEMS:
+                # Whoever scans one item of a batch is soon followed by scans of its siblings.
+                rows = await (
+                    await conn.execute("SELECT serial, leaf_index FROM items WHERE batch_id = %s", (batch_id,))
+                ).fetchall()
+                for sibling, index in rows:
+                    self._items.put((gtin, sibling), ItemRow(batch_id, index, lot))
+        item = ItemRow(batch_id, leaf_index, lot)
+        self._items.put(key, item)
         return item
 
     async def names(self, gtin: str, glns: list[str]) -> tuple[dict, dict[str, str]]:
@@ -156,6 +169,9 @@ class LedgerReader:
         self._pending: list[tuple[list[tuple[str, bytes]], asyncio.Future]] = []
         self._pending_keys: set[tuple[str, bytes]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        # Values already checked against an app hash: the brand's key, the product and the batch
+        # come back in every call at a height, and a proof that held once holds again.
+        self._checked = TTLCache(20_000, None)
         self.calls = 0
         self.reads = 0
 
@@ -190,7 +206,7 @@ class LedgerReader:
             )
             header = ev.check_header(self.chain_id, reply.height, reply.signed_header, reply.validator_set, self.trusted)
             by_key = {(v.store, v.key): v for v in reply.values}
-            checked = {k: ev.check_values(header, [by_key[k]]) for k in unique}
+            checked = {k: self._check(header, by_key[k]) for k in unique}
         except (DomainError, ev.EvidenceError, KeyError) as err:
             if isinstance(err, ev.EvidenceError):
                 log.error("ledger evidence failed its check", extra={"error": str(err)})
@@ -208,6 +224,14 @@ class LedgerReader:
             for k in keys:
                 records.update(checked[k])
             future.set_result(LedgerRead(header, [by_key[k] for k in keys], records))
+
+    def _check(self, header: ev.CheckedHeader, value: pb.StoreValue) -> dict[str, object]:
+        cache_key = (header.app_hash, value.store, value.key, value.value)
+        records = self._checked.get(cache_key)
+        if records is None:
+            records = ev.check_values(header, [value])
+            self._checked.put(cache_key, records)
+        return records
 
     async def content(self, sha256: bytes) -> bytes:
         reply = await call(self.stub.GetContent, pb.GetContentRequest(sha256=sha256), idempotent=True, deadline_s=60)

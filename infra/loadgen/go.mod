@@ -1,0 +1,3 @@
+module shelfproof/loadgen
+
+go 1.21
