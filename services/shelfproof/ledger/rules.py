@@ -471,7 +471,8 @@ def _money(m: txpb.Money, what: str, currency: str | None = None) -> int:
     return m.amount_minor
 
 
-def _margin_floor_ok(price_minor: int, cost_minor: int, margin_floor_bps: int) -> bool:
+def margin_floor_ok(price_minor: int, cost_minor: int, margin_floor_bps: int) -> bool:
+    """The margin floor, in the integers every validator uses (the planner checks with the same)."""
     return price_minor * BPS >= cost_minor * (BPS + margin_floor_bps)
 
 
@@ -493,7 +494,7 @@ def change_price(state: Overlay, ctx: TxContext, a: txpb.ChangePrice) -> None:
     if current is not None:
         day_open = current.day_open_minor if current.day == day else current.price.amount_minor
     if policy is not None:
-        if not _margin_floor_ok(price, cost, policy.margin_floor_bps):
+        if not margin_floor_ok(price, cost, policy.margin_floor_bps):
             raise _guardrail(
                 f"price {price} is below the margin floor of {policy.margin_floor_bps} bps over cost {cost}"
             )
@@ -528,7 +529,7 @@ def _check_promotion(state: Overlay, a: txpb.CreatePromotion, policy: txpb.Guard
         if price is None:
             raise TxRejected(ResultCode.FAILED_PRECONDITION, f"{gtin} has no price at {location}")
         discounted = price.price.amount_minor * (BPS - a.discount_bps) // BPS
-        if not _margin_floor_ok(discounted, price.unit_cost.amount_minor, policy.margin_floor_bps):
+        if not margin_floor_ok(discounted, price.unit_cost.amount_minor, policy.margin_floor_bps):
             raise _guardrail(f"{gtin} at {discounted} would be below the margin floor")
 
 
