@@ -1,40 +1,24 @@
-"""Follows the ledger's committed stream into the PostgreSQL query model.
-
-Each transaction is applied in one PostgreSQL transaction together with the projector's cursor
-(height, index), so a crash never applies a transaction twice or skips one. Replaying from height 1
-into an empty database rebuilds the same tables: the projection reads nothing but the ledger.
-"""
+"""The registry's projection of the ledger into PostgreSQL: products, locations, batches and items,
+recalls, events and inventory (the cursor and the follow loop are ``shelfproof.db.projection``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from datetime import datetime, timezone
+from datetime import datetime
 
-import grpc
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from shelfproof.db.projection import Projector, block_time
 from shelfproof.gs1.epcis import item_of
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
-log = logging.getLogger(__name__)
-
-PROJECTOR = "registry"
-
-
-def _block_time(result: pb.TransactionResult) -> datetime:
-    return datetime.fromtimestamp(
-        result.block_time.seconds + result.block_time.nanos / 1e9, tz=timezone.utc
-    )
-
-
 async def _apply_register_product(cur, result: pb.TransactionResult, signer_org: str, a: txpb.RegisterProduct) -> None:
-    at = _block_time(result)
+    at = block_time(result)
     await cur.execute(
         """INSERT INTO products (gtin, name, brand, category, net_content, attributes, brand_owner_gln,
                                  create_time, update_time, ledger_height, tx_hash)
@@ -56,7 +40,7 @@ async def _apply_update_product(cur, result: pb.TransactionResult, a: txpb.Updat
     await cur.execute(
         f"UPDATE products SET {', '.join(assignments)}, update_time = %s, ledger_height = %s, tx_hash = %s"
         " WHERE gtin = %s",
-        (*values, _block_time(result), result.height, result.tx_hash, a.product.gtin),
+        (*values, block_time(result), result.height, result.tx_hash, a.product.gtin),
     )
 
 
@@ -68,7 +52,7 @@ async def _apply_commission_batch(
                                 brand_owner_gln, create_time, ledger_height, tx_hash)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (a.batch_id, a.gtin, a.lot, a.expiry or None, a.count, a.serials_merkle_root, a.serials_content_hash,
-         signer_org, _block_time(result), result.height, result.tx_hash),
+         signer_org, block_time(result), result.height, result.tx_hash),
     )
     # COPY text format, built in bulk: serials are [A-Za-z0-9]/CSET 82 (no tabs, newlines or backslashes).
     prefix = f"{a.gtin}\t"
@@ -86,7 +70,7 @@ async def _apply_commission_batch(
 async def _apply_recall_lot(cur, result: pb.TransactionResult, signer: str, a: txpb.RecallLot) -> None:
     await cur.execute(
         "INSERT INTO recalls VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (a.gtin, a.lot, a.reason, signer, _block_time(result), result.height, result.tx_hash),
+        (a.gtin, a.lot, a.reason, signer, block_time(result), result.height, result.tx_hash),
     )
 
 
@@ -150,98 +134,44 @@ async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a:
     )
 
 
-class RegistryProjector:
+class RegistryProjector(Projector):
+    NAME = "registry"
+
     def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
-        self.pool = pool
+        super().__init__(pool, ledger)
         # Called with a GTIN after its product row changed (read caches evict it).
         self.product_changed: list = []
-        self.ledger = ledger
-        self.position = (0, -1)
-        self._advanced = asyncio.Condition()
-        self._task: asyncio.Task | None = None
         self._agents_org: dict[str, str] = {}
 
-    async def start(self) -> None:
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute("SELECT height, tx_index FROM projection_cursors WHERE projector = %s", (PROJECTOR,))
-            ).fetchone()
-        self.position = (row[0], row[1]) if row else (0, -1)
-        self._task = asyncio.create_task(self._follow(), name="registry-projector")
+    async def prepare(self, action: str, signed: txpb.SignedTransaction, body: txpb.TransactionBody) -> list[str]:
+        return await self._serials(body.commission_batch) if action == "commission_batch" else []
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def wait_for(self, height: int, index: int, timeout_s: float = 10.0) -> bool:
-        """Wait until the transaction at (height, index), and all before it, are in PostgreSQL."""
-        async with self._advanced:
-            try:
-                await asyncio.wait_for(self._advanced.wait_for(lambda: self.position >= (height, index)), timeout_s)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                stream = self.ledger.StreamCommittedTransactions(
-                    pb.StreamCommittedTransactionsRequest(from_height=max(self.position[0], 1))
-                )
-                async for item in stream:
-                    result = item.result
-                    if (result.height, result.index) <= self.position:
-                        continue
-                    await self._apply(result)
-                    async with self._advanced:
-                        self._advanced.notify_all()
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as err:
-                log.warning("ledger stream broke (%s); resuming", err.code().name)
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("projection failed; retrying from the cursor")
-                await asyncio.sleep(1.0)
-
-    async def _apply(self, result: pb.TransactionResult) -> None:
-        signed = txpb.SignedTransaction.FromString(result.transaction)
-        body = txpb.TransactionBody.FromString(signed.body)
-        action = body.WhichOneof("action")
-        serials: list[str] = []
-        if action == "commission_batch":
-            serials = await self._serials(body.commission_batch)
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if action == "register_product":
-                await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
-            elif action == "update_product":
-                await _apply_update_product(cur, result, body.update_product)
-            elif action == "record_event":
-                await _apply_record_event(cur, result, signed.signer, body.record_event)
-            elif action == "register_location":
-                await _apply_register_location(cur, result, body.register_location)
-            elif action == "void_labels":
-                await cur.execute(
-                    "UPDATE items SET voided_height = %s, void_reason = %s WHERE gtin = %s AND serial = ANY(%s)",
-                    (result.height, body.void_labels.reason, body.void_labels.gtin, list(body.void_labels.serials)),
-                )
-            elif action == "recall_lot":
-                await _apply_recall_lot(cur, result, signed.signer, body.recall_lot)
-            elif action == "commission_batch":
-                org = await self._org_of(signed.signer)
-                # Check the list against the committed root while PostgreSQL ingests it; a mismatch
-                # aborts the transaction, so nothing of the batch is written.
-                await asyncio.gather(
-                    asyncio.to_thread(self._check_root, body.commission_batch, serials),
-                    _apply_commission_batch(cur, result, org, body.commission_batch, serials),
-                )
+    async def apply(self, cur, result, signed, body, action, serials: list[str]) -> None:
+        if action == "register_product":
+            await _apply_register_product(cur, result, await self._org_of(signed.signer), body.register_product)
+        elif action == "update_product":
+            await _apply_update_product(cur, result, body.update_product)
+        elif action == "record_event":
+            await _apply_record_event(cur, result, signed.signer, body.record_event)
+        elif action == "register_location":
+            await _apply_register_location(cur, result, body.register_location)
+        elif action == "void_labels":
             await cur.execute(
-                """INSERT INTO projection_cursors (projector, height, tx_index) VALUES (%s, %s, %s)
-                   ON CONFLICT (projector) DO UPDATE SET height = EXCLUDED.height, tx_index = EXCLUDED.tx_index""",
-                (PROJECTOR, result.height, result.index),
+                "UPDATE items SET voided_height = %s, void_reason = %s WHERE gtin = %s AND serial = ANY(%s)",
+                (result.height, body.void_labels.reason, body.void_labels.gtin, list(body.void_labels.serials)),
             )
-        self.position = (result.height, result.index)
+        elif action == "recall_lot":
+            await _apply_recall_lot(cur, result, signed.signer, body.recall_lot)
+        elif action == "commission_batch":
+            org = await self._org_of(signed.signer)
+            # Check the list against the committed root while PostgreSQL ingests it; a mismatch
+            # aborts the transaction, so nothing of the batch is written.
+            await asyncio.gather(
+                asyncio.to_thread(self._check_root, body.commission_batch, serials),
+                _apply_commission_batch(cur, result, org, body.commission_batch, serials),
+            )
+
+    def applied(self, action: str, body: txpb.TransactionBody) -> None:
         if action == "update_product":
             for listener in self.product_changed:
                 listener(body.update_product.product.gtin)

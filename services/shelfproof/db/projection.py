@@ -1,0 +1,108 @@
+"""Follows the ledger's committed stream into the PostgreSQL query model.
+
+Each transaction is applied in one PostgreSQL transaction together with the projector's cursor
+(height, index), so a crash never applies a transaction twice or skips one. Replaying from height 1
+into an empty database rebuilds the same tables: a projection reads nothing but the ledger.
+Subclasses say what a transaction changes (``apply``) and may fetch what it needs first (``prepare``,
+outside the database transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.v1 import ledger_pb2 as pb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+log = logging.getLogger(__name__)
+
+
+def block_time(result: pb.TransactionResult) -> datetime:
+    return datetime.fromtimestamp(result.block_time.seconds + result.block_time.nanos / 1e9, tz=timezone.utc)
+
+
+class Projector:
+    NAME = ""  # the cursor's name in projection_cursors
+
+    def __init__(self, pool: AsyncConnectionPool, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.position = (0, -1)
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    async def prepare(self, action: str, signed: txpb.SignedTransaction, body: txpb.TransactionBody) -> Any:
+        """What ``apply`` needs from outside the database (read before its transaction opens)."""
+        return None
+
+    async def apply(self, cur, result: pb.TransactionResult, signed: txpb.SignedTransaction, body: txpb.TransactionBody, action: str, prepared: Any) -> None:
+        raise NotImplementedError
+
+    def applied(self, action: str, body: txpb.TransactionBody) -> None:
+        """Called after a transaction's changes are committed (e.g. to evict caches)."""
+
+    async def start(self) -> None:
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT height, tx_index FROM projection_cursors WHERE projector = %s", (self.NAME,))
+            ).fetchone()
+        self.position = (row[0], row[1]) if row else (0, -1)
+        self._task = asyncio.create_task(self._follow(), name=f"{self.NAME}-projector")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_for(self, height: int, index: int, timeout_s: float = 10.0) -> bool:
+        """Wait until the transaction at (height, index), and all before it, are in PostgreSQL."""
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(lambda: self.position >= (height, index)), timeout_s)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                stream = self.ledger.StreamCommittedTransactions(
+                    pb.StreamCommittedTransactionsRequest(from_height=max(self.position[0], 1))
+                )
+                async for item in stream:
+                    result = item.result
+                    if (result.height, result.index) <= self.position:
+                        continue
+                    await self._apply(result)
+                    async with self._advanced:
+                        self._advanced.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                log.warning("ledger stream broke (%s); resuming", err.code().name, extra={"projector": self.NAME})
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("projection failed; retrying from the cursor", extra={"projector": self.NAME})
+                await asyncio.sleep(1.0)
+
+    async def _apply(self, result: pb.TransactionResult) -> None:
+        signed = txpb.SignedTransaction.FromString(result.transaction)
+        body = txpb.TransactionBody.FromString(signed.body)
+        action = body.WhichOneof("action")
+        prepared = await self.prepare(action, signed, body)
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await self.apply(cur, result, signed, body, action, prepared)
+            await cur.execute(
+                """INSERT INTO projection_cursors (projector, height, tx_index) VALUES (%s, %s, %s)
+                   ON CONFLICT (projector) DO UPDATE SET height = EXCLUDED.height, tx_index = EXCLUDED.tx_index""",
+                (self.NAME, result.height, result.index),
+            )
+        self.position = (result.height, result.index)
+        self.applied(action, body)
