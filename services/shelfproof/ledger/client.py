@@ -15,7 +15,20 @@ from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import call
-from shelfproof.runtime.errors import LedgerRejected, NotFound
+from shelfproof.runtime.errors import AlreadyExists, InvalidArgument, LedgerRejected, NotFound, PermissionDenied
+
+
+def ledger_error(err: LedgerRejected) -> Exception:
+    """Map the ledger's verdict on a write to the status a caller acts on."""
+    if err.ledger_code == ResultCode.ALREADY_EXISTS:
+        return AlreadyExists(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.NOT_FOUND:
+        return NotFound(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.INVALID_ARGUMENT:
+        return InvalidArgument(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.PERMISSION_DENIED:
+        return PermissionDenied(err.message, metadata=err.metadata)
+    return err
 
 
 class LedgerClient:

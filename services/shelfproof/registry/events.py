@@ -17,7 +17,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.product.v1 import events_pb2_grpc
 from shelfproof.registry.projector import RegistryProjector, _gln_of
-from shelfproof.registry.fields import gln_field, gtin_field, timestamp_of
+from shelfproof.runtime.fields import gln_field, gtin_field, timestamp_of
 from shelfproof.runtime.errors import (
     DependencyUnavailable,
     FieldViolation,

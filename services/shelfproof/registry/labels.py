@@ -15,9 +15,9 @@ from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import labels_pb2 as pb
 from shelfproof.product.v1 import labels_pb2_grpc
-from shelfproof.registry.fields import gtin_field
+from shelfproof.runtime.fields import gtin_field
 from shelfproof.registry.projector import RegistryProjector
-from shelfproof.registry.service import ledger_error
+from shelfproof.ledger.client import ledger_error
 from shelfproof.runtime.errors import (
     DependencyUnavailable,
     FailedPrecondition,

@@ -13,8 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.gs1.keys import CSET82_VALUE
 from shelfproof.gs1.serials import generate_serials
 from shelfproof.ledger.merkle import MerkleTree
-from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.runtime.client import call
@@ -22,7 +21,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
 from shelfproof.common.v1 import common_pb2
-from shelfproof.registry.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
+from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime.errors import (
     AlreadyExists,
@@ -97,19 +96,6 @@ def _register_body(product: pb.Product, gtin: str) -> txpb.RegisterProduct:
         net_content=product.net_content,
         attributes=[txpb.Attribute(key=k, value=v) for k, v in sorted(product.attributes.items())],
     )
-
-
-def ledger_error(err: LedgerRejected) -> Exception:
-    """Map the ledger's verdict on a write to the status a caller acts on."""
-    if err.ledger_code == ResultCode.ALREADY_EXISTS:
-        return AlreadyExists(err.message, metadata=err.metadata)
-    if err.ledger_code == ResultCode.NOT_FOUND:
-        return NotFound(err.message, metadata=err.metadata)
-    if err.ledger_code == ResultCode.INVALID_ARGUMENT:
-        return InvalidArgument(err.message, metadata=err.metadata)
-    if err.ledger_code == ResultCode.PERMISSION_DENIED:
-        return PermissionDenied(err.message, metadata=err.metadata)
-    return err
 
 
 class ProductService(product_pb2_grpc.ProductServiceServicer):

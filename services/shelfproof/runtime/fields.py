@@ -1,4 +1,4 @@
-"""Field conversions shared by the registry's services: GS1 keys, keyset pagination (AIP-158), timestamps."""
+"""Request-field conversions every service shares: GS1 keys, keyset pagination (AIP-158), timestamps."""
 
 from __future__ import annotations
 
