@@ -1,0 +1,394 @@
+"""``shelfproof.planner.v1.PlannerService``: the thin gRPC service in front of the drafting deployment.
+
+It gathers what a draft needs (the policies committed on the ledger, sales and stock from the query
+model), computes quantities with the forecast and the inventory policy, asks the drafter (the model,
+on Ray Serve) for proposals and text, bounds them, stores prompt, input snapshot and output in the
+content store, and commits the draft with its AI decision record. Approvals and rejections are
+transactions the people themselves signed; this service relays them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict
+from datetime import date, datetime, timezone
+from typing import Protocol
+
+import numpy as np
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.common.v1 import common_pb2
+from shelfproof.ledger.client import LedgerClient, ledger_error
+from shelfproof.ledger.v1 import ledger_pb2 as lpb
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.planner import prompts
+from shelfproof.planner.demand import load_daily_sales
+from shelfproof.planner.drafter import DraftOutput, schemas_sha256, template_sha256
+from shelfproof.planner.forecast import forecast_demand
+from shelfproof.planner.guard import Adjustment, PriceFacts, RestockCandidate, bound_promotion, bound_restock
+from shelfproof.planner.policy import ReplenishmentLines, ReplenishmentPolicy, plan_replenishment
+from shelfproof.planner.projector import DraftProjector
+from shelfproof.planner.v1 import planner_pb2 as pb
+from shelfproof.planner.v1 import planner_pb2_grpc
+from shelfproof.runtime.client import call
+from shelfproof.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, LedgerRejected, NotFound
+from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
+from shelfproof.runtime.server import ServiceBinding
+
+log = logging.getLogger(__name__)
+
+STATE_OF = {
+    st.DRAFT_STATUS_PENDING: pb.DRAFT_STATE_PENDING_APPROVAL,
+    st.DRAFT_STATUS_APPROVED: pb.DRAFT_STATE_APPROVED,
+    st.DRAFT_STATUS_REJECTED: pb.DRAFT_STATE_REJECTED,
+    st.DRAFT_STATUS_EXPIRED: pb.DRAFT_STATE_EXPIRED,
+}
+STATUS_OF_STATE = {
+    pb.DRAFT_STATE_PENDING_APPROVAL: "PENDING", pb.DRAFT_STATE_APPROVED: "APPROVED", pb.DRAFT_STATE_REJECTED: "REJECTED",
+}
+ADJUSTED = "Adjusted: "
+
+
+class DraftingBackend(Protocol):
+    """The drafter as the service reaches it (a Ray Serve handle in production, a local object in tests)."""
+
+    async def restock(self, location_gln: str, candidates: list[RestockCandidate], budget_left_minor: int, currency: str): ...
+
+    async def promotion(self, location_gln: str, products: list[PriceFacts], *, max_discount_bps: int, margin_floor_bps: int): ...
+
+
+def draft_from_record(record: st.DraftRecord, now: float | None = None) -> pb.Draft:
+    """The API's view of the ledger's draft record (a pending draft past its time reads as expired)."""
+    now = time.time() if now is None else now
+    a = record.draft
+    state = STATE_OF[record.status]
+    if state == pb.DRAFT_STATE_PENDING_APPROVAL and now >= record.expires_unix_s:
+        state = pb.DRAFT_STATE_EXPIRED
+    draft = pb.Draft(
+        draft_id=a.draft_id, state=state, location_gln=a.location_gln, rationale=a.rationale,
+        decision_record_hash=hashlib.sha256(a.decision_record.SerializeToString(deterministic=True)).hexdigest(),
+        ledger_ref=common_pb2.LedgerRef(height=record.submitted_height),
+        create_time=timestamp_of(datetime.fromtimestamp(record.submitted_unix_s, timezone.utc)),
+        expire_time=timestamp_of(datetime.fromtimestamp(record.expires_unix_s, timezone.utc)),
+        approvals_required=record.approvals_required, approvers=list(record.approvers), submitted_by=record.submitted_by,
+        adjustments=[line[len(ADJUSTED):] for line in a.rationale.splitlines() if line.startswith(ADJUSTED)],
+    )
+    if a.HasField("promotion"):
+        p = a.promotion
+        draft.kind = pb.DRAFT_KIND_PROMOTION
+        draft.promotion.CopyFrom(pb.PromotionTerms(
+            gtins=list(p.gtins), discount_bps=p.discount_bps, customer_copy=p.customer_copy,
+            start_time=timestamp_of(datetime.fromtimestamp(p.start_unix_s, timezone.utc)),
+            end_time=timestamp_of(datetime.fromtimestamp(p.end_unix_s, timezone.utc)),
+        ))
+    else:
+        draft.kind = pb.DRAFT_KIND_RESTOCK_ORDER
+        currency = a.order_lines[0].unit_cost.currency_code if a.order_lines else ""
+        draft.order_lines.extend(
+            pb.OrderLine(gtin=l.gtin, quantity=l.quantity, unit_cost=common_pb2.Money(currency_code=l.unit_cost.currency_code, amount_minor=l.unit_cost.amount_minor))
+            for l in a.order_lines
+        )
+        draft.total.CopyFrom(common_pb2.Money(currency_code=currency, amount_minor=record.total_minor))
+    return draft
+
+
+class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
+    def __init__(
+        self, pool: AsyncConnectionPool, ledger: LedgerClient, drafter: DraftingBackend, projector: DraftProjector, *,
+        service_level: float = 0.95, review_period_days: int = 7, history_days: int = 56,
+    ) -> None:
+        self.pool = pool
+        self.ledger = ledger
+        self.drafter = drafter
+        self.projector = projector
+        self.organization_gln = ledger.signer.agent_id.split("/")[0]
+        self.service_level = service_level
+        self.review_period_days = review_period_days
+        self.history_days = history_days
+        self._agent_orgs: dict[str, str] = {}
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(planner_pb2_grpc.add_PlannerServiceServicer_to_server, self, pb.DESCRIPTOR.services_by_name["PlannerService"].full_name)
+
+    # --- inputs -------------------------------------------------------------------------------------
+
+    async def _ledger_values(self, *keys: tuple[str, str]) -> list[bytes | None]:
+        reply = await call(
+            self.ledger.stub.QueryMany,
+            lpb.QueryManyRequest(keys=[lpb.StoreKey(store=s, key=k.encode()) for s, k in keys]), idempotent=True,
+        )
+        return [v.value if v.found else None for v in reply.values]
+
+    async def _policies(self, location: str) -> tuple[txpb.GuardrailPolicy, txpb.ReplenishmentPolicy | None, int]:
+        """The guardrail policy, the location's replenishment policy, and the budget left this period."""
+        org = self.organization_gln
+        guard, bounds, budget = await self._ledger_values(("policies", org), ("replenishment", f"{org}/{location}"), ("budgets", org))
+        if guard is None:
+            raise FailedPrecondition(f"{org} has no guardrail policy on the ledger; a person with policy::set must commit one")
+        policy = txpb.GuardrailPolicy.FromString(guard)
+        spent = 0
+        if budget is not None:
+            record = st.BudgetRecord.FromString(budget)
+            now = int(time.time())
+            if record.period_start_unix_s == now - now % policy.budget_period_s:
+                spent = record.spent_minor
+        return policy, txpb.ReplenishmentPolicy.FromString(bounds) if bounds else None, max(0, policy.budget_minor - spent)
+
+    async def _stock_and_names(self, location: str, gtins: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+        async with self.pool.connection() as conn:
+            stock = dict(await (await conn.execute(
+                "SELECT gtin, quantity FROM inventory_positions WHERE location_gln = %s AND gtin = ANY(%s)", (location, gtins)
+            )).fetchall())
+            names = dict(await (await conn.execute("SELECT gtin, name FROM products WHERE gtin = ANY(%s)", (gtins,))).fetchall())
+        return stock, names
+
+    async def _forecast(self, location: str, gtins: list[str]):
+        sales = await load_daily_sales(
+            self.pool, last_day=datetime.now(timezone.utc).date(), days=self.history_days, series=[(g, location) for g in gtins]
+        )
+        return forecast_demand(sales.units)
+
+    # --- drafting -----------------------------------------------------------------------------------
+
+    def _draft_id(self, request_id: str, kind: str) -> str:
+        if not request_id:
+            return f"{kind}-{hashlib.sha256(str(time.time_ns()).encode() + self.organization_gln.encode()).hexdigest()[:24]}"
+        if len(request_id) > 100:
+            raise InvalidArgument("request_id is at most 100 characters", field_violations=[FieldViolation("request_id", "<= 100 characters")])
+        # The same request id names the same draft: a retry finds the first attempt's draft.
+        return f"{kind}-{hashlib.sha256(f'{self.organization_gln}/{request_id}'.encode()).hexdigest()[:24]}"
+
+    async def _existing(self, draft_id: str) -> pb.Draft | None:
+        value, = await self._ledger_values(("drafts", draft_id))
+        return draft_from_record(st.DraftRecord.FromString(value)) if value else None
+
+    async def _commit(self, draft: txpb.SubmitAiDraft, output: DraftOutput, snapshot: dict) -> pb.Draft:
+        info = output.info
+        put = self.ledger.put_content
+        prompt_hash = await put(output.prompt_document())
+        snapshot_hash = await put(prompts.canonical_json(snapshot))
+        output_hash = await put(output.output_document())
+        sampling = {c.sampling.canonical_json() for c in output.calls}
+        draft.decision_record.CopyFrom(txpb.AiDecisionRecord(
+            model=info.model, weights_digest=info.weights_digest, engine=info.engine, engine_version=info.engine_version,
+            prompt_template_sha256=template_sha256(), json_schema_sha256=schemas_sha256(),
+            prompt_sha256=prompt_hash.hex(), input_snapshot_sha256=snapshot_hash.hex(), output_sha256=output_hash.hex(),
+            sampling_params_json=sampling.pop() if len(sampling) == 1 else "[" + ",".join(sorted(sampling)) + "]",
+            seed=output.calls[0].sampling.seed if output.calls else 0,
+        ))
+        try:
+            result = await self.ledger.submit(txpb.TransactionBody(created_unix_ms=int(time.time() * 1000), submit_ai_draft=draft))
+        except LedgerRejected as err:
+            raise ledger_error(err) from err
+        await self.projector.wait_for(result.height, result.index)
+        existing = await self._existing(draft.draft_id)
+        assert existing is not None
+        existing.ledger_ref.tx_hash = result.tx_hash
+        return existing
+
+    async def DraftRestock(self, request: pb.DraftRestockRequest, context) -> pb.DraftRestockResponse:
+        location = gln_field(request.location_gln, "location_gln")
+        wanted = [gtin_field(g, f"gtins[{n}]") for n, g in enumerate(request.gtins)]
+        draft_id = self._draft_id(request.request_id, "restock")
+        if (existing := await self._existing(draft_id)) is not None:
+            return pb.DraftRestockResponse(draft=existing)
+        policy, bounds, budget_left = await self._policies(location)
+        if bounds is None:
+            raise FailedPrecondition(f"no replenishment policy for {location} on the ledger")
+        items = [i for i in bounds.items if not wanted or i.gtin in wanted]
+        missing = set(wanted) - {i.gtin for i in items}
+        if missing:
+            raise InvalidArgument(f"{sorted(missing)[0]} is not in the location's replenishment policy",
+                                  field_violations=[FieldViolation("gtins", "GTINs of the replenishment policy")])
+        candidates = await self.restock_candidates(location, items, budget_left)
+        if not any(c.quantity > 0 for c in candidates):
+            raise FailedPrecondition("stock covers the forecast for every product: nothing to order")
+        output, proposals = await self.drafter.restock(location, candidates, budget_left, policy.currency_code)
+        bounded = bound_restock(candidates, proposals, budget_left)
+        rationale = [f"{c.gtin}: {bounded.reasons.get(c.gtin) or c.reason_code.replace('_', ' ')}" for c, _ in bounded.lines]
+        rationale += [_adjustment_line(a) for a in bounded.adjustments]
+        draft = txpb.SubmitAiDraft(
+            draft_id=draft_id, organization_gln=self.organization_gln, location_gln=location,
+            order_lines=[
+                txpb.DraftOrderLine(gtin=c.gtin, quantity=q, unit_cost=txpb.Money(currency_code=policy.currency_code, amount_minor=c.unit_cost_minor))
+                for c, q in bounded.lines
+            ],
+            rationale=_fit("\n".join(rationale), 4096),
+        )
+        snapshot = {
+            "kind": "restock", "organization_gln": self.organization_gln, "location_gln": location,
+            "budget_left_minor": budget_left, "currency": policy.currency_code, "service_level": self.service_level,
+            "review_period_days": self.review_period_days, "history_days": self.history_days, "forecast": "tsb",
+            "candidates": [asdict(c) for c in candidates],
+        }
+        return pb.DraftRestockResponse(draft=await self._commit(draft, output, snapshot))
+
+    async def restock_candidates(self, location: str, items: list[txpb.ItemBounds], budget_left: int) -> list[RestockCandidate]:
+        """Quantities for every line from the forecast and the inventory policy (vectorized)."""
+        gtins = [i.gtin for i in items]
+        stock, names = await self._stock_and_names(location, gtins)
+        forecast = await self._forecast(location, gtins)
+        n = len(items)
+        plan = plan_replenishment(
+            ReplenishmentLines(
+                mean_daily_demand=forecast.mean, demand_sigma=forecast.sigma,
+                on_hand=np.array([stock.get(g, 0) for g in gtins], dtype=np.int64), on_order=np.zeros(n, dtype=np.int64),
+                lead_time_days=np.array([i.lead_time_days for i in items], dtype=np.int64),
+                review_period_days=np.full(n, self.review_period_days, dtype=np.int64),
+                unit_cost=np.array([i.unit_cost.amount_minor for i in items], dtype=np.int64),
+                min_order_qty=np.array([i.min_order_quantity for i in items], dtype=np.int64),
+                case_pack=np.array([max(1, i.case_pack) for i in items], dtype=np.int64),
+                max_order_qty=np.array([i.max_order_quantity for i in items], dtype=np.int64),
+            ),
+            ReplenishmentPolicy(cycle_service_level=self.service_level, budget=budget_left),
+        )
+        return [
+            RestockCandidate(
+                gtin=g, name=names.get(g, ""), on_hand=int(stock.get(g, 0)), mean_daily_demand=round(float(forecast.mean[k]), 4),
+                days_of_cover=_finite(plan.days_of_cover[k]), urgency=round(float(plan.urgency[k]), 6), quantity=int(plan.quantity[k]),
+                min_order_qty=items[k].min_order_quantity, max_order_qty=items[k].max_order_quantity,
+                case_pack=max(1, items[k].case_pack), unit_cost_minor=items[k].unit_cost.amount_minor, reason_code=str(plan.reason[k]),
+            )
+            for k, g in enumerate(gtins)
+        ]
+
+    async def DraftPromotion(self, request: pb.DraftPromotionRequest, context) -> pb.DraftPromotionResponse:
+        location = gln_field(request.location_gln, "location_gln")
+        wanted = [gtin_field(g, f"gtins[{n}]") for n, g in enumerate(request.gtins)]
+        draft_id = self._draft_id(request.request_id, "promotion")
+        if (existing := await self._existing(draft_id)) is not None:
+            return pb.DraftPromotionResponse(draft=existing)
+        policy, _, _ = await self._policies(location)
+        if not wanted:
+            async with self.pool.connection() as conn:
+                wanted = [r[0] for r in await (await conn.execute(
+                    "SELECT gtin FROM inventory_positions WHERE location_gln = %s AND quantity > 0 ORDER BY gtin LIMIT 100", (location,)
+                )).fetchall()]
+        if not wanted:
+            raise FailedPrecondition(f"no stocked products at {location} to promote")
+        prices = await self._ledger_values(*(("prices", f"{g}/{location}") for g in wanted))
+        priced = {g: st.PriceRecord.FromString(v) for g, v in zip(wanted, prices) if v}
+        if not priced:
+            raise FailedPrecondition(f"none of the products has a price at {location} on the ledger")
+        stock, names = await self._stock_and_names(location, list(priced))
+        forecast = await self._forecast(location, list(priced))
+        products = {
+            g: PriceFacts(g, names.get(g, ""), r.price.amount_minor, r.unit_cost.amount_minor,
+                          _finite(stock.get(g, 0) / forecast.mean[k]) if forecast.mean[k] > 0 else 9999.0)
+            for k, (g, r) in enumerate(priced.items())
+        }
+        ranked = sorted(products.values(), key=lambda p: -p.days_of_cover)  # slowest movers first
+        output, proposal = await self.drafter.promotion(
+            location, ranked, max_discount_bps=policy.max_discount_bps, margin_floor_bps=policy.margin_floor_bps
+        )
+        adjustments: list[Adjustment] = []
+        if proposal is None:
+            slowest = ranked[0]
+            proposal = {"gtins": [slowest.gtin], "discount_bps": policy.max_discount_bps, "start_in_days": 1, "duration_days": 7,
+                        "customer_copy": f"Save on {slowest.name or slowest.gtin}", "rationale": "the slowest-moving product"}
+            adjustments.append(Adjustment(slowest.gtin, "invalid answer", "the slowest mover", "the model's answer did not match the schema"))
+        terms = bound_promotion(proposal, products, max_policy_discount_bps=policy.max_discount_bps, margin_floor_bps=policy.margin_floor_bps)
+        start = (int(time.time()) // 3600 + 1) * 3600 + terms.start_in_days * 86_400
+        draft = txpb.SubmitAiDraft(
+            draft_id=draft_id, organization_gln=self.organization_gln, location_gln=location,
+            promotion=txpb.CreatePromotion(
+                promotion_id=draft_id, location_gln=location, gtins=terms.gtins, discount_bps=terms.discount_bps,
+                start_unix_s=start, end_unix_s=start + terms.duration_days * 86_400, customer_copy=_fit(terms.customer_copy, 1024),
+            ),
+            rationale=_fit("\n".join([terms.rationale, *(_adjustment_line(a) for a in adjustments + terms.adjustments)]), 4096),
+        )
+        snapshot = {
+            "kind": "promotion", "organization_gln": self.organization_gln, "location_gln": location,
+            "max_discount_bps": policy.max_discount_bps, "margin_floor_bps": policy.margin_floor_bps,
+            "products": [asdict(p) for p in ranked], "history_days": self.history_days, "forecast": "tsb",
+        }
+        return pb.DraftPromotionResponse(draft=await self._commit(draft, output, snapshot))
+
+    # --- reading and deciding ----------------------------------------------------------------------------
+
+    async def GetDraft(self, request: pb.GetDraftRequest, context) -> pb.GetDraftResponse:
+        if not request.draft_id:
+            raise InvalidArgument("draft_id is required", field_violations=[FieldViolation("draft_id", "required")])
+        draft = await self._existing(request.draft_id)
+        if draft is None:
+            raise NotFound(f"draft {request.draft_id} does not exist")
+        return pb.GetDraftResponse(draft=draft)
+
+    async def _org_of(self, agent_id: str) -> str:
+        if agent_id not in self._agent_orgs:
+            value, = await self._ledger_values(("agents", agent_id))
+            if value is None:
+                raise NotFound(f"agent {agent_id} does not exist")
+            self._agent_orgs[agent_id] = st.AgentRecord.FromString(value).organization_gln
+        return self._agent_orgs[agent_id]
+
+    async def ListDrafts(self, request: pb.ListDraftsRequest, context) -> pb.ListDraftsResponse:
+        def check(after: str, field: str) -> None:
+            if not after or len(after) > 128:
+                raise InvalidArgument("bad page token")
+
+        size, after = page_request(request.page_size, request.page_token, check)
+        where, args = ["draft_id > %s"], [after]
+        if request.approver_agent_id:
+            where += ["organization_gln = %s", "status = 'PENDING'", "expire_time > now()", "submitted_by <> %s", "NOT (%s = ANY(approvers))"]
+            args += [await self._org_of(request.approver_agent_id), request.approver_agent_id, request.approver_agent_id]
+        if request.state == pb.DRAFT_STATE_EXPIRED:
+            where += ["status = 'PENDING'", "expire_time <= now()"]
+        elif request.state == pb.DRAFT_STATE_PENDING_APPROVAL:
+            where += ["status = 'PENDING'", "expire_time > now()"]
+        elif request.state in STATUS_OF_STATE:
+            where.append("status = %s")
+            args.append(STATUS_OF_STATE[request.state])
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT draft_id, record FROM drafts WHERE {' AND '.join(where)} ORDER BY draft_id LIMIT %s", (*args, size + 1))
+            rows = await cur.fetchall()
+        drafts = [draft_from_record(st.DraftRecord.FromString(r["record"])) for r in rows[:size]]
+        return pb.ListDraftsResponse(drafts=drafts, next_page_token=next_page_token(rows, size, "draft_id"))
+
+    async def _relay(self, draft_id: str, raw: bytes, action: str) -> pb.Draft:
+        if not draft_id:
+            raise InvalidArgument("draft_id is required", field_violations=[FieldViolation("draft_id", "required")])
+        try:
+            signed = txpb.SignedTransaction.FromString(raw)
+            body = txpb.TransactionBody.FromString(signed.body)
+        except Exception:  # noqa: BLE001 - any decode failure is the caller's malformed input
+            signed = body = None
+        if body is None or body.WhichOneof("action") != action or getattr(body, action).draft_id != draft_id:
+            raise InvalidArgument(
+                f"signed_transaction must be the person's own signed {action} for {draft_id}",
+                field_violations=[FieldViolation("signed_transaction", f"a SignedTransaction with {action}")],
+            )
+        try:
+            reply = await call(
+                self.ledger.stub.SubmitTransaction, lpb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True),
+                idempotent=True, deadline_s=20,
+            )
+        except LedgerRejected as err:
+            raise ledger_error(err) from err
+        await self.projector.wait_for(reply.result.height, reply.result.index)
+        draft = await self._existing(draft_id)
+        assert draft is not None
+        return draft
+
+    async def ApproveDraft(self, request: pb.ApproveDraftRequest, context) -> pb.ApproveDraftResponse:
+        return pb.ApproveDraftResponse(draft=await self._relay(request.draft_id, request.signed_transaction, "approve_draft"))
+
+    async def RejectDraft(self, request: pb.RejectDraftRequest, context) -> pb.RejectDraftResponse:
+        return pb.RejectDraftResponse(draft=await self._relay(request.draft_id, request.signed_transaction, "reject_draft"))
+
+
+def _adjustment_line(a: Adjustment) -> str:
+    return f"{ADJUSTED}{a.gtin}: the model proposed {a.proposed}, {a.why}; used {a.used}"
+
+
+def _fit(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _finite(value: float) -> float:
+    return round(float(value), 3) if math.isfinite(value) else 9999.0
