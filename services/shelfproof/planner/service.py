@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import asdict
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Protocol
 
 import numpy as np
@@ -113,7 +113,10 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         self._agent_orgs: dict[str, str] = {}
 
     def binding(self) -> ServiceBinding:
-        return ServiceBinding(planner_pb2_grpc.add_PlannerServiceServicer_to_server, self, pb.DESCRIPTOR.services_by_name["PlannerService"].full_name)
+        return ServiceBinding(
+            pb.DESCRIPTOR.services_by_name["PlannerService"].full_name,
+            lambda server: planner_pb2_grpc.add_PlannerServiceServicer_to_server(self, server),
+        )
 
     # --- inputs -------------------------------------------------------------------------------------
 
