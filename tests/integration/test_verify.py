@@ -25,7 +25,7 @@ from tests.integration.verify_harness import VerifyStack
 pytestmark = pytest.mark.integration
 
 GTIN = "00614141123452"
-PLANT, STORE = "0614141000029", "0614141000036"
+PLANT, STORE, UNKNOWN_PLACE = "0614141000029", "0614141000036", "0614141000098"
 BERLIN, NEW_YORK, PARIS = "u33d", "dr5r", "u09t"
 
 
@@ -95,6 +95,7 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
             _event("2026-11-21T09:00:00.000Z", "receiving", "sellable_not_accessible", [g, sold, stolen, travel, counted], STORE),
             _event("2026-11-22T10:00:00.000Z", "retail_selling", "retail_sold", [sold], STORE),
             _event("2026-11-22T11:00:00.000Z", "holding", "stolen", [stolen], STORE),
+            _event("2026-11-22T12:00:00.000Z", "receiving", "in_progress", [serials[5]], UNKNOWN_PLACE),
         ])), timeout=30)
         await stack.provable(max(e.ledger_ref.height for e in captured.events))
 
@@ -154,6 +155,10 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
         assert (result.exit_code, result.verdict) == (EXIT_DISAGREES, "RECALLED")
         html_status, page = await _get(stack.local(await _label(stack, recalled[0])), json_form=False)
         assert html_status == 200 and page.index('id=recall') < page.index("<h2>Product")
+
+        # Custody that ends somewhere no member registered is flagged (reported, not proven).
+        _, report = await _get(stack.local(await _label(stack, serials[5])))
+        assert report["verdict"] == "GENUINE" and any("not a registered location" in w for w in report["warnings"])
 
         # Warnings: stolen, already sold.
         _, report = await _get(stack.local(await _label(stack, stolen)))

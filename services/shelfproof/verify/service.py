@@ -424,6 +424,11 @@ class Verifier:
             }
             for c in custody
         ]
+        warnings = list(verdict.warnings)
+        last_place = next((c.biz_location_gln for c in reversed(custody) if c.biz_location_gln), "")
+        if last_place and not places.get(last_place):
+            # Reported, not proven: the registry knows no such location of a supply-chain member.
+            warnings.append(f"Its last custody step was at {last_place}, which is not a registered location.")
         proven = [ev.FACT_OF_STORE[v.store] for v in read.values if v.found]
         if membership is not None:
             proven.append("the serial is in its batch (Merkle path to the committed root)")
@@ -440,7 +445,7 @@ class Verifier:
             "verdict": verdict.verdict.value,
             "headline": HEADLINES[verdict.verdict],
             "reasons": verdict.reasons,
-            "warnings": verdict.warnings,
+            "warnings": warnings,
             "product": {
                 "gtin": f.gtin, "serial": f.serial, "name": product_names["name"], "brand": product_names["brand"],
                 "brand_owner_gln": f.product.brand_owner_gln if f.product else "",

@@ -9,10 +9,10 @@ CSS plus a few lines of script for the optional location share.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from typing import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from shelfproof.gs1.digital_link import InvalidDigitalLink, parse_digital_link
@@ -175,7 +175,7 @@ async def verify_item(request: web.Request) -> web.StreamResponse:
 
 
 def _dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
 
 
 async def home(request: web.Request) -> web.Response:
