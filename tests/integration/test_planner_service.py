@@ -160,3 +160,21 @@ async def test_bad_requests_get_clear_statuses(tmp_path, database_dsn):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await pending
             assert caught.value.code() == code, caught.value.details()
+
+
+async def test_replay_reproduces_the_recorded_output_and_notices_a_different_one(tmp_path, database_dsn):
+    from shelfproof.planner.replay import replay
+
+    async with PlannerStack(tmp_path, database_dsn, Drafter(ScriptedModel()), products=3) as stack:
+        await stack.set_up_store()
+        draft = (await stack.stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE), timeout=60)).draft
+        same = await replay(stack.ledger, draft.draft_id, ScriptedModel())
+        assert same["output_matches"] and same["same_engine"] and same["calls"] >= 1
+
+        class Drifted(ScriptedModel):
+            async def generate(self, messages, json_schema, sampling):
+                generation = await super().generate(messages, json_schema, sampling)
+                return Generation(generation.text.replace("steady", "sTeady"), generation.completion_tokens, "stop")
+
+        drifted = await replay(stack.ledger, draft.draft_id, Drifted())
+        assert not drifted["output_matches"] and drifted["recorded_output_sha256"] == same["recorded_output_sha256"]

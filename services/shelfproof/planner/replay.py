@@ -1,0 +1,60 @@
+"""Replay a recorded draft: the same prompts, schemas and sampling on an engine, and whether the output
+hashes to what the decision record committed.
+
+Greedy decoding on the same engine, version and weights should reproduce the output byte for byte;
+the report says whether the engine matches the record, so a mismatch on another engine reads as that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import asdict
+
+from shelfproof.ledger.v1 import ledger_pb2 as lpb
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.planner import prompts
+from shelfproof.planner.drafter import SCHEMAS, LanguageModel, Sampling, schemas_sha256, template_sha256
+from shelfproof.runtime.client import call
+from shelfproof.runtime.errors import InvalidArgument, NotFound
+
+
+async def recorded_draft(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str) -> tuple[st.DraftRecord, list[dict]]:
+    """The draft's ledger record and its recorded model calls (checked against their committed hash)."""
+    answer = await call(ledger.Query, lpb.QueryRequest(store="drafts", key=draft_id.encode()), idempotent=True)
+    if not answer.found:
+        raise NotFound(f"draft {draft_id} is not on the ledger")
+    record = st.DraftRecord.FromString(answer.value)
+    digest = record.draft.decision_record.prompt_sha256
+    content = (await call(ledger.GetContent, lpb.GetContentRequest(sha256=bytes.fromhex(digest)), idempotent=True)).content
+    if hashlib.sha256(content).hexdigest() != digest:
+        raise InvalidArgument("the content store's prompt document does not match the decision record")
+    return record, json.loads(content)
+
+
+async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: LanguageModel) -> dict:
+    record, calls = await recorded_draft(ledger, draft_id)
+    decision = record.draft.decision_record
+    generations = await asyncio.gather(*(
+        llm.generate(c["messages"], SCHEMAS[c["schema"]], Sampling(**c["sampling"])) for c in calls
+    ))
+    replayed = prompts.sha256_hex(prompts.canonical_json([asdict(g) for g in generations]))
+    info = await llm.info()
+    return {
+        "draft_id": draft_id,
+        "calls": len(calls),
+        "recorded_output_sha256": decision.output_sha256,
+        "replayed_output_sha256": replayed,
+        "output_matches": replayed == decision.output_sha256,
+        "same_engine": (info.model, info.weights_digest, info.engine, info.engine_version)
+        == (decision.model, decision.weights_digest, decision.engine, decision.engine_version),
+        "engine": asdict(info),
+        "recorded_engine": {
+            "model": decision.model, "weights_digest": decision.weights_digest, "engine": decision.engine,
+            "engine_version": decision.engine_version,
+        },
+        "prompt_template_unchanged": decision.prompt_template_sha256 == template_sha256(),
+        "json_schema_unchanged": decision.json_schema_sha256 == schemas_sha256(),
+    }
