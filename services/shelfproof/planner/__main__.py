@@ -1,0 +1,91 @@
+"""The planner service: ``python -m shelfproof.planner`` (settings ``SHELFPROOF_PLANNER_*``).
+
+It starts a local Ray with the planner's Serve applications (the model behind an OpenAI-compatible
+HTTP endpoint, and the drafter), then serves ``shelfproof.planner.v1.PlannerService`` over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, Genesis
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.server import GrpcServer, run_until_signalled
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, PostgresSettings
+
+log = logging.getLogger("shelfproof.planner")
+
+
+class PlannerSettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_PLANNER_", extra="ignore")
+
+    port: int = Field(default=50053, ge=0, le=65535)
+    ledger_address: str = "127.0.0.1:50051"
+    # The agent that submits drafts (needs draft::submit); people approve with their own keys.
+    signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-1"
+    genesis_file: Path | None = None
+    # The OpenAI-compatible endpoint of the model (Serve's HTTP proxy) listens here.
+    openai_port: int = Field(default=8000, ge=0, le=65535)
+    service_level: float = Field(default=0.95, ge=0.5, lt=1)
+    review_period_days: int = Field(default=7, ge=0)
+    history_days: int = Field(default=56, ge=7, le=730)
+    urgent_lines: int = Field(default=50, ge=1, le=500)
+
+
+async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
+    from shelfproof.planner.app import start_drafter
+    from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
+    from shelfproof.planner.projector import DraftProjector
+    from shelfproof.planner.service import PlannerService
+
+    genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
+    account = genesis.accounts[settings.signer_agent_id]
+    channel = insecure_channel(settings.ledger_address)
+    ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+    pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+    await pool.open(wait=True)
+    projector = DraftProjector(pool, ledger)
+    # Ray and Serve start synchronously (about a minute on two cores, vLLM's engine included).
+    local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=state_dir, http_port=settings.openai_port)
+    drafter = await asyncio.to_thread(start_drafter, settings.urgent_lines)
+    log.info("planner model served", extra={"openai_base_url": local.openai_base_url, "model": local.config.model_name})
+    service = PlannerService(
+        pool, LedgerClient(ledger, account.signer(genesis.chain_id)), drafter, projector,
+        service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
+    )
+    server = GrpcServer(settings, [service.binding()])
+
+    async def start() -> None:
+        await projector.start()
+        await server.start()
+
+    async def stop() -> None:
+        await server.stop()
+        await projector.stop()
+        await pool.close()
+        await channel.close()
+        await asyncio.to_thread(stop_local_llm)
+
+    await run_until_signalled(start, stop)
+
+
+def main() -> None:
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    pg = PostgresSettings()
+    if not pg.dsn:
+        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
+    asyncio.run(serve(PlannerSettings(), common.state_dir, pg.dsn))
+
+
+if __name__ == "__main__":
+    main()
