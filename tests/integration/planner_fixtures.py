@@ -1,0 +1,32 @@
+"""The planner's real language model on a local Ray Serve, started once per test session.
+
+Import the fixture into a test module (``from tests.integration.planner_fixtures import planner_llm``).
+Starting takes about two minutes on two CPU cores (vLLM's three processes each import vLLM), plus about
+25 s the first time, when the model is converted into ``.local/models``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from shelfproof.planner.llm import LLMConfig, LocalLLM, start_local_llm, stop_local_llm
+
+
+@pytest.fixture(scope="session")
+def planner_llm() -> Iterator[LocalLLM]:
+    """``LLMServer`` + ``OpenAIIngress`` on a Ray of their own (loopback only). Ray's temp dir is a short
+    path of its own: its socket paths must stay under the 107-byte limit of Unix socket names."""
+    state_dir = Path(tempfile.mkdtemp(prefix="sp-ray-"))
+    try:
+        local = start_local_llm(LLMConfig(), state_dir=state_dir, object_store_mb=100)
+        try:
+            yield local
+        finally:
+            stop_local_llm()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

