@@ -41,6 +41,8 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_REGISTRY_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
+        "SHELFPROOF_PLANNER_PORT": str(free_port()),
+        "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
     }
 
 
@@ -98,13 +100,26 @@ def consumer_scan(env: dict[str, str]) -> None:
     assert checked.returncode == 0 and "verdict: COUNTERFEIT" in checked.stdout, checked.stdout + checked.stderr
 
 
+def openai_models(env: dict[str, str]) -> None:
+    """The planner's model answers on its OpenAI-compatible endpoint."""
+    import httpx
+
+    base = f"http://127.0.0.1:{env['SHELFPROOF_PLANNER_OPENAI_PORT']}/v1"
+    models = httpx.get(f"{base}/models", timeout=30).json()
+    model = models["data"][0]["id"]
+    reply = httpx.post(f"{base}/chat/completions", timeout=120, json={
+        "model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello."}],
+    }).json()
+    assert reply["choices"][0]["message"]["content"] and reply["usage"]["completion_tokens"] >= 1
+
+
 def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
     up = subprocess.Popen(
         [str(SHELFPROOF), "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # the planner's engine takes minutes on two cores
         while time.monotonic() < deadline:
             line = up.stdout.readline()
             if not line:
@@ -120,11 +135,12 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert status.returncode == 0, status.stdout + status.stderr
         rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
         assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
-        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "verify"]
+        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "planner", "verify"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
         assert any(line.startswith("consumer page: http://127.0.0.1:") for line in lines), "".join(lines)
 
         consumer_scan(stack_env)
+        openai_models(stack_env)
 
         pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
         watched = set(descendants(up.pid)) | {int(pidfile.read_text().split()[0])}

@@ -19,7 +19,7 @@ class Benchmark:
 
 
 def _registry() -> dict[str, Benchmark]:
-    from shelfproof.bench import grpc_roundtrip, ledger_throughput, registry_bench, verify_bench
+    from shelfproof.bench import grpc_roundtrip, ledger_throughput, planner_bench, registry_bench, verify_bench
 
     return {
         "grpc": grpc_roundtrip.BENCHMARK,
@@ -27,6 +27,7 @@ def _registry() -> dict[str, Benchmark]:
         "commission": registry_bench.COMMISSION,
         "registry": registry_bench.REGISTRY,
         "verify": verify_bench.BENCHMARK,
+        "planner": planner_bench.BENCHMARK,
     }
 
 

@@ -39,6 +39,7 @@ class ServiceSpec:
     default_port: int
     health_service: str
     kind: str = "grpc"
+    start_timeout_s: float = 90.0
 
 
 # Every service that exists so far, in start order (each may depend on the ones before it).
@@ -56,6 +57,15 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_REGISTRY_",
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
+    ),
+    ServiceSpec(
+        name="planner",
+        module="shelfproof.planner",
+        env_prefix="SHELFPROOF_PLANNER_",
+        default_port=50053,
+        health_service="shelfproof.planner.v1.PlannerService",
+        # Ray, Serve and the vLLM engine start first (minutes on two cores, the first time longer).
+        start_timeout_s=420.0,
     ),
     ServiceSpec(
         name="verify",
@@ -121,6 +131,7 @@ class Stack:
         verify_origin = f"http://127.0.0.1:{ports['verify']}"
         wiring = {
             "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_PLANNER_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_VERIFY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_REGISTRY_RESOLVER": verify_origin,
             "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": verify_origin,
@@ -150,7 +161,7 @@ class Stack:
                 preexec_fn=die_with_parent,
             )
         self.children.append((spec, child))
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + spec.start_timeout_s
         while True:
             if child.poll() is not None:
                 raise RuntimeError(
@@ -159,7 +170,7 @@ class Stack:
             if await component_health(spec.kind, address, spec.health_service) == "SERVING":
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{spec.name} did not become healthy in 90 s; see {log_path}")
+                raise TimeoutError(f"{spec.name} did not become healthy in {spec.start_timeout_s:.0f} s; see {log_path}")
             await asyncio.sleep(0.2)
         self.components.append(
             RunningComponent(spec.name, address, spec.kind, spec.health_service, child.pid)
@@ -213,6 +224,8 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             print(f"  {component.name:<12} {component.address}", flush=True)
         verify = next(c for c in stack.components if c.name == "verify")
         print(f"consumer page: http://{verify.address}/  (a product's QR code opens http://{verify.address}/01/<GTIN>/21/<serial>)", flush=True)
+        openai_port = os.environ.get("SHELFPROOF_PLANNER_OPENAI_PORT", "8000")
+        print(f"planner model, OpenAI-compatible: http://127.0.0.1:{openai_port}/v1", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -55,7 +56,9 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
     await pool.open(wait=True)
     projector = DraftProjector(pool, ledger)
     # Ray and Serve start synchronously (about a minute on two cores, vLLM's engine included).
-    local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=state_dir, http_port=settings.openai_port)
+    # Ray's temp dir holds Unix sockets, whose paths must stay under 108 bytes: a short folder of its own.
+    ray_dir = Path(tempfile.gettempdir()) / f"sp-planner-{settings.port}"
+    local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=ray_dir, http_port=settings.openai_port)
     drafter = await asyncio.to_thread(start_drafter, settings.urgent_lines)
     log.info("planner model served", extra={"openai_base_url": local.openai_base_url, "model": local.config.model_name})
     service = PlannerService(

@@ -1,0 +1,174 @@
+"""`shelfproof bench planner`: the model bare vs. through Ray Serve (``planner.llm_bench``), and the time to
+draft a restock order for 1,000 products with a warm engine: quantities for all from the forecast and
+the inventory policy, a model-written rationale for the 50 most urgent lines, and the draft with its
+decision record committed on the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.bench import Benchmark
+from shelfproof.db.migrate import upgrade
+from shelfproof.gs1.keys import check_digit
+from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.embedded import EmbeddedEngine
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, development_genesis
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.postgres import LocalPostgres
+from shelfproof.runtime.processes import free_port
+from shelfproof.runtime.server import GrpcServer
+from shelfproof.runtime.settings import GrpcServerSettings
+
+STORE = "0614141000036"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5, help="paired bare/served runs")
+    parser.add_argument("--prompts-per-run", type=int, default=8)
+
+
+def _gtin(n: int) -> str:
+    body = f"0061414{n:06d}"
+    return body + str(check_digit(body))
+
+
+async def _set_up(ledger, pool: AsyncConnectionPool, genesis, products: int) -> None:
+    """Products, the retailer's policies, stock and eight weeks of intermittent sales."""
+    chain = genesis.chain_id
+    brand = LedgerClient(ledger, genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"].signer(chain))
+    retailer = LedgerClient(ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-0"].signer(chain))
+    gtins = [_gtin(n) for n in range(1, products + 1)]
+    for start in range(0, products, 500):
+        await brand.submit_many([
+            txpb.TransactionBody(register_product=txpb.RegisterProduct(gtin=g, name=f"Product {n}", brand="Bench"))
+            for n, g in enumerate(gtins[start : start + 500], start)
+        ], deadline_s=120)
+    eur = lambda amount: txpb.Money(currency_code="EUR", amount_minor=amount)  # noqa: E731
+    await retailer.submit_many([
+        txpb.TransactionBody(register_location=txpb.RegisterLocation(gln=STORE, organization_gln=DEMO_RETAILER_GLN, name="Store")),
+        txpb.TransactionBody(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=txpb.GuardrailPolicy(
+            organization_gln=DEMO_RETAILER_GLN, currency_code="EUR", budget_minor=50_000_000, budget_period_s=30 * 86_400,
+            quorum_threshold_minor=1_000_000, approval_quorum=2, margin_floor_bps=1_000, max_discount_bps=3_000,
+            max_price_change_bps_per_day=2_000, draft_ttl_s=86_400,
+        ))),
+        txpb.TransactionBody(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=txpb.ReplenishmentPolicy(
+            organization_gln=DEMO_RETAILER_GLN, location_gln=STORE,
+            items=[txpb.ItemBounds(gtin=g, min_order_quantity=6, max_order_quantity=600, case_pack=6, unit_cost=eur(200 + n % 300), lead_time_days=2 + n % 5)
+                   for n, g in enumerate(gtins)],
+        ))),
+    ], deadline_s=120)
+    today = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    events, items, stock = io.StringIO(), io.StringIO(), io.StringIO()
+    for n, g in enumerate(gtins):
+        stock.write(f"{g}\t{STORE}\t{(n * 7) % 90}\t1\n")
+        for day in range(56):
+            sold = (n * 3 + day * 5) % 7 // 2  # 0-3 a day, many zero days
+            if not sold:
+                continue
+            event_hash = f"ni:///sha-256;{n * 100 + day:064x}?ver=CBV2.0"
+            when = (today - timedelta(days=day + 1)).isoformat()
+            events.write(f"{event_hash}\tObjectEvent\t{when}\tOBSERVE\tretail_selling\tretail_sold\t{STORE}\t{{}}\tbench\t1\t0\t\\\\x00\n")
+            for k in range(sold):
+                items.write(f"{event_hash}\t{g}\tS{n}x{day}x{k}\n")
+    async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        for table, columns, data in (
+            ("inventory_positions", "gtin, location_gln, quantity, ledger_height", stock),
+            ("events", "event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln, document, recorded_by, ledger_height, tx_index, tx_hash", events),
+            ("event_items", "event_hash, gtin, serial", items),
+        ):
+            async with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                await copy.write(data.getvalue())
+
+
+async def restock_timing(products: int) -> dict:
+    from shelfproof.planner.app import start_drafter
+    from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
+    from shelfproof.planner.projector import DraftProjector
+    from shelfproof.planner.service import PlannerService
+    from shelfproof.planner.v1 import planner_pb2 as pb
+    from shelfproof.planner.v1 import planner_pb2_grpc
+
+    tmp = Path(tempfile.mkdtemp(prefix="sp-bench-planner-"))
+    if os.geteuid() == 0:
+        os.chmod(tmp, 0o755)
+    (tmp / "pg").mkdir()
+    postgres = LocalPostgres(tmp / "pg", free_port())
+    await asyncio.to_thread(postgres.start)
+    try:
+        await asyncio.to_thread(postgres.ensure_database, "shelfproof")
+        dsn = postgres.dsn("shelfproof")
+        await asyncio.to_thread(upgrade, dsn)
+        genesis = development_genesis("shelfproof-bench")
+        engine = EmbeddedEngine(tmp / "engine", genesis.chain_id, genesis.state, block_interval_s=0.01)
+        await engine.start()
+        adapter = LedgerAdapter(engine, tmp / "adapter")
+        await adapter.start()
+        ledger_server = GrpcServer(GrpcServerSettings(port=0), [adapter.binding()])
+        channel = insecure_channel(f"127.0.0.1:{await ledger_server.start()}")
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
+        await pool.open(wait=True)
+        projector = DraftProjector(pool, ledger)
+        await projector.start()
+        local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=tmp)
+        try:
+            drafter = await asyncio.to_thread(start_drafter, 50)
+            await _set_up(ledger, pool, genesis, products)
+            service = PlannerService(pool, LedgerClient(ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-1"].signer(genesis.chain_id)), drafter, projector)
+            server = GrpcServer(GrpcServerSettings(port=0), [service.binding()])
+            planner_channel = insecure_channel(f"127.0.0.1:{await server.start()}")
+            stub = planner_pb2_grpc.PlannerServiceStub(planner_channel)
+            # Warm: one small draft compiles the grammar and fills the caches the big one shares.
+            await stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, gtins=[_gtin(1)], request_id="warm"), timeout=300)
+            began = time.perf_counter()
+            reply = await stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, request_id="bench"), timeout=600)
+            elapsed = time.perf_counter() - began
+            await planner_channel.close()
+            await server.stop()
+        finally:
+            await asyncio.to_thread(stop_local_llm)
+            await projector.stop()
+            await pool.close()
+            await channel.close()
+            await ledger_server.stop()
+            await adapter.stop()
+            await engine.close()
+    finally:
+        await asyncio.to_thread(postgres.destroy)
+        shutil.rmtree(tmp, ignore_errors=True)
+    draft = reply.draft
+    return {
+        "restock_1000_s" if products == 1000 else f"restock_{products}_s": round(elapsed, 2),
+        "restock_lines": len(draft.order_lines),
+        "restock_products": products,
+        "restock_committed_height": draft.ledger_ref.height,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from shelfproof.planner.llm_bench import measure_llm
+
+    tmp = Path(tempfile.mkdtemp(prefix="sp-bench-llm-"))
+    try:
+        llm = await asyncio.to_thread(measure_llm, runs=args.runs, prompts_per_run=args.prompts_per_run, state_dir=tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"benchmark": "planner", **llm, **(await restock_timing(args.products))}
+
+
+BENCHMARK = Benchmark("the planner's model bare vs. on Ray Serve, and a 1,000-product restock draft", add_arguments, run)
