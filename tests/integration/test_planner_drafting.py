@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,5 +90,13 @@ async def test_a_restock_draft_with_the_real_model_is_committed_and_replays(tmp_
         # Replay on the same engine through the same deployment reproduces the output hash.
         result = await replay(stack.ledger, draft.draft_id, EngineModel(planner_llm.handle, via_handle=True))
         assert result["same_engine"] and result["output_matches"], result
+        # The command line replays on an engine of its own (bare vLLM in its process).
+        cli = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("shelfproof")), "planner", "replay", draft.draft_id,
+            "--ledger-address", stack.ledger_address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(cli.communicate(), 600)
+        report = json.loads(out[out.index(b"{\n"):])
+        assert cli.returncode == 0 and report["output_matches"] and report["same_engine"], out[-2000:]
         promotion = (await stack.stub.DraftPromotion(pb.DraftPromotionRequest(location_gln=STORE), timeout=600)).draft
         assert promotion.promotion.gtins and 1 <= promotion.promotion.discount_bps <= 3000 and promotion.promotion.customer_copy

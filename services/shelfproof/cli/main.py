@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator files")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds for the HTTP request")
+    planner = commands.add_parser("planner", help="the planner's AI drafts")
+    planner_commands = planner.add_subparsers(dest="planner_command", required=True)
+    replay = planner_commands.add_parser(
+        "replay", help="re-run a recorded draft on this machine's engine; exit 0 when the output hash matches"
+    )
+    replay.add_argument("draft_id")
+    replay.add_argument("--ledger-address", default="127.0.0.1:50051")
     db = commands.add_parser("db", help="query-model database")
     db.add_argument("action", choices=["upgrade"], help="apply Alembic migrations to SHELFPROOF_PG_DSN")
 
@@ -75,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         result = check_url(args.url, trusted, timeout_s=args.timeout)
         print(result.as_json() if args.json else "\n".join(result.lines))
         return result.exit_code
+    if args.command == "planner":
+        from shelfproof.planner.replay import replay_with_local_engine
+
+        report = asyncio.run(replay_with_local_engine(args.ledger_address, args.draft_id))
+        print(json.dumps(report, indent=2))
+        return 0 if report["output_matches"] else 1
     if args.command == "db":
         from shelfproof.db.migrate import upgrade
 

@@ -58,3 +58,17 @@ async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: 
         "prompt_template_unchanged": decision.prompt_template_sha256 == template_sha256(),
         "json_schema_unchanged": decision.json_schema_sha256 == schemas_sha256(),
     }
+
+
+async def replay_with_local_engine(ledger_address: str, draft_id: str) -> dict:
+    """Replay on a bare engine started in this process from the planner's settings (``shelfproof planner replay``)."""
+    from shelfproof.planner.app import EngineModel
+    from shelfproof.planner.llm import LanguageEngine, LLMSettings
+    from shelfproof.runtime.client import insecure_channel
+
+    engine = await asyncio.to_thread(LanguageEngine, LLMSettings().llm_config())
+    try:
+        async with insecure_channel(ledger_address) as channel:
+            return await replay(ledger_pb2_grpc.LedgerServiceStub(channel), draft_id, EngineModel(engine, via_handle=False))
+    finally:
+        engine.shutdown()
