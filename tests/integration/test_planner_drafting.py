@@ -34,7 +34,7 @@ def _candidates(rng: random.Random, n: int) -> list[RestockCandidate]:
         pack = rng.choice([1, 4, 6, 12, 24])
         moq = pack * rng.randint(1, 4)
         demand = rng.choice([0.0, 0.2, 1.5, 4.0, 12.5, 40.0])
-        quantity = rng.choice([0, moq, moq * 2, pack * rng.randint(5, 40)])
+        quantity = rng.choice([0, moq, moq * 2, pack * rng.randint(5, 40)]) if k else moq  # one line always orders
         out.append(RestockCandidate(
             gtin=gtin(rng.randint(1, 999_999)), name=rng.choice(["Olive oil 1 l", "Pasta 500 g", "Coffee beans", "Rice 2 kg", "Tea"]) + f" #{k}",
             on_hand=rng.randint(-5, 300), mean_daily_demand=demand, days_of_cover=round(rng.uniform(-2, 90), 1),

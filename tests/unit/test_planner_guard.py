@@ -107,3 +107,14 @@ def test_promotion_discount_is_cut_to_what_every_product_and_the_policy_allow():
     assert {a.why for a in bounded.adjustments} == {"not a candidate of this draft", "no room above the margin floor", "above the largest allowed discount"}
     with pytest.raises(GuardrailViolated):
         bound_promotion(dict(proposal, gtins=["00000000000003"]), products, max_policy_discount_bps=3000, margin_floor_bps=1000)
+
+
+def test_token_limits_fit_the_longest_valid_answer():
+    longest_line = {"gtin": "9" * 14, "quantity": 10_000_000, "reason": "r" * prompts.REASON_MAX_CHARS}
+    restock = {"lines": [longest_line] * prompts.LINES_PER_REQUEST}
+    promotion = {"gtins": ["9" * 14] * 5, "discount_bps": 9999, "start_in_days": 14, "duration_days": 28,
+                 "customer_copy": "c" * 120, "rationale": "r" * 160}
+    for schema, answer, limit in (("restock", restock, prompts.RESTOCK_MAX_TOKENS), ("promotion", promotion, prompts.PROMOTION_MAX_TOKENS)):
+        text = json.dumps(answer, separators=(",", ":"))
+        assert parse(schema, text)[0] is not None and len(text) == limit
+        assert limit <= 512  # the engine's per-request cap (LLMConfig.max_tokens)

@@ -12,8 +12,9 @@ import json
 from typing import Any
 
 # Lines the model explains per request: small requests run concurrently in the engine's batch.
-LINES_PER_REQUEST = 5
-REASON_MAX_CHARS = 80
+LINES_PER_REQUEST = 4
+REASON_MAX_CHARS = 60
+GTIN = {"type": "string", "pattern": "^[0-9]{14}$", "minLength": 14, "maxLength": 14}
 
 RESTOCK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -25,7 +26,7 @@ RESTOCK_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "gtin": {"type": "string", "pattern": "^[0-9]{14}$"},
+                    "gtin": GTIN,
                     "quantity": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
                     "reason": {"type": "string", "minLength": 1, "maxLength": REASON_MAX_CHARS},
                 },
@@ -41,21 +42,39 @@ RESTOCK_SCHEMA: dict[str, Any] = {
 PROMOTION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "gtins": {"type": "array", "minItems": 1, "maxItems": 5, "items": {"type": "string", "pattern": "^[0-9]{14}$"}},
+        "gtins": {"type": "array", "minItems": 1, "maxItems": 5, "items": GTIN},
         "discount_bps": {"type": "integer", "minimum": 1, "maximum": 9999},
         "start_in_days": {"type": "integer", "minimum": 0, "maximum": 14},
         "duration_days": {"type": "integer", "minimum": 1, "maximum": 28},
-        "customer_copy": {"type": "string", "minLength": 1, "maxLength": 200},
-        "rationale": {"type": "string", "minLength": 1, "maxLength": 300},
+        "customer_copy": {"type": "string", "minLength": 1, "maxLength": 120},
+        "rationale": {"type": "string", "minLength": 1, "maxLength": 160},
     },
     "required": ["gtins", "discount_bps", "start_in_days", "duration_days", "customer_copy", "rationale"],
     "additionalProperties": False,
 }
 
-# Tokens for the longest valid answer (digits and JSON punctuation are about a token per one to three
-# characters; text about four characters a token), with room to spare.
-RESTOCK_MAX_TOKENS = 60 + LINES_PER_REQUEST * (30 + REASON_MAX_CHARS // 2)
-PROMOTION_MAX_TOKENS = 80 + 5 * 12 + (200 + 300) // 2
+
+
+def longest_json_chars(schema: dict[str, Any]) -> int:
+    """Characters of the longest valid answer in compact JSON (the engine emits no optional whitespace).
+    A token is at least one character of ASCII text, so this many tokens always fit the whole answer:
+    an answer cut short by the token limit would be invalid JSON."""
+    kind = schema["type"]
+    if kind == "object":
+        props = schema["properties"]
+        return 2 + sum(len(json.dumps(k)) + 1 + longest_json_chars(v) for k, v in props.items()) + len(props) - 1
+    if kind == "array":
+        n = schema["maxItems"]
+        return 2 + n * longest_json_chars(schema["items"]) + n - 1
+    if kind == "string":
+        return 2 + schema["maxLength"]
+    if kind == "integer":
+        return max(len(str(schema["maximum"])), len(str(schema["minimum"])))
+    raise ValueError(f"no length bound for {kind!r}")
+
+
+RESTOCK_MAX_TOKENS = longest_json_chars(RESTOCK_SCHEMA)
+PROMOTION_MAX_TOKENS = longest_json_chars(PROMOTION_SCHEMA)
 
 SYSTEM = (
     "You are a retail replenishment planner. Answer with JSON only. Quantities must respect each line's "
