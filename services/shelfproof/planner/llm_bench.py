@@ -55,14 +55,16 @@ def measure_llm(
     prompts_per_run: int = 8,
     runs: int = 5,
     max_tokens: int = prompts.RESTOCK_MAX_TOKENS,
+    schema: dict[str, Any] | None = None,
     state_dir: Path = Path(".local"),
 ) -> dict[str, Any]:
     """Start a bare engine and the Serve app (its own local Ray), run ``runs`` paired batches of
-    ``prompts_per_run`` concurrent requests, stop both, and return the numbers."""
+    ``prompts_per_run`` concurrent requests (the drafter's restock schema unless ``schema`` is given),
+    stop both, and return the numbers."""
     if runs < 1 or prompts_per_run < 1:
         raise ValueError("runs and prompts_per_run must be at least 1")
     config = (config or LLMSettings().llm_config()).resolved()
-    schema = prompts.RESTOCK_SCHEMA
+    schema = schema if schema is not None else prompts.RESTOCK_SCHEMA
     validator = jsonschema.Draft202012Validator(schema)
     sampling = {"max_tokens": max_tokens, "temperature": 0.0}
     batch = bench_prompts(prompts_per_run)
