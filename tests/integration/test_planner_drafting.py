@@ -33,13 +33,15 @@ def _candidates(rng: random.Random, n: int) -> list[RestockCandidate]:
     for k in range(n):
         pack = rng.choice([1, 4, 6, 12, 24])
         moq = pack * rng.randint(1, 4)
+        max_qty = moq + pack * rng.randint(10, 100)
         demand = rng.choice([0.0, 0.2, 1.5, 4.0, 12.5, 40.0])
-        quantity = rng.choice([0, moq, moq * 2, pack * rng.randint(5, 40)]) if k else moq  # one line always orders
+        # As the policy computes them: 0, or whole cases between the minimum and the maximum.
+        quantity = rng.choice([0, moq, moq * 2, min(max_qty, pack * rng.randint(5, 40))]) if k else moq
         out.append(RestockCandidate(
             gtin=gtin(rng.randint(1, 999_999)), name=rng.choice(["Olive oil 1 l", "Pasta 500 g", "Coffee beans", "Rice 2 kg", "Tea"]) + f" #{k}",
             on_hand=rng.randint(-5, 300), mean_daily_demand=demand, days_of_cover=round(rng.uniform(-2, 90), 1),
             urgency=rng.random(), quantity=max(quantity, moq) if quantity else 0, min_order_qty=moq,
-            max_order_qty=moq + pack * rng.randint(10, 100), case_pack=pack, unit_cost_minor=rng.randint(50, 5000),
+            max_order_qty=max_qty, case_pack=pack, unit_cost_minor=rng.randint(50, 5000),
             reason_code="reorder_point_reached",
         ))
     return out

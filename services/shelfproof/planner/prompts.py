@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 # Lines the model explains per request: small requests run concurrently in the engine's batch.
 LINES_PER_REQUEST = 4
 REASON_MAX_CHARS = 60
-GTIN = {"type": "string", "pattern": "^[0-9]{14}$", "minLength": 14, "maxLength": 14}
+# (xgrammar takes a pattern or length bounds on a string, not both.)
+GTIN = {"type": "string", "pattern": "^[0-9]{14}$"}
+_FIXED_LENGTH = re.compile(r"^\^\[[^\]]+\]\{(\d+)\}\$$")
 
 RESTOCK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -67,6 +70,8 @@ def longest_json_chars(schema: dict[str, Any]) -> int:
         n = schema["maxItems"]
         return 2 + n * longest_json_chars(schema["items"]) + n - 1
     if kind == "string":
+        if "pattern" in schema:
+            return 2 + int(_FIXED_LENGTH.match(schema["pattern"]).group(1))
         return 2 + schema["maxLength"]
     if kind == "integer":
         return max(len(str(schema["maximum"])), len(str(schema["minimum"])))
