@@ -36,8 +36,9 @@ class Registry:
         self.adapter = LedgerAdapter(self.engine, self.tmp_path / "adapter")
         await self.adapter.start()
         self.ledger_server = GrpcServer(GrpcServerSettings(port=0), [self.adapter.binding()])
-        self.ledger_channel = insecure_channel(f"127.0.0.1:{await self.ledger_server.start()}")
-        ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
+        self.ledger_address = f"127.0.0.1:{await self.ledger_server.start()}"
+        self.ledger_channel = insecure_channel(self.ledger_address)
+        self.ledger = ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
         self.pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False)
         await self.pool.open(wait=True)
         self.projector = RegistryProjector(self.pool, ledger)

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from psycopg_pool import AsyncConnectionPool
-
-from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, build_genesis
-from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.projector import DraftProjector
 from shelfproof.planner.service import PlannerService
 from shelfproof.planner.v1 import planner_pb2_grpc
-from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime.client import insecure_channel
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
-
-CHAIN = "planner-test"
+from tests.integration.harness import CHAIN, Registry
 STORE = "0614141000036"
 RETAILER, BRAND = DEMO_RETAILER_GLN, DEMO_BRAND_GLN
 
@@ -44,47 +37,34 @@ def gtin(n: int) -> str:
     return body + str(check_digit(body))
 
 
-class PlannerStack:
+class PlannerStack(Registry):
+    """The registry's stack (ledger, adapter, PostgreSQL, projection) plus the planner's service."""
+
     def __init__(self, tmp_path, dsn: str, drafter, *, products: int = 8) -> None:
-        self.tmp_path, self.dsn, self.drafter, self.products = tmp_path, dsn, drafter, products
+        super().__init__(tmp_path, dsn)
         self.genesis = build_genesis(CHAIN, [(BRAND, "brand"), (RETAILER, "retailer")], agents_per_org=4)
+        self.drafter, self.products = drafter, products
         self.gtins = [gtin(n) for n in range(1, products + 1)]
 
     def signer(self, org: str, n: int):
         return self.genesis.accounts[f"{org}/admin-{n}"].signer(CHAIN)
 
     async def __aenter__(self):
-        self.engine = EmbeddedEngine(self.tmp_path / "engine", CHAIN, self.genesis.state, block_interval_s=0.01)
-        await self.engine.start()
-        self.adapter = LedgerAdapter(self.engine, self.tmp_path / "adapter")
-        await self.adapter.start()
-        self.ledger_server = GrpcServer(GrpcServerSettings(port=0), [self.adapter.binding()])
-        self.ledger_address = f"127.0.0.1:{await self.ledger_server.start()}"
-        self.ledger_channel = insecure_channel(self.ledger_address)
-        self.ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
-        self.pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False)
-        await self.pool.open(wait=True)
-        self.registry_projector = RegistryProjector(self.pool, self.ledger)
-        self.projector = DraftProjector(self.pool, self.ledger)
-        await self.registry_projector.start()
-        await self.projector.start()
+        await super().__aenter__()
+        self.draft_projector = DraftProjector(self.pool, self.ledger)
+        await self.draft_projector.start()
         self.retailer = LedgerClient(self.ledger, self.signer(RETAILER, 0))
-        self.service = PlannerService(self.pool, LedgerClient(self.ledger, self.signer(RETAILER, 1)), self.drafter, self.projector)
-        self.server = GrpcServer(GrpcServerSettings(port=0), [self.service.binding()])
-        self.channel = insecure_channel(f"127.0.0.1:{await self.server.start()}")
-        self.stub = planner_pb2_grpc.PlannerServiceStub(self.channel)
+        self.service = PlannerService(self.pool, LedgerClient(self.ledger, self.signer(RETAILER, 1)), self.drafter, self.draft_projector)
+        self.planner_server = GrpcServer(GrpcServerSettings(port=0), [self.service.binding()])
+        self.planner_channel = insecure_channel(f"127.0.0.1:{await self.planner_server.start()}")
+        self.stub = planner_pb2_grpc.PlannerServiceStub(self.planner_channel)
         return self
 
     async def __aexit__(self, *exc):
-        await self.channel.close()
-        await self.server.stop()
-        await self.projector.stop()
-        await self.registry_projector.stop()
-        await self.pool.close()
-        await self.ledger_channel.close()
-        await self.ledger_server.stop()
-        await self.adapter.stop()
-        await self.engine.close()
+        await self.planner_channel.close()
+        await self.planner_server.stop()
+        await self.draft_projector.stop()
+        await super().__aexit__(*exc)
 
     async def set_up_store(self, guardrails: txpb.GuardrailPolicy | None = None, *, case_pack: int = 6) -> None:
         """Products (by the brand), the retailer's guardrail and replenishment policies, prices, stock and
