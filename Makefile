@@ -119,7 +119,7 @@ test-e2e: deps
 	$(PYTEST) tests/e2e
 
 test-gpu: deps
-	$(PYTEST) tests/gpu
+	$(PYTEST) -m gpu tests
 
 clean:
 	@if [ -x $(BIN)/shelfproof ]; then $(BIN)/python -c "print('stop a running stack with Ctrl-C first')"; fi
