@@ -37,6 +37,7 @@ class Projector:
         self.position = (0, -1)
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def prepare(self, action: str, signed: txpb.SignedTransaction, body: txpb.TransactionBody) -> Any:
         """What ``apply`` needs from outside the database (read before its transaction opens)."""
@@ -57,6 +58,9 @@ class Projector:
         self._task = asyncio.create_task(self._follow(), name=f"{self.NAME}-projector")
 
     async def stop(self) -> None:
+        # The flag as well as the cancellation: a gRPC stream may turn a cancellation into an
+        # AioRpcError(CANCELLED), which the loop below would otherwise treat as a broken stream.
+        self._stopping = True
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -71,7 +75,7 @@ class Projector:
         return True
 
     async def _follow(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 stream = self.ledger.StreamCommittedTransactions(
                     pb.StreamCommittedTransactionsRequest(from_height=max(self.position[0], 1))
@@ -86,9 +90,13 @@ class Projector:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as err:
+                if self._stopping:
+                    return
                 log.warning("ledger stream broke (%s); resuming", err.code().name, extra={"projector": self.NAME})
                 await asyncio.sleep(0.5)
             except Exception:
+                if self._stopping:
+                    return
                 log.exception("projection failed; retrying from the cursor", extra={"projector": self.NAME})
                 await asyncio.sleep(1.0)
 

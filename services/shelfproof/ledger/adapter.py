@@ -77,12 +77,16 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     async def start(self) -> None:
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._follow_blocks(), name="ledger-follower"),
             asyncio.create_task(self._resubmit_pending(), name="ledger-resubmitter"),
         ]
 
     async def stop(self) -> None:
+        # A flag besides the cancellation: on Python 3.11, asyncio.wait_for (inside
+        # wait_for_new_block) can swallow a cancellation that lands as its wait completes.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -92,7 +96,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
 
     async def _follow_blocks(self) -> None:
         height = self.index.cursor()
-        while True:
+        while not self._stopping:
             try:
                 latest = await self.engine.wait_for_new_block(height, 1.0)
                 while height < latest:
@@ -121,7 +125,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                 await asyncio.sleep(0.5)
 
     async def _resubmit_pending(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(RESUBMIT_AFTER_S / 2)
             now_ms = int(time.time() * 1000)
             for h, raw, acknowledged_ms in self.index.pending():
