@@ -386,6 +386,9 @@ def start_local_llm(
 
     config = (config or LLMSettings().llm_config()).resolved()
     if not ray.is_initialized():
+        # Ray waits 30 s for its GCS to publish its port; a cold start on a loaded two-core machine (a
+        # fresh checkout's first run, other engines starting) has taken longer.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
         temp_dir = (state_dir / "ray").resolve()
         temp_dir.mkdir(parents=True, exist_ok=True)
         ray.init(
