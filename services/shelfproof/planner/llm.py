@@ -391,16 +391,26 @@ def start_local_llm(
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
         temp_dir = (state_dir / "ray").resolve()
         temp_dir.mkdir(parents=True, exist_ok=True)
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-            object_store_memory=object_store_mb * 1024 * 1024,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            _temp_dir=str(temp_dir),
-            configure_logging=False,
-            log_to_driver=False,
-        )
+        for attempt in (1, 2):
+            try:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+                    object_store_memory=object_store_mb * 1024 * 1024,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    _temp_dir=str(temp_dir),
+                    configure_logging=False,
+                    log_to_driver=False,
+                )
+                break
+            except RuntimeError as err:
+                # Seen now and then on this 2-core machine: the GCS never publishes its port. A second
+                # start has always worked.
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+                log.warning("Ray did not start (%s); starting it again", err)
     port = http_port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.monotonic()
