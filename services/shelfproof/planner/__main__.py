@@ -19,9 +19,8 @@ from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import insecure_channel
-from shelfproof.runtime.log import configure_logging
-from shelfproof.runtime.server import GrpcServer, run_until_signalled
-from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, PostgresSettings
+from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
+from shelfproof.runtime.settings import GrpcServerSettings
 
 log = logging.getLogger("shelfproof.planner")
 
@@ -82,12 +81,7 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
 
 
 def main() -> None:
-    common = CommonSettings()
-    configure_logging(common.log_level, common.log_format)
-    pg = PostgresSettings()
-    if not pg.dsn:
-        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
-    asyncio.run(serve(PlannerSettings(), common.state_dir, pg.dsn))
+    run_service_with_postgres(lambda state_dir, dsn: serve(PlannerSettings(), state_dir, dsn))
 
 
 if __name__ == "__main__":

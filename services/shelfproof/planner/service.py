@@ -9,6 +9,7 @@ transactions the people themselves signed; this service relays them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -173,9 +174,9 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
     async def _commit(self, draft: txpb.SubmitAiDraft, output: DraftOutput, snapshot: dict) -> pb.Draft:
         info = output.info
         put = self.ledger.put_content
-        prompt_hash = await put(output.prompt_document())
-        snapshot_hash = await put(prompts.canonical_json(snapshot))
-        output_hash = await put(output.output_document())
+        prompt_hash, snapshot_hash, output_hash = await asyncio.gather(
+            put(output.prompt_document()), put(prompts.canonical_json(snapshot)), put(output.output_document())
+        )
         sampling = {c.sampling.canonical_json() for c in output.calls}
         draft.decision_record.CopyFrom(txpb.AiDecisionRecord(
             model=info.model, weights_digest=info.weights_digest, engine=info.engine, engine_version=info.engine_version,

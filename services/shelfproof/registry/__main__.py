@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from pydantic import Field
@@ -17,9 +16,8 @@ from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
-from shelfproof.runtime.log import configure_logging
-from shelfproof.runtime.server import GrpcServer, run_until_signalled
-from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, PostgresSettings
+from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
+from shelfproof.runtime.settings import GrpcServerSettings
 
 
 class RegistrySettings(GrpcServerSettings):
@@ -62,12 +60,7 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
 
 
 def main() -> None:
-    common = CommonSettings()
-    configure_logging(common.log_level, common.log_format)
-    pg = PostgresSettings()
-    if not pg.dsn:
-        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
-    asyncio.run(serve(RegistrySettings(), pg.dsn, common.state_dir))
+    run_service_with_postgres(lambda state_dir, dsn: serve(RegistrySettings(), dsn, state_dir))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 import grpc
@@ -88,3 +89,17 @@ async def run_until_signalled(
         await stopping.wait()
     finally:
         await stop()
+
+
+def run_service_with_postgres(serve: Callable[[Path, str], Awaitable[None]]) -> None:
+    """The ``main()`` of a service that reads the query model: logging set up once, the PostgreSQL DSN
+    required (``shelfproof up`` sets it), then ``serve(state_dir, dsn)`` until a signal stops it."""
+    from shelfproof.runtime.log import configure_logging
+    from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+
+    common = CommonSettings()
+    configure_logging(common.log_level, common.log_format)
+    pg = PostgresSettings()
+    if not pg.dsn:
+        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
+    asyncio.run(serve(common.state_dir, pg.dsn))

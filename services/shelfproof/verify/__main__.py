@@ -25,9 +25,8 @@ from shelfproof.ledger.genesis import CONSORTIUM_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import call, insecure_channel
-from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.processes import die_with_parent
-from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+from shelfproof.runtime.server import run_service_with_postgres, run_until_signalled
 from shelfproof.verify.ratelimit import RateLimiter
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
 from shelfproof.verify.trust import local_trusted_hashes
@@ -90,30 +89,32 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
     )
     app = build_app(verifier, RateLimiter(settings.rate_per_s, settings.burst), settings.public_origin)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True, reuse_port=True)
-    await site.start()
-    others = _start_other_workers(settings) if settings.worker_index == 0 else []
-    scans.start()
-    # Latency: what exists at start-up is never garbage (freeze it out of the collector's scans), and
-    # the caches hold many small objects, so young collections run less often than by default.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    log.info("verify listening", extra={"address": f"http://{settings.host}:{settings.port}", "engine": status.engine})
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    for worker in others:
-        worker.send_signal(signal.SIGTERM)
-    await runner.cleanup()
-    for worker in others:
-        await asyncio.to_thread(worker.wait)
-    await scans.stop()
-    await pool.close()
-    await channel.close()
+    others: list[subprocess.Popen] = []
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True, reuse_port=True)
+        await site.start()
+        others.extend(_start_other_workers(settings) if settings.worker_index == 0 else [])
+        scans.start()
+        # Latency: what exists at start-up is never garbage (freeze it out of the collector's scans),
+        # and the caches hold many small objects, so young collections run less often than by default.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
+        log.info("verify listening", extra={"address": f"http://{settings.host}:{settings.port}", "engine": status.engine})
+
+    async def stop() -> None:
+        for worker in others:
+            worker.send_signal(signal.SIGTERM)
+        await runner.cleanup()
+        for worker in others:
+            await asyncio.to_thread(worker.wait)
+        await scans.stop()
+        await pool.close()
+        await channel.close()
+
+    await run_until_signalled(start, stop)
 
 
 def _start_other_workers(settings: VerifySettings) -> list[subprocess.Popen]:
@@ -128,12 +129,7 @@ def _start_other_workers(settings: VerifySettings) -> list[subprocess.Popen]:
 
 
 def main() -> None:
-    common = CommonSettings()
-    configure_logging(common.log_level, common.log_format)
-    pg = PostgresSettings()
-    if not pg.dsn:
-        raise SystemExit("SHELFPROOF_PG_DSN is required (shelfproof up sets it)")
-    asyncio.run(serve(VerifySettings(), common.state_dir, pg.dsn))
+    run_service_with_postgres(lambda state_dir, dsn: serve(VerifySettings(), state_dir, dsn))
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ class LedgerReader:
 
     async def read(self, keys: list[tuple[str, bytes]]) -> LedgerRead:
         loop = asyncio.get_running_loop()
-        if len(self._pending_keys | set(keys)) > self.MAX_KEYS:
+        if len(self._pending_keys) + sum(k not in self._pending_keys for k in keys) > self.MAX_KEYS:
             self._flush()
         future = loop.create_future()
         self._pending.append((keys, future))
