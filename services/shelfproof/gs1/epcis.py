@@ -7,19 +7,19 @@ lets two parties name the same event without agreeing on an eventID; it follows 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from urllib.parse import unquote
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import jsonschema
 
-from shelfproof.gs1.keys import InvalidGs1Key, check_digit, validate_gln
+from shelfproof.gs1.canonical import canonical_key, item_key
+from shelfproof.gs1.event_hash import event_hash_id, prehash_string  # noqa: F401  (the format's public API)
+from shelfproof.gs1.keys import InvalidGs1Key, validate_gln
 
 EPCIS_CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
 CBV_BASE = "https://ref.gs1.org/cbv/"
@@ -42,10 +42,9 @@ DISPOSITIONS = frozenset(
 BIZ_TRANSACTION_TYPES = frozenset("bol cert desadv inv pedigree po poc prodorder recadv rma testprd testres upevt".split())
 SOURCE_DEST_TYPES = frozenset(("owning_party", "possessing_party", "location"))
 ACTIONS = frozenset(("ADD", "OBSERVE", "DELETE"))
-# Bare CBV word -> URI prefix, per field, as the JSON-LD context expands them.
-_CBV_PREFIX = {"bizStep": "BizStep-", "disposition": "Disp-", "bizTransactionType": "BTT-", "sdt": "SDT-"}
 
 Action = Literal["ADD", "OBSERVE", "DELETE"]
+_TZ_OFFSET = re.compile(r"[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00", re.ASCII)
 Violation = tuple[str, str]
 
 
@@ -70,7 +69,7 @@ def _time_fields(event_time: datetime, tz_offset: str | None, errors: list[Viola
         minutes = int(off.total_seconds() // 60)
         sign = "-" if minutes < 0 else "+"
         tz_offset = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-    if not re.fullmatch(r"[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)", tz_offset):
+    if len(tz_offset) != 6 or not _TZ_OFFSET.fullmatch(tz_offset):
         errors.append(("eventTimeZoneOffset", f"{tz_offset!r} is not ±hh:mm within -14:00..+14:00"))
     # Millisecond precision: the hash truncates to ms anyway, and sub-ms digits only invite rounding disputes.
     text = event_time.isoformat(timespec="milliseconds")
@@ -94,7 +93,7 @@ def _check_epcs(epcs: Sequence[str], field: str, errors: list[Violation], *, req
     if required and not epcs:
         errors.append((field, "must contain at least one EPC"))
     for i, epc in enumerate(epcs):
-        if not isinstance(epc, str) or not re.match(r"^(https?://|urn:epc:)", epc):
+        if not isinstance(epc, str) or not epc.startswith(("https://", "http://", "urn:epc:")):
             errors.append((f"{field}[{i}]", f"{epc!r} is not a GS1 Digital Link URI or EPC URN"))
 
 
@@ -318,172 +317,14 @@ def parse_document(json_bytes: bytes | str, *, max_bytes: int = 8 * 1024 * 1024)
 
 # --------------------------------------------------------------------------------------------------- event hash
 
-_URN_CBV = {
-    "urn:epcglobal:cbv:bizstep:": "BizStep-",
-    "urn:epcglobal:cbv:disp:": "Disp-",
-    "urn:epcglobal:cbv:btt:": "BTT-",
-    "urn:epcglobal:cbv:sdt:": "SDT-",
-    "urn:epcglobal:cbv:er:": "ER-",
-}
-_SGTIN = re.compile(r"^urn:epc:id:sgtin:(\d+)\.(\d+)\.(.+)$")
-_SSCC = re.compile(r"^urn:epc:id:sscc:(\d+)\.(\d+)$")
-_SGLN = re.compile(r"^urn:epc:id:sgln:(\d+)\.(\d*)\.(.+)$")
-_DL = re.compile(r"^https?://[^/]+/(?:.*/)?(01|00|414|417)/(\d+)(/.*)?$")
-
-
 def canonical_epc(value: str) -> str:
-    """EPC URN or DL URI -> canonical id.gs1.org DL, the form the hash compares (others pass through)."""
-    if m := _SGTIN.match(value):
-        cp, ir, serial = m.groups()
-        body = ir[0] + cp + ir[1:]
-        return f"{DL_BASE}/01/{body}{check_digit(body)}/21/{serial}"
-    if m := _SSCC.match(value):
-        cp, sr = m.groups()
-        body = sr[0] + cp + sr[1:]
-        return f"{DL_BASE}/00/{body}{check_digit(body)}"
-    if m := _SGLN.match(value):
-        cp, lr, ext = m.groups()
-        body = cp + lr
-        uri = f"{DL_BASE}/414/{body}{check_digit(body)}"
-        return uri if ext == "0" else f"{uri}/254/{ext}"
-    if (m := _DL.match(value)) and "?" not in value and "%" not in value:
-        ai, key, rest = m.groups()
-        if ai == "01":
-            key = key.zfill(14)
-            parts = (rest or "").strip("/").split("/") if rest else []
-            quals = dict(zip(parts[::2], parts[1::2]))
-            if "21" in quals:
-                return f"{DL_BASE}/01/{key}/21/{quals['21']}"
-            if "10" in quals:
-                return f"{DL_BASE}/01/{key}/10/{quals['10']}"
-            return f"{DL_BASE}/01/{key}"
-        return f"{DL_BASE}/{ai}/{key}{rest or ''}"
-    return value
-
-
-_CANONICAL_ITEM = re.compile(r"^https://id\.gs1\.org/01/(\d{14})/21/([^/?#]+)$")
+    """EPC URN or DL URI -> constrained canonical id.gs1.org DL, the form the hash compares (others pass through)."""
+    return canonical_key(value) or value
 
 
 def item_of(epc: str) -> tuple[str, str] | None:
-    """(GTIN-14, serial) of a serialized item's EPC (DL URI or SGTIN URN); None for other identifiers."""
-    match = _CANONICAL_ITEM.match(canonical_epc(epc))
-    return (match.group(1), unquote(match.group(2))) if match else None
+    """(GTIN-14, serial) of a serialized item's EPC (DL URI on any host, or SGTIN URN); None for other identifiers.
 
-
-def _canonical_value(value: Any) -> str:
-    """Trim, map legacy CBV URNs, canonicalise numbers (as the reference does), then EPCs."""
-    text = str(value).strip()
-    for urn, prefix in _URN_CBV.items():
-        text = text.replace(urn, CBV_BASE + prefix)
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        text = str(int(number)) if number == int(number) else str(number)
-    return canonical_epc(text)
-
-
-def _utc_ms(text: str) -> str:
-    """Event time as UTC with exactly three fractional digits, rounding half-even on microseconds."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-    micro = round(dt.microsecond, -3)
-    if micro == 1_000_000:
-        dt = dt.replace(microsecond=0) + timedelta(seconds=1)
-    else:
-        dt = dt.replace(microsecond=micro)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _cbv(word: str, kind: str) -> str:
-    return CBV_BASE + _CBV_PREFIX[kind] + word if re.fullmatch(r"[a-z_]+", word) else _canonical_value(word)
-
-
-def _leaf(name: str, value: Any) -> str:
-    return f"{name}={_canonical_value(value)}"
-
-
-def _sorted_list(name: str, items: Iterable[str]) -> str:
-    rendered = sorted(items)
-    return name + "".join(rendered) if rendered else ""
-
-
-def _typed_list(name: str, key: str, items: Sequence[Mapping[str, str]], kind: str) -> str:
-    rendered = []
-    for item in items:
-        s = ""
-        if item.get("type"):
-            s += "type=" + _cbv(item["type"], kind)
-        s += _leaf(key, item[key])
-        rendered.append(s)
-    return _sorted_list(name, rendered)
-
-
-def _quantities(name: str, items: Sequence[Mapping[str, Any]]) -> str:
-    rendered = []
-    for q in items:
-        s = _leaf("epcClass", q["epcClass"])
-        if "quantity" in q:
-            s += _leaf("quantity", q["quantity"])
-        if "uom" in q:
-            s += _leaf("uom", q["uom"])
-        rendered.append("quantityElement" + s)
-    return _sorted_list(name, rendered)
-
-
-def prehash_string(event: Mapping[str, Any]) -> str:
-    """CBV 2.0 pre-hash string of one event (our builders' field set; sensor data and extensions are not covered).
-
-    Field order and the placement of `ilmd` and `sourceList` after the ordered fields (sorted among themselves)
-    follow the reference generator 1.9.3's actual output, which is what partners reproduce.
+    Consensus calls this on member input: it is bounded and linear-time (no backtracking regex).
     """
-    unsupported = sorted(set(event) - _HASHED_FIELDS - _IGNORED_FIELDS)
-    if unsupported:
-        raise InvalidEpcisEvent([(f, "not supported by our event hash implementation") for f in unsupported])
-    parts = [f"eventType={event['type']}", f"eventTime={_utc_ms(event['eventTime'])}",
-             f"eventTimeZoneOffset={event['eventTimeZoneOffset']}"]
-    if "parentID" in event:
-        parts.append(_leaf("parentID", event["parentID"]))
-    for name in ("epcList", "childEPCs"):
-        if event.get(name):
-            parts.append(_sorted_list(name, (_leaf("epc", e) for e in event[name])))
-    for name in ("quantityList", "childQuantityList"):
-        if event.get(name):
-            parts.append(_quantities(name, event[name]))
-    parts.append(_leaf("action", event["action"]))
-    if "bizStep" in event:
-        parts.append("bizStep=" + _cbv(event["bizStep"], "bizStep"))
-    if "disposition" in event:
-        parts.append("disposition=" + _cbv(event["disposition"], "disposition"))
-    if pd := event.get("persistentDisposition"):
-        parts.append("persistentDisposition"
-                     + "".join(sorted("set=" + _cbv(d, "disposition") for d in pd.get("set", [])))
-                     + "".join(sorted("unset=" + _cbv(d, "disposition") for d in pd.get("unset", []))))
-    for name in ("readPoint", "bizLocation"):
-        if name in event:
-            parts.append(f"{name}id={_canonical_value(event[name]['id'])}")
-    if event.get("bizTransactionList"):
-        parts.append(_typed_list("bizTransactionList", "bizTransaction", event["bizTransactionList"],
-                                 "bizTransactionType"))
-    if event.get("destinationList"):
-        parts.append(_typed_list("destinationList", "destination", event["destinationList"], "sdt"))
-    trailing = []
-    if event.get("sourceList"):
-        trailing.append(_typed_list("sourceList", "source", event["sourceList"], "sdt"))
-    if event.get("ilmd"):
-        trailing.append(_sorted_list("ilmd", (_leaf(k, v) for k, v in event["ilmd"].items())))
-    return "".join(parts) + "".join(sorted(trailing))
-
-
-_HASHED_FIELDS = frozenset(
-    "type eventTime eventTimeZoneOffset parentID epcList childEPCs quantityList childQuantityList action bizStep "
-    "disposition persistentDisposition readPoint bizLocation bizTransactionList sourceList destinationList "
-    "ilmd".split()
-)
-_IGNORED_FIELDS = frozenset(("eventID", "recordTime", "errorDeclaration"))
-
-
-def event_hash_id(event: Mapping[str, Any]) -> str:
-    """CBV 2.0 Event Hash ID: SHA-256 of the pre-hash string, lowercase hex, in the `ni:` form partners use."""
-    digest = hashlib.sha256(prehash_string(event).encode("utf-8")).hexdigest()
-    return f"ni:///sha-256;{digest}?ver=CBV2.0"
+    return item_key(epc)
