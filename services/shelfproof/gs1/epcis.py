@@ -18,7 +18,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import jsonschema
 
 from shelfproof.gs1.canonical import canonical_key, item_key
-from shelfproof.gs1.event_hash import event_hash_id, prehash_string  # noqa: F401  (the format's public API)
+from shelfproof.gs1.event_hash import event_hash_id, prehash_string, utc_milliseconds  # noqa: F401  (public API)
 from shelfproof.gs1.keys import InvalidGs1Key, validate_gln
 
 EPCIS_CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
@@ -290,29 +290,102 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+def json_pointer(path: Iterable[Any]) -> str:
+    """RFC 6901 pointer of a path into a document: ``/epcisBody/eventList/0/epcList/3``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
 def validate_document(doc: Mapping[str, Any]) -> None:
     """Check a document against GS1's EPCIS 2.0 JSON schema with `date-time`/`uri` formats enforced."""
     errors = sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise InvalidEpcisEvent(
-            [("/".join(map(str, e.absolute_path)) or "$", e.message[:500]) for e in errors[:50]]
-        )
+        raise InvalidEpcisEvent([(json_pointer(e.absolute_path), e.message[:500]) for e in errors[:50]])
+
+
+MAX_DEPTH = 24
+
+
+def _too_deep(value: Any) -> str | None:
+    """Pointer to the first value nested deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(value, 0, ())]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            return json_pointer(path)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1, (*path, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1, (*path, i)) for i, v in enumerate(item))
+    return None
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_document(json_bytes: bytes | str, *, max_bytes: int = 8 * 1024 * 1024) -> dict[str, Any]:
+    """A partner's EPCISDocument, checked: size cap, strict JSON, nesting bound, GS1's schema."""
+    if len(json_bytes) > max_bytes:
+        raise InvalidEpcisEvent([("", f"document is {len(json_bytes)} bytes, limit {max_bytes}")])
+    try:
+        doc = json.loads(json_bytes, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidEpcisEvent([("", f"not JSON: {str(exc)[:200]}")]) from None
+    if not isinstance(doc, dict):
+        raise InvalidEpcisEvent([("", "document must be a JSON object")])
+    if (b"\\u" if isinstance(json_bytes, bytes) else "\\u") in json_bytes:  # escapes can spell what text cannot hold
+        try:
+            if "\\u0000" in json.dumps(doc, ensure_ascii=False).encode("utf-8").decode("utf-8"):
+                raise InvalidEpcisEvent([("", "a string contains U+0000")])
+        except UnicodeError:
+            raise InvalidEpcisEvent([("", "a string contains a lone surrogate (not Unicode text)")]) from None
+    if (where := _too_deep(doc)) is not None:
+        raise InvalidEpcisEvent([(where, f"nested deeper than {MAX_DEPTH} levels")])
+    validate_document(doc)
+    if doc.get("type") != "EPCISDocument":
+        raise InvalidEpcisEvent([("/type", "expected EPCISDocument")])
+    return doc
 
 
 def parse_document(json_bytes: bytes | str, *, max_bytes: int = 8 * 1024 * 1024) -> list[dict[str, Any]]:
-    """Import a partner's EPCISDocument: size cap, JSON parse, schema check, then its events."""
-    if len(json_bytes) > max_bytes:
-        raise InvalidEpcisEvent([("$", f"document is {len(json_bytes)} bytes, limit {max_bytes}")])
+    """Import a partner's EPCISDocument: its events (see ``load_document``)."""
+    return list(load_document(json_bytes, max_bytes=max_bytes)["epcisBody"]["eventList"])
+
+
+def parse_event_time(text: Any) -> datetime | None:
+    """An RFC 3339 time (any fraction length, Z or offset, either case) as an aware datetime; None if not one."""
+    if not isinstance(text, str):
+        return None
+    utc = utc_milliseconds(text)
+    if utc is None:
+        return None
     try:
-        doc = json.loads(json_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEpcisEvent([("$", f"not JSON: {exc}")]) from exc
-    if not isinstance(doc, dict):
-        raise InvalidEpcisEvent([("$", "document must be a JSON object")])
-    validate_document(doc)
-    if doc.get("type") != "EPCISDocument":
-        raise InvalidEpcisEvent([("type", "expected EPCISDocument")])
-    return list(doc["epcisBody"]["eventList"])
+        return datetime.fromisoformat(utc.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def epcs_of(event: Mapping[str, Any]) -> list[str]:
+    """Every instance an event names: parentID, epcList, childEPCs, inputEPCList, outputEPCList."""
+    names = [event["parentID"]] if isinstance(event.get("parentID"), str) else []
+    for field in ("epcList", "childEPCs", "inputEPCList", "outputEPCList"):
+        value = event.get(field)
+        if isinstance(value, list):
+            names.extend(e for e in value if isinstance(e, str))
+    return names
+
+
+def location_gln(place: Any) -> str | None:
+    """The GLN of a readPoint/bizLocation given as SGLN URN or Digital Link (AI 414), check digit valid."""
+    identifier = place.get("id") if isinstance(place, dict) else None
+    canonical = canonical_key(identifier) if isinstance(identifier, str) else None
+    prefix = "https://id.gs1.org/414/"
+    if canonical is None or not canonical.startswith(prefix):
+        return None
+    try:
+        return validate_gln(canonical[len(prefix):len(prefix) + 13])
+    except InvalidGs1Key:
+        return None
 
 
 # --------------------------------------------------------------------------------------------------- event hash

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+import logging
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.db.projection import Projector, block_time
-from shelfproof.gs1.epcis import item_of
+from shelfproof.gs1.epcis import epcs_of, event_hash_id, item_of, location_gln, parse_event_time
 from shelfproof.ledger.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
+log = logging.getLogger(__name__)
 async def _apply_register_product(cur, result: pb.TransactionResult, signer_org: str, a: txpb.RegisterProduct) -> None:
     at = block_time(result)
     await cur.execute(
@@ -94,44 +95,117 @@ def _cbv_word(value: str | None) -> str:
     return value.rsplit("-", 1)[-1] if value.startswith("http") else value.rsplit(":", 1)[-1]
 
 
-def _gln_of(place: dict | None) -> str | None:
-    identifier = (place or {}).get("id", "")
-    marker = "/414/"
-    if marker not in identifier:
-        return None
-    return identifier.split(marker, 1)[1][:13]
+def _event_json(raw: bytes) -> dict:
+    """The recorded event. Any member can write one, so what PostgreSQL cannot hold (not a JSON object,
+    NUL characters, lone surrogates) reads as {} rather than stopping the projection."""
+    try:
+        event = json.loads(raw)
+        if b"\\u" in raw:
+            text = json.dumps(event, ensure_ascii=False)
+            text.encode("utf-8")
+            if "\\u0000" in text:
+                return {}
+    except (ValueError, RecursionError, UnicodeError):
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _text(value) -> str | None:
+    """A column value from member input: text without NULs, or None."""
+    return value.replace("\x00", "") or None if isinstance(value, str) else None
 
 
 async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a: txpb.RecordEvent) -> None:
-    event = json.loads(a.epcis_event_json)
-    items = [item for item in (item_of(epc) for epc in a.epcs) if item is not None]
-    biz_location = a.biz_location_gln or _gln_of(event.get("bizLocation"))
+    event = _event_json(a.epcis_event_json)
+    declaration = event.get("errorDeclaration")
+    if isinstance(declaration, dict):
+        await _apply_error_declaration(cur, result, signer, a, event, declaration)
+        return
+    if not await _insert_event(cur, result, signer, a.event_hash, a, event):
+        return  # declared (and so recorded) before the event itself arrived
+    items = await _insert_items(cur, a.event_hash, a.epcs)
+    await _apply_inventory(cur, result, a.biz_step, event, a.biz_location_gln or location_gln(event.get("bizLocation")),
+                           items, 1)
+
+
+async def _insert_event(cur, result, signer: str, event_hash: str, a: txpb.RecordEvent, event: dict,
+                        declaration: dict | None = None, declaration_hash: str | None = None) -> bool:
+    event_time = parse_event_time(event.get("eventTime")) or block_time(result)
+    event_id = _text(event.get("eventID"))
+    action = _text(event.get("action"))
     await cur.execute(
-        "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (a.event_hash, a.event_type, datetime.fromisoformat(event["eventTime"]), event.get("action"),
-         a.biz_step or None, a.disposition or None, biz_location, Jsonb(event), signer, result.height,
-         result.index, result.tx_hash),
+        """INSERT INTO events (event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln,
+                               document, recorded_by, ledger_height, tx_index, tx_hash, event_id, error_declaration,
+                               declaration_hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_hash) DO NOTHING""",
+        (event_hash, a.event_type, event_time, action, _text(a.biz_step) or _text(event.get("bizStep")),
+         _text(a.disposition) or _text(event.get("disposition")),
+         a.biz_location_gln or location_gln(event.get("bizLocation")),
+         Jsonb(event), signer, result.height, result.index, result.tx_hash, event_id,
+         Jsonb(declaration) if declaration is not None else None, declaration_hash),
     )
+    return cur.rowcount == 1
+
+
+async def _insert_items(cur, event_hash: str, epcs) -> list[tuple[str, str]]:
+    items = [item for item in (item_of(epc) for epc in epcs) if item is not None]
     if items:
         await cur.executemany(
             "INSERT INTO event_items VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [(a.event_hash, gtin, serial) for gtin, serial in items],
+            [(event_hash, gtin, serial) for gtin, serial in items],
         )
-    step = _cbv_word(a.biz_step)
+    return items
+
+
+async def _apply_inventory(cur, result, biz_step: str, event: dict, biz_location: str | None,
+                           items: list[tuple[str, str]], direction: int) -> None:
+    step = _cbv_word(biz_step)
     sign = 1 if step in STOCK_IN else -1 if (step in STOCK_OUT or event.get("action") == "DELETE") else 0
     # Goods leaving a site are often recorded at its read point, with no business location.
-    location = biz_location if sign > 0 else (biz_location or _gln_of(event.get("readPoint")))
-    if sign == 0 or location is None:
+    location = biz_location if sign > 0 else (biz_location or location_gln(event.get("readPoint")))
+    if sign == 0 or location is None or not items:
         return
     per_gtin: dict[str, int] = {}
     for gtin, _ in items:
-        per_gtin[gtin] = per_gtin.get(gtin, 0) + sign
+        per_gtin[gtin] = per_gtin.get(gtin, 0) + sign * direction
     await cur.executemany(
         """INSERT INTO inventory_positions VALUES (%s, %s, %s, %s)
            ON CONFLICT (gtin, location_gln) DO UPDATE
            SET quantity = inventory_positions.quantity + EXCLUDED.quantity, ledger_height = EXCLUDED.ledger_height""",
         [(gtin, location, delta, result.height) for gtin, delta in sorted(per_gtin.items())],
     )
+
+
+async def _apply_error_declaration(cur, result, signer: str, a: txpb.RecordEvent, event: dict, declaration: dict) -> None:
+    """A copy of an event that declares it erroneous: linked to the declared event (created from the copy
+    if it was never captured), with its corrective events; a declared event's inventory effect is undone."""
+    try:
+        declared = event_hash_id(event)  # errorDeclaration is not part of the hash: the declared event's id
+    except Exception:  # a member's malformed record must not stop the projection
+        log.warning("error declaration %s is not a hashable event; skipped", a.event_hash)
+        return
+    await cur.execute(
+        "SELECT error_declaration IS NOT NULL, biz_step, biz_location_gln, document FROM events WHERE event_hash = %s",
+        (declared,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        await _insert_event(cur, result, signer, declared, a, event, declaration, a.event_hash)
+        await _insert_items(cur, declared, epcs_of(event))
+    else:
+        await cur.execute("UPDATE events SET error_declaration = %s, declaration_hash = %s WHERE event_hash = %s",
+                          (Jsonb(declaration), a.event_hash, declared))
+        if not row[0]:  # the first declaration undoes the event's effect on stock
+            original = row[3] if isinstance(row[3], dict) else {}
+            await cur.execute("SELECT gtin, serial FROM event_items WHERE event_hash = %s", (declared,))
+            items = [(g, s) for g, s in await cur.fetchall()]
+            await _apply_inventory(cur, result, row[1] or "", original, row[2], items, -1)
+    corrective = [c for c in declaration.get("correctiveEventIDs") or [] if isinstance(c, str) and len(c) <= 2048]
+    if corrective:
+        await cur.executemany(
+            "INSERT INTO event_corrections VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(declared, c) for c in corrective[:1000]],
+        )
 
 
 class RegistryProjector(Projector):
