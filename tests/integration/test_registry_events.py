@@ -13,6 +13,7 @@ from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.runtime import errors
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN
 from tests.integration.harness import Registry
 
 GTIN = "00614141123452"
@@ -125,3 +126,147 @@ async def test_invalid_documents_are_refused_and_write_nothing(tmp_path, databas
         assert not registry.engine.mempool
         with psycopg.connect(database_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------------------------ every event type
+
+
+def _corpus_document(events: list[dict]) -> bytes:
+    from tests.unit.epcis_corpus import Corpus
+
+    return json.dumps(Corpus(0).document(events)).encode()
+
+
+async def test_all_five_event_types_and_every_field_round_trip_verbatim(tmp_path, database_dsn):
+    """Object, Aggregation, Transaction, Transformation and Association events with quantity lists, sensor
+    data, certification info, persistent disposition, ILMD and extensions: captured under the reference
+    generator's Event Hash IDs, returned verbatim by ListEvents, exported as a valid document that
+    re-hashes to the same ids."""
+    from tests.unit.epcis_corpus import Corpus
+    from tests.unit.test_event_hash import reference_hashes
+
+    corpus = Corpus(11)
+    events = [corpus.event(kind) for kind in ("ObjectEvent", "AggregationEvent", "TransactionEvent",
+                                              "TransformationEvent", "AssociationEvent") for _ in range(6)]
+    events = [{k: v for k, v in e.items() if k != "errorDeclaration"} for e in events]
+    events[0]["sensorElementList"] = corpus.sensor_elements()
+    events[0]["certificationInfo"] = "https://cert.example.com/organic"
+    events[0]["example:myField"] = {"example:inner": [1, 2.5, "v"], "example:flag": True}
+    document = corpus.document(events)
+    async with Registry(tmp_path, database_dsn) as registry:
+        captured = (await registry.events.CaptureEvents(
+            pb.CaptureEventsRequest(epcis_document=json.dumps(document).encode()), timeout=60)).events
+        assert [c.event_hash for c in captured] == reference_hashes(document)
+        listed = (await registry.events.ListEvents(pb.ListEventsRequest(page_size=500), timeout=10)).events
+        by_hash = {e.event_hash: json.loads(e.event_json) for e in listed}
+        assert {e.event_type for e in listed} == {"ObjectEvent", "AggregationEvent", "TransactionEvent",
+                                                  "TransformationEvent", "AssociationEvent"}
+        for event, c in zip(events, captured):
+            stored = by_hash[c.event_hash]
+            assert stored.pop("@context") == document["@context"]  # the document's prefixes travel with it
+            assert stored == event
+        exported = json.loads((await registry.events.ExportEvents(pb.ExportEventsRequest(), timeout=30)).epcis_document)
+        epcis.validate_document(exported)
+        assert sorted(reference_hashes(exported)) == sorted(c.event_hash for c in captured)
+        assert exported["@context"][1] == document["@context"][1]
+
+
+async def test_error_declaration_links_both_ways(tmp_path, database_dsn):
+    original = {**JOURNEY[1], "eventID": "urn:uuid:00000000-0000-4000-8000-000000000001"}
+    corrective = {**JOURNEY[1], "eventID": "urn:uuid:00000000-0000-4000-8000-000000000002",
+                  "eventTime": "2026-11-21T10:30:00.000+01:00", "epcList": [_item("A1")]}
+    declared = {**original, "errorDeclaration": {"declarationTime": "2026-11-22T08:00:00.000+01:00",
+                                                 "reason": "incorrect_data",
+                                                 "correctiveEventIDs": [corrective["eventID"]]}}
+    async with Registry(tmp_path, database_dsn) as registry:
+        stub = registry.events
+        await stub.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document([JOURNEY[0], original])), timeout=60)
+        answer = (await stub.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document([declared, corrective])),
+                                           timeout=60)).events
+        assert answer[0].error_declaration and answer[0].event_hash == epcis.event_hash_id(original)
+        assert not answer[1].error_declaration
+        # Re-sending the declaration changes nothing.
+        again = (await stub.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document([declared])), timeout=60)).events
+        assert again[0].ledger_ref == answer[0].ledger_ref
+        events = {e.event_hash: e for e in (await stub.ListEvents(pb.ListEventsRequest(), timeout=5)).events}
+        wrong = events[epcis.event_hash_id(original)]
+        assert json.loads(wrong.error_declaration_json)["reason"] == "incorrect_data"
+        assert list(wrong.corrective_event_ids) == [corrective["eventID"]]
+        right = events[epcis.event_hash_id(corrective)]
+        assert list(right.corrects_event_hashes) == [wrong.event_hash] and not right.error_declaration_json
+        # The declared shipment no longer counts against the plant's stock: 3 commissioned, then the
+        # corrective shipment of one item.
+        positions = (await stub.ListInventoryPositions(pb.ListInventoryPositionsRequest(gtin=GTIN), timeout=5)).positions
+        assert {(p.location_gln, p.quantity) for p in positions} == {(PLANT, 2)}
+
+
+@pytest.mark.parametrize(
+    ("events", "field"),
+    [
+        ([JOURNEY[0], {"type": "example:Inspection", "eventTime": "2026-01-01T00:00:00Z", "eventTimeZoneOffset": "+00:00"}],
+         "/epcisBody/eventList/1/type"),
+        ([{**JOURNEY[0], "epcList": [_item(f"S{i}") for i in range(1001)]}], "/epcisBody/eventList/0"),
+        ([JOURNEY[0], {**JOURNEY[1], "epcList": ["https://id.gs1.org/01/" + "0" * 70_000]}], "/epcisBody/eventList/1"),
+        ([{**JOURNEY[0], "eventTime": "nope"}], "/epcisBody/eventList/0/eventTime"),
+    ],
+)
+async def test_refused_documents_name_the_event_and_record_nothing(tmp_path, database_dsn, events, field):
+    async with Registry(tmp_path, database_dsn) as registry:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document(events)), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in [v.field for v in errors.error_from_rpc(caught.value).field_violations]
+        assert not registry.engine.mempool
+        with psycopg.connect(database_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
+async def test_generated_documents_through_the_real_server(tmp_path, database_dsn):
+    """A few documents from the corpus and hostile variants, end to end: OK or INVALID_ARGUMENT only."""
+    from tests.unit.epcis_corpus import Corpus
+
+    corpus = Corpus(5)
+    documents = [_corpus_document([corpus.event() for _ in range(8)]) for _ in range(3)]
+    hostile = corpus.event("ObjectEvent")
+    hostile["example:deep"] = {"example:a": [None, True, 1e308, -0.0, "\u202e", "x" * 10_000]}
+    hostile["epcList"] = ["urn:epc:id:sgtin:" + "9" * 5000 + ".1.1", "https://x.example/01/" + "01/" * 3000 + "1"]
+    documents.append(_corpus_document([hostile]))
+    async with Registry(tmp_path, database_dsn) as registry:
+        for document in documents:
+            try:
+                reply = await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=document), timeout=60)
+                assert len(reply.events) == len(json.loads(document)["epcisBody"]["eventList"])
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+
+
+async def test_a_64kb_epc_in_a_record_event_is_refused_fast(tmp_path, database_dsn):
+    """Issue 11 finding 4: the Digital Link regex backtracked for 26 s on one 64 KB EPC in CheckTx."""
+    import time
+
+    from tendermint.abci import types_pb2 as abci
+
+    from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+    # 62.5 KB, so the transaction still fits; the newline made the old pattern backtrack quadratically.
+    epc = "https://a/" + "01/1/" * 12_500 + "\n?"
+    async with Registry(tmp_path, database_dsn) as registry:
+        # Through capture: refused as bad input, naming the event.
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.events.CaptureEvents(pb.CaptureEventsRequest(
+                epcis_document=_document([{**JOURNEY[1], "epcList": [epc]}])), timeout=20)
+        assert time.perf_counter() - started < 0.5
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Straight to the ledger's CheckTx, as any member could send it: answered in-band, fast.
+        body = txpb.TransactionBody(record_event=txpb.RecordEvent(
+            event_hash="ni:///sha-256;" + "0" * 64 + "?ver=CBV2.0", epcis_event_json=b"{}", event_type="ObjectEvent",
+            epcs=[epc]))
+        account = registry.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"]
+        raw = account.signer("registry-test").sign(body)
+        started = time.perf_counter()
+        registry.engine.app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.NEW))
+        assert time.perf_counter() - started < 0.5
+        started = time.perf_counter()
+        assert epcis.item_of(epc) is None and epcis.item_of("https://id.gs1.org/01/09506000134352/21/" + "A" * 65_536) is None
+        assert time.perf_counter() - started < 0.05

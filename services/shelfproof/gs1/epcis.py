@@ -21,7 +21,8 @@ from shelfproof.gs1.canonical import canonical_key, item_key
 from shelfproof.gs1.event_hash import event_hash_id, prehash_string, utc_milliseconds  # noqa: F401  (public API)
 from shelfproof.gs1.keys import InvalidGs1Key, validate_gln
 
-EPCIS_CONTEXT_URL = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
+# The versioned context: stable, and what offline tools (the reference hash generator among them) bundle.
+EPCIS_CONTEXT_URL = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 CBV_BASE = "https://ref.gs1.org/cbv/"
 DL_BASE = "https://id.gs1.org"
 

@@ -213,7 +213,8 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         async with self.pool.connection() as conn:
             rows = await conn.execute(
                 """SELECT event_hash, ledger_height, tx_hash FROM events WHERE event_hash = ANY(%s)
-                   UNION ALL SELECT declaration_hash, ledger_height, tx_hash FROM events WHERE declaration_hash = ANY(%s)""",
+                   UNION ALL SELECT declaration_hash, declaration_height, declaration_tx_hash FROM events
+                   WHERE declaration_hash = ANY(%s)""",
                 (keys, keys),
             )
             return {key: (height, bytes(tx)) for key, height, tx in await rows.fetchall()}

@@ -136,13 +136,15 @@ async def _insert_event(cur, result, signer: str, event_hash: str, a: txpb.Recor
     await cur.execute(
         """INSERT INTO events (event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln,
                                document, recorded_by, ledger_height, tx_index, tx_hash, event_id, error_declaration,
-                               declaration_hash)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (event_hash) DO NOTHING""",
+                               declaration_hash, declaration_height, declaration_tx_hash)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (event_hash) DO NOTHING""",
         (event_hash, a.event_type, event_time, action, _text(a.biz_step) or _text(event.get("bizStep")),
          _text(a.disposition) or _text(event.get("disposition")),
          a.biz_location_gln or location_gln(event.get("bizLocation")),
          Jsonb(event), signer, result.height, result.index, result.tx_hash, event_id,
-         Jsonb(declaration) if declaration is not None else None, declaration_hash),
+         Jsonb(declaration) if declaration is not None else None, declaration_hash,
+         result.height if declaration_hash else None, result.tx_hash if declaration_hash else None),
     )
     return cur.rowcount == 1
 
@@ -193,8 +195,10 @@ async def _apply_error_declaration(cur, result, signer: str, a: txpb.RecordEvent
         await _insert_event(cur, result, signer, declared, a, event, declaration, a.event_hash)
         await _insert_items(cur, declared, epcs_of(event))
     else:
-        await cur.execute("UPDATE events SET error_declaration = %s, declaration_hash = %s WHERE event_hash = %s",
-                          (Jsonb(declaration), a.event_hash, declared))
+        await cur.execute(
+            """UPDATE events SET error_declaration = %s, declaration_hash = %s, declaration_height = %s,
+                                 declaration_tx_hash = %s WHERE event_hash = %s""",
+            (Jsonb(declaration), a.event_hash, result.height, result.tx_hash, declared))
         if not row[0]:  # the first declaration undoes the event's effect on stock
             original = row[3] if isinstance(row[3], dict) else {}
             await cur.execute("SELECT gtin, serial FROM event_items WHERE event_hash = %s", (declared,))

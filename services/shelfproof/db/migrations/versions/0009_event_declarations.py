@@ -21,6 +21,8 @@ def upgrade() -> None:
     op.add_column("events", sa.Column("error_declaration", postgresql.JSONB(), nullable=True))
     # Ledger key of the declaration transaction (the declared event keeps its Event Hash ID).
     op.add_column("events", sa.Column("declaration_hash", sa.String(100), nullable=True))
+    op.add_column("events", sa.Column("declaration_height", sa.BigInteger(), nullable=True))
+    op.add_column("events", sa.Column("declaration_tx_hash", sa.LargeBinary(), nullable=True))
     op.create_index("events_event_id", "events", ["event_id"])
     op.create_index("events_declaration_hash", "events", ["declaration_hash"], unique=True)
     op.create_table(
@@ -37,6 +39,8 @@ def downgrade() -> None:
     op.drop_table("event_corrections")
     op.drop_index("events_declaration_hash", table_name="events")
     op.drop_index("events_event_id", table_name="events")
+    op.drop_column("events", "declaration_tx_hash")
+    op.drop_column("events", "declaration_height")
     op.drop_column("events", "declaration_hash")
     op.drop_column("events", "error_declaration")
     op.drop_column("events", "event_id")
