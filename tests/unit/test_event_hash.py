@@ -197,3 +197,21 @@ def test_item_of_keeps_its_contract() -> None:
     assert E.item_of("https://id.gs1.org/00/095211410000000014") is None
     assert E.item_of("https://id.gs1.org/01/09506000134352/21/" + "A" * 21) is None
     assert E.item_of("https://id.gs1.org/01/09506000134352/21/A%20B") is None  # space is not CSET 82
+
+
+def test_every_gs1_regex_is_ascii_anchored_and_linear() -> None:
+    """Issue 11 finding 4: in gs1/, patterns are re.ASCII, whole-string, with no nested quantifiers."""
+    import pathlib
+    import re
+
+    from shelfproof.gs1.keys import CSET82_VALUE
+
+    assert CSET82_VALUE.flags & re.ASCII
+    assert not CSET82_VALUE.match("LOT1\n") and not CSET82_VALUE.match("LOT١") and CSET82_VALUE.match("LOT1")
+    source = "".join(p.read_text() for p in pathlib.Path(E.__file__).parent.glob("*.py"))
+    patterns = re.findall(r"re\.compile\((r?\"[^\n]*?\")", source)
+    assert patterns and all("re.ASCII" in line for line in source.splitlines() if "re.compile(" in line)
+    assert not any(re.search(r"[*+}]\)[*+{]", p) for p in patterns)  # no (x+)+ shapes
+    started = time.perf_counter()
+    assert not CSET82_VALUE.match("!" * 100_000)
+    assert time.perf_counter() - started < 0.05

@@ -87,7 +87,7 @@ def _primary_key_and_qualifiers(rest: list[str]) -> tuple[str, dict[str, str]]:
             raise InvalidDigitalLink("qualifiers must be in the order 22, 10, 21")
         last = order.index(ai)
         value = unquote(raw)
-        if not CSET82_VALUE.match(value):
+        if not CSET82_VALUE.fullmatch(value):
             raise InvalidDigitalLink(f"AI ({ai}) value must be 1-20 GS1 CSET 82 characters")
         values[ai] = value
     return gtin, values

@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 
 GTIN_LENGTHS = (8, 12, 13, 14)
-# AI 10 (lot) and AI 21 (serial) values: 1-20 characters of GS1's CSET 82.
-CSET82_VALUE = re.compile(r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$")
+# AI 10 (lot) and AI 21 (serial) values: 1-20 characters of GS1's CSET 82. Anchored with \Z (``$`` would
+# accept a trailing newline) so ``.match`` callers get whole-string semantics; use ``fullmatch``.
+CSET82_VALUE = re.compile(r"[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}\Z", re.ASCII)
 
 
 class InvalidGs1Key(ValueError):
