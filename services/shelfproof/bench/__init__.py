@@ -19,13 +19,14 @@ class Benchmark:
 
 
 def _registry() -> dict[str, Benchmark]:
-    from shelfproof.bench import grpc_roundtrip, ledger_throughput, planner_bench, registry_bench, verify_bench
+    from shelfproof.bench import epcis_bench, grpc_roundtrip, ledger_throughput, planner_bench, registry_bench, verify_bench
 
     return {
         "grpc": grpc_roundtrip.BENCHMARK,
         "ledger": ledger_throughput.BENCHMARK,
         "commission": registry_bench.COMMISSION,
         "registry": registry_bench.REGISTRY,
+        "epcis": epcis_bench.BENCHMARK,
         "verify": verify_bench.BENCHMARK,
         "planner": planner_bench.BENCHMARK,
     }

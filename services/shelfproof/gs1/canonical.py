@@ -55,14 +55,12 @@ PRIMARY_KEYS = ("00", "01", "253", "255", "401", "402", "414", "417", "8003", "8
 
 def check_digit(body: str) -> str:
     """GS1 mod-10 check digit (weights 3,1,3,... from the right) of an ASCII digit string."""
-    total = 0
-    for i, d in enumerate(reversed(body)):
-        total += (ord(d) - 48) * (3 if i % 2 == 0 else 1)
+    total = 3 * sum(map(int, body[-1::-2])) + sum(map(int, body[-2::-2]))
     return str((10 - total % 10) % 10)
 
 
 def _digits(s: str, n: int | None = None) -> bool:
-    return bool(s) and (n is None or len(s) == n) and all(c in _DIGITS for c in s)
+    return (n is None or len(s) == n) and s.isascii() and s.isdigit()
 
 
 def _component_length(s: str, chars: frozenset[str], escapes: frozenset[str]) -> int:
@@ -83,12 +81,21 @@ def _component_length(s: str, chars: frozenset[str], escapes: frozenset[str]) ->
     return n
 
 
+def _plain_length(s: str, chars: frozenset[str]) -> int:
+    """Length of a component without escapes (the common case, checked in C), else the escaped count."""
+    return len(s) if chars.issuperset(s) else -1
+
+
 def _ok(s: str, low: int, high: int, chars=_URN_CHARS, escapes=_URN_ESCAPES) -> bool:
-    return low <= _component_length(s, chars, escapes) <= high
+    n = _plain_length(s, chars)
+    return low <= (n if n >= 0 else _component_length(s, chars, escapes)) <= high
+
+
+_ENCODED = frozenset(_ENCODE)
 
 
 def _encode(s: str) -> str:
-    return "".join(_ENCODE.get(c, c) for c in s)
+    return "".join(_ENCODE.get(c, c) for c in s) if not _ENCODED.isdisjoint(s) else s
 
 
 def _company(cp: str) -> bool:
@@ -200,7 +207,7 @@ def _urn_pattern(scheme: str, body: str) -> str | None:
 
 
 def _dl_value(s: str, low: int, high: int, chars: frozenset[str] = _DL_VALUE_CHARS) -> bool:
-    return low <= len(s) <= high and all(c in chars for c in s)
+    return low <= len(s) <= high and chars.issuperset(s)
 
 
 def _dl_parts(uri: str) -> tuple[str, str, dict[str, str]] | None:
@@ -300,8 +307,20 @@ def canonical_key(value: str) -> str | None:
             return _urn_pattern(scheme, body)
         return None
     if value.startswith(("https://", "http://")):
+        if value.startswith(_CANONICAL_ITEM_PREFIX) and _canonical_item(value):
+            return value
         return _digital_link(value)
     return None
+
+
+_CANONICAL_ITEM_PREFIX = DL_HOST + "/01/"
+
+
+def _canonical_item(value: str) -> bool:
+    """Already https://id.gs1.org/01/{GTIN-14}/21/{serial} in the constrained form (the usual EPC)."""
+    rest = value[len(_CANONICAL_ITEM_PREFIX):]
+    return (len(rest) > 18 and rest[14:18] == "/21/" and "?" not in rest and _digits(rest[:14])
+            and _dl_value(rest[18:], 1, 20))
 
 
 _SERIAL_CHARS = frozenset("!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
