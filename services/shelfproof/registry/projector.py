@@ -151,10 +151,10 @@ async def _insert_event(cur, result, signer: str, event_hash: str, a: txpb.Recor
 
 async def _insert_items(cur, event_hash: str, epcs) -> list[tuple[str, str]]:
     items = [item for item in (item_of(epc) for epc in epcs) if item is not None]
-    if items:
-        await cur.executemany(
-            "INSERT INTO event_items VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [(event_hash, gtin, serial) for gtin, serial in items],
+    if items:  # one statement, not one round trip per item
+        await cur.execute(
+            "INSERT INTO event_items SELECT %s, g, s FROM unnest(%s::text[], %s::text[]) AS t(g, s) ON CONFLICT DO NOTHING",
+            (event_hash, [g for g, _ in items], [s for _, s in items]),
         )
     return items
 
@@ -170,11 +170,11 @@ async def _apply_inventory(cur, result, biz_step: str, event: dict, biz_location
     per_gtin: dict[str, int] = {}
     for gtin, _ in items:
         per_gtin[gtin] = per_gtin.get(gtin, 0) + sign * direction
-    await cur.executemany(
-        """INSERT INTO inventory_positions VALUES (%s, %s, %s, %s)
+    await cur.execute(
+        """INSERT INTO inventory_positions SELECT g, %s, d, %s FROM unnest(%s::text[], %s::bigint[]) AS t(g, d)
            ON CONFLICT (gtin, location_gln) DO UPDATE
            SET quantity = inventory_positions.quantity + EXCLUDED.quantity, ledger_height = EXCLUDED.ledger_height""",
-        [(gtin, location, delta, result.height) for gtin, delta in sorted(per_gtin.items())],
+        (location, result.height, sorted(per_gtin), [per_gtin[g] for g in sorted(per_gtin)]),
     )
 
 
