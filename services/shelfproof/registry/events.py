@@ -242,7 +242,8 @@ class EventService(events_pb2_grpc.EventServiceServicer):
                     )
                 refs[plan.ledger_key] = (outcome.height, outcome.tx_hash)
                 last = max(last or (0, -1), (outcome.height, outcome.index))
-        if last is not None and not await self.projector.wait_for(*last, 60):
+        # The projection follows at its own pace: allow it time in proportion to what was committed.
+        if last is not None and not await self.projector.wait_for(*last, 60 + 0.05 * len(fresh)):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind")
         missing = [k for k in keys if k not in refs]
         if missing:  # recorded by someone else while we submitted
