@@ -44,7 +44,7 @@ LEDGER_EVENT_TYPES = frozenset(("ObjectEvent", "AggregationEvent", "TransactionE
 MAX_EPCS_PER_EVENT = 1_000
 MAX_EVENT_BODY_BYTES = 60_000
 # Transactions per SubmitTransactions call (each a few KB; the call stays under the message limit).
-SUBMIT_CHUNK = 2_000
+SUBMIT_CHUNK = 1_000  # the adapter takes at most 1,000 per batch
 
 log = logging.getLogger(__name__)
 
