@@ -270,3 +270,18 @@ async def test_a_64kb_epc_in_a_record_event_is_refused_fast(tmp_path, database_d
         started = time.perf_counter()
         assert epcis.item_of(epc) is None and epcis.item_of("https://id.gs1.org/01/09506000134352/21/" + "A" * 65_536) is None
         assert time.perf_counter() - started < 0.05
+
+
+async def test_a_document_larger_than_one_ledger_batch(tmp_path, database_dsn):
+    """More events than one SubmitTransactions batch holds: all recorded, in document order."""
+    events = [_event(f"2026-11-20T08:{i // 60:02d}:{i % 60:02d}.000+01:00", "receiving", "in_progress", [f"C{i}"],
+                     location=STORE) for i in range(1_050)]
+    async with Registry(tmp_path, database_dsn) as registry:
+        captured = (await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document(events)),
+                                                        timeout=300)).events
+        assert [c.event_hash for c in captured] == [epcis.event_hash_id(e) for e in events]
+        heights = [(c.ledger_ref.height, c.ledger_ref.tx_hash) for c in captured]
+        assert len(set(heights)) == len(events)
+        with psycopg.connect(database_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1_050
+            assert conn.execute("SELECT quantity FROM inventory_positions WHERE location_gln = %s", (STORE,)).fetchone()[0] == 1_050
