@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> dict:
         "plan_events_per_s": round(args.events / plan_s, 1),
         "registry_cpu_s": registry_cpu,
         "ledger_cpu_s": ledger_cpu,
-        "postgres": "durable defaults (fsync on, synchronous_commit on)",
+        "postgres": "durable defaults (fsync on, synchronous_commit on); event projection commits without waiting for the WAL flush (replayable from the ledger)",
     }
 
 
