@@ -194,6 +194,10 @@ async def test_error_declaration_links_both_ways(tmp_path, database_dsn):
         assert list(wrong.corrective_event_ids) == [corrective["eventID"]]
         right = events[epcis.event_hash_id(corrective)]
         assert list(right.corrects_event_hashes) == [wrong.event_hash] and not right.error_declaration_json
+        exported = json.loads((await stub.ExportEvents(pb.ExportEventsRequest(), timeout=10)).epcis_document)
+        epcis.validate_document(exported)
+        declared_copy = [e for e in exported["epcisBody"]["eventList"] if e.get("eventID") == original["eventID"]]
+        assert declared_copy[0]["errorDeclaration"]["correctiveEventIDs"] == [corrective["eventID"]]
         # The declared shipment no longer counts against the plant's stock: 3 commissioned, then the
         # corrective shipment of one item.
         positions = (await stub.ListInventoryPositions(pb.ListInventoryPositionsRequest(gtin=GTIN), timeout=5)).positions

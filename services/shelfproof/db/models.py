@@ -47,3 +47,48 @@ class RequestIdRow(SQLModel, table=True):
     method: str = Field(max_length=64)
     resource: str = Field(max_length=128)
     tx_hash: bytes
+
+
+class EventRow(SQLModel, table=True):
+    """An EPCIS 2.0 event as captured (migrations 0006, 0009), under its CBV 2.0 Event Hash ID."""
+
+    __tablename__ = "events"
+
+    event_hash: str = Field(primary_key=True, max_length=100)
+    event_type: str
+    event_time: datetime = Field(index=True)
+    action: str | None = None
+    biz_step: str | None = None
+    disposition: str | None = None
+    biz_location_gln: str | None = Field(default=None, max_length=13)
+    # The event's JSON as captured, every field and extension kept (with its document's @context).
+    document: dict = Field(sa_column=Column(JSONB, nullable=False))
+    recorded_by: str = Field(max_length=128)
+    ledger_height: int
+    tx_index: int
+    tx_hash: bytes
+    event_id: str | None = Field(default=None, index=True)
+    # The errorDeclaration a later copy carried, and where that declaration is on the ledger.
+    error_declaration: dict | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    declaration_hash: str | None = Field(default=None, max_length=100, unique=True)
+    declaration_height: int | None = None
+    declaration_tx_hash: bytes | None = None
+
+
+class EventItemRow(SQLModel, table=True):
+    """A serialised item an event names (its EPC as GTIN-14 + serial)."""
+
+    __tablename__ = "event_items"
+
+    event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    serial: str = Field(primary_key=True, max_length=20)
+
+
+class EventCorrectionRow(SQLModel, table=True):
+    """A declared event's corrective events (correctiveEventIDs: eventIDs or Event Hash IDs)."""
+
+    __tablename__ = "event_corrections"
+
+    event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
+    corrective_event_id: str = Field(primary_key=True, index=True)

@@ -183,6 +183,8 @@ def _export_document(rows: list[dict]) -> dict:
         parts = epcis_context_parts(event)
         if "@context" in event and not any(set(p) & conflicting for p in parts):
             event = {k: v for k, v in event.items() if k != "@context"}
+        if row.get("error_declaration") and "errorDeclaration" not in event:
+            event = {**event, "errorDeclaration": row["error_declaration"]}  # declared since: sent as declared
         events.append(event)
     document = epcis.epcis_document(events, creation_date=datetime.now(timezone.utc))
     shared = {p: iri for p, iri in prefixes.items() if p not in conflicting}
