@@ -11,9 +11,11 @@ from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
 
 
-def _parser() -> argparse.ArgumentParser:
-    from shelfproof.bench import BENCHMARKS
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; a benchmark's own flags (and its module) only when ``argv`` asks for it."""
+    from shelfproof.bench import BENCHMARKS, load
 
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="shelfproof", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start PostgreSQL and every service; Ctrl-C stops them all")
@@ -43,15 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="benchmark", required=True)
     everything = benches.add_parser("all", help="every benchmark with its defaults, one JSON line each")
     everything.add_argument("--json", action="store_true")
-    for name, benchmark in BENCHMARKS.items():
-        sub = benches.add_parser(name, help=benchmark.summary)
+    for name, (summary, _) in BENCHMARKS.items():
+        sub = benches.add_parser(name, help=summary)
         sub.add_argument("--json", action="store_true", help="print one JSON object (the default)")
-        benchmark.add_arguments(sub)
+        if argv[:2] == ["bench", name] or argv[:2] == ["bench", "all"]:
+            load(name).add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     common = CommonSettings()
     configure_logging(common.log_level, common.log_format)
     pg_settings = PostgresSettings()
@@ -97,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(pg_settings.dsn)
         return 0
     if args.command == "bench":
-        from shelfproof.bench import BENCHMARKS
+        from shelfproof.bench import BENCHMARKS, load
+        from shelfproof.runtime.machine import calibration
 
         names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
         for name in names:
-            bench_args = _parser().parse_args(["bench", name]) if args.benchmark == "all" else args
-            print(json.dumps(asyncio.run(BENCHMARKS[name].run(bench_args))), flush=True)
+            bench_args = _parser(["bench", name]).parse_args(["bench", name]) if args.benchmark == "all" else args
+            # measured before the benchmark starts anything; a benchmark may relate its result to it
+            bench_args.calibration = calibration()
+            result = asyncio.run(load(name).run(bench_args))
+            print(json.dumps({**result, "calibration": bench_args.calibration}), flush=True)
         return 0
     return 2
 
