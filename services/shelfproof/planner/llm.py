@@ -562,6 +562,20 @@ def build_llm_app(config: LLMConfig):
     return OpenAIIngress.bind(server)
 
 
+def stop_processes_under(folder: Path) -> None:
+    """SIGKILL this process's descendants whose command line names ``folder`` (a failed Ray start's)."""
+    import signal
+
+    from shelfproof.runtime.processes import descendants
+
+    for pid in descendants(os.getpid()):
+        try:
+            if str(folder) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def ray_loopback_only() -> None:
     """One local Ray node whose servers all listen on 127.0.0.1: cluster mode off for the processes Ray
     starts (environment) and for this one (which imported Ray before the variable could be read)."""
@@ -616,10 +630,12 @@ def start_local_llm(
                     log_to_driver=False,
                 )
                 break
-            except RuntimeError as err:
-                # Seen now and then on this 2-core machine: the GCS never publishes its port. A second
-                # start has always worked.
+            except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
+                # Seen now and then on a loaded 2-core machine: the GCS never publishes its port, or the
+                # raylet does not register within Ray's fixed 30 s. A second start has always worked.
+                # A failed start leaves its processes running: stop the ones under our temp dir.
                 ray.shutdown()
+                stop_processes_under(temp_dir)
                 if attempt == 2:
                     raise
                 log.warning("Ray did not start (%s); starting it again", err)

@@ -163,13 +163,20 @@ async def bare_vs_serve(
     }
 
 
-async def drafts_schema_validity(drafter: Any, count: int) -> dict[str, Any]:
-    """``count`` varied drafter inputs through Serve at once: the fraction of model calls whose answer
-    parses against its schema and stopped by itself (not cut off)."""
+async def drafts_schema_validity(drafter: Any, count: int, concurrency: int = 16) -> dict[str, Any]:
+    """``count`` varied drafter inputs through Serve, ``concurrency`` at a time (the engine batches 16
+    sequences; more only queue, and past the Drafter's ``max_ongoing_requests`` Serve rejects and
+    retries): the fraction of model calls whose answer parses against its schema and stopped by itself."""
     from shelfproof.planner.drafter import parse
 
+    gate = asyncio.Semaphore(concurrency)
+
+    async def gated(call: Awaitable) -> Any:
+        async with gate:
+            return await call
+
     started = time.perf_counter()
-    results = await asyncio.gather(*varied_drafts(drafter, count))
+    results = await asyncio.gather(*(gated(c) for c in varied_drafts(drafter, count)))
     calls = [call for output, _ in results for call in output.calls]
     valid = [c for c in calls if parse(c.schema, c.generation.text)[0] is not None and c.generation.finish_reason == "stop"]
     return {
