@@ -9,6 +9,7 @@ scan time, forge an absence proof from real leaves of the recall store. The veri
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import time
@@ -16,6 +17,7 @@ import time
 import pytest
 from tendermint.crypto import proof_pb2
 
+from shelfproof.cli.main import main as shelfproof_main
 from shelfproof.ledger.merkle import PROOF_OP_ABSENT
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.product.v1 import product_pb2 as ppb
@@ -111,6 +113,12 @@ async def test_a_lying_server_is_refused_or_contradicted(tmp_path, database_dsn)
         assert (honest.exit_code, honest.verdict) == (EXIT_AGREES, "RECALLED"), honest.lines
         flipped = check_fetched(url, dict(report, verdict="GENUINE"), trust, policy)
         assert (flipped.exit_code, flipped.verdict) == (EXIT_DISAGREES, "RECALLED")
+
+        # The command itself, pinned by options: the honest server agrees (0); --max-age 0 refuses any evidence (2).
+        pin = ["--chain-id", CHAIN, "--validators-hash", ",".join(h.hex() for h in trust.validator_hashes), "--json"]
+        assert await asyncio.to_thread(shelfproof_main, ["verify", url, *pin]) == EXIT_AGREES
+        assert await asyncio.to_thread(shelfproof_main, ["verify", url, *pin, "--max-age", "0"]) == EXIT_UNVERIFIABLE
+        assert await asyncio.to_thread(shelfproof_main, ["verify", url, *pin[2:]]) == EXIT_UNVERIFIABLE  # no chain pinned
 
         # Lie 1: the recall entry left out (and every other verdict key in turn): refused, naming the key.
         _refused(check_fetched(url, _without(report, "recalls"), trust, policy), "leaves out", f"recalls/{GTIN}/L2")

@@ -21,6 +21,7 @@ from shelfproof.ledger import light
 from shelfproof.ledger.merkle import Proof, ProofError, keypath_for, verify_store_proof
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.verify.verdict import key_revoked
 
 # What each store's key says about the item, for people reading the evidence.
 FACT_OF_STORE = {
@@ -56,6 +57,9 @@ RECORD_OF_STORE = {
 
 # A label's key id: the first 16 hex digits of its key's fingerprint; anything else reads no key.
 KEY_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+# Bounds on what a verifier decodes: one item's evidence is seven values of two operations each.
+MAX_EVIDENCE_VALUES = 32
+MAX_PROOF_OPS = 4
 # Header time may run this far ahead of the verifier's clock (skew between machines).
 MAX_CLOCK_AHEAD_S = 30.0
 
@@ -168,7 +172,7 @@ def proven_facts(values: list[pb.StoreValue], records: dict[str, object]) -> lis
         if value.found:
             facts.append(FACT_OF_STORE[value.store])
             key = records.get("keys") if value.store == "keys" else None
-            if key is not None and not key.revoked:
+            if key is not None and not key_revoked(key):
                 facts.append(KEY_NOT_REVOKED)
         else:
             facts.append(ABSENCE_OF_STORE[value.store])
@@ -235,6 +239,10 @@ def evidence_json(header: CheckedHeader, values: list[pb.StoreValue], membership
 
 def parse_evidence_json(data: dict) -> tuple[str, int, bytes, bytes, list[pb.StoreValue], Proof | None]:
     """(chain id, height, signed header, validator set, values, membership path) from evidence_json."""
+    if not isinstance(data, dict) or not isinstance(data.get("proofs"), list) or len(data["proofs"]) > MAX_EVIDENCE_VALUES:
+        raise EvidenceError(f"malformed evidence: expected at most {MAX_EVIDENCE_VALUES} proven values")
+    if any(not isinstance(p, dict) or len(p.get("proof_ops") or ()) > MAX_PROOF_OPS for p in data["proofs"]):
+        raise EvidenceError(f"malformed evidence: at most {MAX_PROOF_OPS} proof operations per value")
     try:
         values = [
             pb.StoreValue(
