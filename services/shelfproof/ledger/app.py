@@ -58,8 +58,8 @@ class LedgerApplication:
         self._signature_ok: OrderedDict[bytes, bool] = OrderedDict()
         self._reset_check_state()
         self._pending_block: tuple[AppVersion, Overlay] | None = None
-        # Proof ops by (height, store, key): many readers ask for the same keys at one height.
-        self._proof_ops: OrderedDict[tuple[int, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
+        # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
+        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -317,8 +317,9 @@ class LedgerApplication:
     def _proof_ops_for(
         self, version: AppVersion, height: int, store: str, key: bytes, present: bool
     ) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
-        """The key's presence or absence proof at ``height`` (cached: a height's state never changes)."""
-        cache_key = (height, store, key)
+        """The key's presence or absence proof at ``height``, cached by the app hash it proves against
+        (the same state answers the same, at whatever height; a replaced genesis state cannot be stale)."""
+        cache_key = (version.app_hash, store, key)
         ops = self._proof_ops.get(cache_key)
         if ops is None:
             stored = version.stores[store]
