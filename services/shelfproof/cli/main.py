@@ -28,7 +28,12 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         "--validators-hash", default="",
         help="trusted validator set hash(es), hex, comma-separated (default: the local ledger's validator files)",
     )
-    verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator files")
+    verify.add_argument("--chain-id", default="", help="the chain to pin, with --validators-hash (default: the local ledger's genesis)")
+    verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator and genesis files")
+    verify.add_argument(
+        "--max-age", type=float, default=None,
+        help="refuse evidence whose header is older than this many seconds by this machine's clock (default 120)",
+    )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds for the HTTP request")
     planner = commands.add_parser("planner", help="the planner's AI drafts")
@@ -71,19 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from pathlib import Path
 
-        from shelfproof.verify.check import EXIT_UNVERIFIABLE, check_url
-        from shelfproof.verify.trust import TrustError, local_trusted_hashes
+        from shelfproof.verify.check import DEFAULT_MAX_AGE_S, EXIT_UNVERIFIABLE, VerifierPolicy, check_url
+        from shelfproof.verify.trust import TrustError, trust_root_from_options
 
         try:
-            trusted = (
-                {bytes.fromhex(h.strip()) for h in args.validators_hash.split(",") if h.strip()}
-                if args.validators_hash
-                else local_trusted_hashes(Path(args.ledger_home or common.state_dir / "ledger"))
-            )
-        except (TrustError, ValueError) as err:
-            print(f"no trusted validator set: {err}", file=sys.stderr)
+            trust = trust_root_from_options(args.chain_id, args.validators_hash, Path(args.ledger_home or common.state_dir / "ledger"))
+        except TrustError as err:
+            print(f"no trust root: {err}", file=sys.stderr)
             return EXIT_UNVERIFIABLE
-        result = check_url(args.url, trusted, timeout_s=args.timeout)
+        policy = VerifierPolicy(max_age_s=DEFAULT_MAX_AGE_S if args.max_age is None else args.max_age)
+        result = check_url(args.url, trust, policy, timeout_s=args.timeout)
         print(result.as_json() if args.json else "\n".join(result.lines))
         return result.exit_code
     if args.command == "planner":

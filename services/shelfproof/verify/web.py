@@ -85,6 +85,10 @@ def render_report(report: dict) -> str:
     if report["verdict"] == "RECALLED":
         parts.append(f'<p class=warn id=recall><strong>{e(report["reasons"][0])}</strong></p>')
     parts.append(f"<ul id=reasons>{_items(report['reasons'])}</ul>")
+    # What the ledger proves did not happen ("not recalled — proven"), said where the verdict is read.
+    checks = [f for f in report["facts"]["proven"] if f.endswith("— proven")]
+    if checks:
+        parts.append(f"<ul id=proven-checks>{_items(checks)}</ul>")
     if report["warnings"]:
         parts.append(f'<div class=warn id=warnings><strong>Warnings</strong><ul>{_items(report["warnings"])}</ul></div>')
     parts.append(
