@@ -32,10 +32,10 @@ async def http_health(address: str, path: str = "/healthz", deadline_s: float = 
         return "UNREACHABLE"
 
 
-async def component_health(kind: str, address: str, health_service: str) -> str:
+async def component_health(kind: str, address: str, health_service: str, deadline_s: float = 1.0) -> str:
     if kind == "http":
-        return await http_health(address, health_service)
-    return await grpc_health(address, health_service)
+        return await http_health(address, health_service, deadline_s)
+    return await grpc_health(address, health_service, deadline_s)
 
 
 def postgres_health(dsn: str) -> str:

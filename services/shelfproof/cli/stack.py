@@ -275,7 +275,9 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
     async def probe(component: RunningComponent) -> str:
         if component.kind == "postgres":
             return await asyncio.to_thread(postgres_health, component.address)
-        return await component_health(component.kind, component.address, component.health_service)
+        # A process's first gRPC calls set up gRPC itself; on a loaded machine that alone has taken
+        # over a second, so the deadline is generous: a healthy stack still answers in well under one.
+        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0)
 
     # all at once: a silent component costs its deadline once, not once per component after it
     statuses = await asyncio.gather(*(probe(c) for c in components))

@@ -36,7 +36,10 @@ async def recorded_draft(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: st
 
 def recorded_dtype(decision) -> str:
     """The dtype a draft was computed in; records from before the field existed were all bfloat16."""
-    return decision.dtype or "bfloat16"
+    return decision.dtype or LEGACY_DTYPE
+
+
+LEGACY_DTYPE = "bfloat16"  # what every engine ran in before the dtype followed the machine
 
 
 async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: LanguageModel) -> dict:
@@ -53,7 +56,7 @@ async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: 
         "recorded_output_sha256": decision.output_sha256,
         "replayed_output_sha256": replayed,
         "output_matches": replayed == decision.output_sha256,
-        "same_engine": (info.model, info.weights_digest, info.engine, info.engine_version, info.dtype)
+        "same_engine": (info.model, info.weights_digest, info.engine, info.engine_version, info.dtype or LEGACY_DTYPE)
         == (decision.model, decision.weights_digest, decision.engine, decision.engine_version, recorded_dtype(decision)),
         "engine": asdict(info),
         "recorded_engine": {
