@@ -25,6 +25,7 @@ STORES: tuple[str, ...] = tuple(
             "agents",
             "batches",
             "budgets",
+            "consortium",
             "drafts",
             "events",
             "items",
