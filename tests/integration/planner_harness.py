@@ -45,7 +45,10 @@ class PlannerStack(Registry):
     def __init__(self, tmp_path, dsn: str, drafter, *, products: int = 8) -> None:
         super().__init__(tmp_path, dsn)
         self.genesis = build_genesis(
-            CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX]), (RETAILER, "retailer", [DEMO_RETAILER_PREFIX])], agents_per_org=2, people_per_org=2
+            CHAIN,
+            # gtin() numbers the products under 0614140, a second prefix of the brand's.
+            [(BRAND, "brand", [DEMO_BRAND_PREFIX, "0614140"]), (RETAILER, "retailer", [DEMO_RETAILER_PREFIX])],
+            agents_per_org=2, people_per_org=2,
         )
         self.drafter, self.products = drafter, products
         self.gtins = [gtin(n) for n in range(1, products + 1)]
