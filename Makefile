@@ -23,7 +23,7 @@ GOGOPROTO = $(GOMODCACHE)/github.com/cosmos/gogoproto@v1.7.0
 PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
-.PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
+.PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e test-security \
 	test-gpu bench lock clean
 
 help:
@@ -117,6 +117,9 @@ test-integration: deps
 
 test-e2e: deps
 	$(PYTEST) tests/e2e
+
+test-security: deps
+	$(PYTEST) tests/security
 
 test-gpu: deps
 	$(PYTEST) -m gpu tests
