@@ -278,3 +278,21 @@ def test_row_record_scans_only_the_consortium_verifier_within_the_clock_skew(wor
     assert world.block([world.sync_nonce(verifier).sign(world.scans(T0 + height + 1 + skew))], T0 + height + 1) == [0]
     assert world.read("scans", f"{GTIN}/S1", st.ScanRecord).scans == 1
     assert item_uri("S1")  # the scanned item is the brand's commissioned product
+
+
+def test_genesis_cannot_start_from_a_state_its_rules_forbid():
+    from google.protobuf import json_format
+    from tendermint.abci import types_pb2 as abci
+
+    from shelfproof.ledger.app import LedgerApplication
+    from shelfproof.ledger.codes import TxRejected
+    from shelfproof.ledger.genesis import build_genesis
+
+    overlapping = build_genesis(CHAIN, [(BRAND, "brand", ["0614141"]), (RETAILER, "squatter", ["06141415"])])
+    outside = build_genesis(CHAIN, [(OPERATOR, "consortium"), (BRAND, "brand", ["0614141"])], consortium_gln=OPERATOR)
+    outside.state.roles.add(organization_gln=BRAND, role="scanner", permissions=["scan::record"])
+    for genesis, code in ((overlapping, ResultCode.ALREADY_EXISTS), (outside, DENIED)):
+        with pytest.raises(TxRejected) as refused:
+            LedgerApplication(None).init_chain(abci.RequestInitChain(
+                chain_id=CHAIN, app_state_bytes=json_format.MessageToJson(genesis.state).encode()))
+        assert refused.value.code == code

@@ -157,9 +157,10 @@ def authorize(state: Overlay, ctx: TxContext, action: str) -> None:
     key = ctx.key
     purpose = key.purpose if key is not None else txpb.KEY_PURPOSE_UNSPECIFIED
     if purpose not in rule.key_purposes:
+        names = txpb.KeyPurpose.DESCRIPTOR.values_by_number
         raise _denied(
-            f"a {txpb.KeyPurpose.Name(purpose)} key cannot sign {action} "
-            f"(needs {', '.join(sorted(txpb.KeyPurpose.Name(p) for p in rule.key_purposes))})"
+            f"a {names[purpose].name if purpose in names else purpose} key cannot sign {action} "
+            f"(needs {', '.join(sorted(names[p].name for p in rule.key_purposes))})"
         )
     if rule.permission not in ctx.permissions and not rule.self_service:
         raise _denied(f"{ctx.signer.agent_id} lacks permission {rule.permission}")
