@@ -805,8 +805,11 @@ def _may_record_event(state: Overlay, ctx: TxContext, places: list[str], items: 
     bizLocation or readPoint) and only about items in its custody there or in transit to it."""
     org = ctx.signer.organization_gln
     at_own_place = any(gln_owner(state, gln) == org for gln in places)
+    owners: dict[str, str | None] = {}  # an event's items mostly share a few GTINs
     for gtin, serial in items:
-        if gtin_owner(state, gtin) == org:
+        if gtin not in owners:
+            owners[gtin] = gtin_owner(state, gtin)
+        if owners[gtin] == org:
             continue
         if not at_own_place:
             raise _denied(f"{gtin}/{serial} is not {org}'s item and the event names none of {org}'s locations")
