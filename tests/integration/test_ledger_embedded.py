@@ -13,7 +13,7 @@ from shelfproof.ledger import light, merkle
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -50,7 +50,7 @@ class LedgerUnderTest:
 
 @pytest.fixture
 def genesis():
-    return build_genesis(CHAIN, [(BRAND, "brand")], agents_per_org=2)
+    return build_genesis(CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=2)
 
 
 def _product(gtin: str) -> txpb.TransactionBody:

@@ -12,25 +12,27 @@ from shelfproof.ledger import merkle
 from shelfproof.ledger.app import LedgerApplication
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.rules import prove_possession
 from shelfproof.ledger.tx import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 CHAIN = "test-chain"
 BRAND = "0614141000005"
-RETAILER = "0614141000012"
+RETAILER = "4012345000009"
 OPERATOR = "0000000000017"
 GTIN = "00614141123452"
-STORE_GLN = "0614141000029"
+STORE_GLN = "4012345000016"  # a store of the retailer (its company prefix)
 T0 = 1_780_000_000
 
 
 def _genesis():
     return build_genesis(
         CHAIN,
-        [(OPERATOR, "operator"), (BRAND, "brand"), (RETAILER, "retailer")],
+        [(OPERATOR, "operator"), (BRAND, "brand", ["0614141"]), (RETAILER, "retailer", ["4012345"])],
         agents_per_org=3,
         consortium_gln=OPERATOR,
+        people_per_org=2,
     )
 
 
@@ -74,10 +76,10 @@ def test_two_instances_fed_the_same_blocks_agree_on_every_app_hash(chain):
     twin = LedgerApplication(None)
     _start(twin, genesis)
     assert twin.app_hash == app.app_hash
-    brand = signers[f"{BRAND}/admin-0"]
+    brand, retailer = signers[f"{BRAND}/admin-0"], signers[f"{RETAILER}/admin-0"]
     blocks = [
         [brand.sign(_product())],
-        [brand.sign(_body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=999), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500))))],
+        [retailer.sign(_body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=999), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500))))],
         [brand.sign(_body(recall_lot=txpb.RecallLot(gtin=GTIN, lot="L1", reason="glass fragments"))), brand.sign(_product("00614141123452"))],
         [],
     ]
@@ -146,11 +148,18 @@ def test_roles_and_organizations_are_enforced(chain):
     assert _block(app, [limited.sign(recall)]) == [0]
 
 
+def add_key_body(agent_id: str, new: AccountSigner, purpose=txpb.KEY_PURPOSE_TRANSACTIONS, key_id: str | None = None) -> txpb.TransactionBody:
+    """AddKey with the new key's proof of possession."""
+    key_id = key_id or new.key_id
+    proof = prove_possession(new.signing_key, CHAIN, agent_id, key_id, purpose)
+    return _body(add_key=txpb.AddKey(agent_id=agent_id, key_id=key_id, public_key=new.public_key, purpose=purpose, possession_signature=proof))
+
+
 def test_key_rotation_and_revocation(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
     new = AccountSigner.generate(CHAIN, brand.agent_id)
-    assert _block(app, [brand.sign(_body(add_key=txpb.AddKey(agent_id=brand.agent_id, key_id=new.key_id, public_key=new.public_key)))]) == [0]
+    assert _block(app, [brand.sign(add_key_body(brand.agent_id, new))]) == [0]
     assert _block(app, [brand.sign(_body(revoke_key=txpb.RevokeKey(agent_id=brand.agent_id, key_id=brand.key_id)))]) == [0]
     new.next_nonce = brand.next_nonce
     assert app.check_tx(abci.RequestCheckTx(tx=brand.sign(_product()))).code == ResultCode.KEY_REVOKED
@@ -189,7 +198,8 @@ def _draft(draft_id: str, quantity: int, cost=100) -> txpb.TransactionBody:
 def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
-    planner, approver_1, approver_2 = (signers[f"{RETAILER}/admin-{i}"] for i in range(3))
+    planner, setter = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"]
+    approver_1, approver_2 = (signers[f"{RETAILER}/person-{i}"] for i in range(2))
     assert _block(app, [brand.sign(_product())]) == [0]
     # No policy yet: a draft has no bounds to be checked against and is refused.
     assert _block(app, [planner.sign(_draft("d0", 10))]) == [ResultCode.FAILED_PRECONDITION]
@@ -198,8 +208,8 @@ def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
         items=[txpb.ItemBounds(gtin=GTIN, min_order_quantity=12, max_order_quantity=600, case_pack=12, unit_cost=txpb.Money(currency_code="EUR", amount_minor=100))],
     )
     assert _block(app, [
-        approver_1.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(auto_approve_below_minor=2_000)))),
-        approver_1.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
+        setter.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(auto_approve_below_minor=2_000)))),
+        setter.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
     ]) == [0, 0]
     price = lambda amount: _body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=amount), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500)))
     assert _block(app, [planner.sign(price(549))]) == [ResultCode.GUARDRAIL_VIOLATED]  # below cost + 10 %
@@ -232,12 +242,12 @@ def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
 def test_drafts_expire_after_the_policy_ttl(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
-    planner, approver = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"]
+    planner, setter, approver = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"], signers[f"{RETAILER}/person-0"]
     bounds = txpb.ReplenishmentPolicy(organization_gln=RETAILER, location_gln=STORE_GLN, items=[txpb.ItemBounds(gtin=GTIN, min_order_quantity=1, max_order_quantity=100, unit_cost=txpb.Money(currency_code="EUR", amount_minor=100))])
     assert _block(app, [
         brand.sign(_product()),
-        approver.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(draft_ttl_s=60)))),
-        approver.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
+        setter.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(draft_ttl_s=60)))),
+        setter.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
     ]) == [0, 0, 0]
     assert _block(app, [planner.sign(_draft("late", 50))], time_s=T0 + 100) == [0]
     assert _block(app, [approver.sign(_body(approve_draft=txpb.ApproveDraft(draft_id="late")))], time_s=T0 + 161) == [ResultCode.FAILED_PRECONDITION]

@@ -29,8 +29,9 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import insecure_channel
 
 CHAIN_ID = "shelfproof-bench"
-ORGS = [("0614141000005", "brand"), ("0614141000012", "retailer"), ("0614141000029", "3pl"), ("0614141000036", "store")]
-AGENTS_PER_ORG = 26  # 104 accounts
+# The brand's own agents record events about its own items (the ledger scopes events to the signer).
+ORGS = [("0614141000005", "brand", ["0614141"])]
+AGENTS_PER_ORG = 104  # 104 accounts
 SUSTAINED = 0.95  # committed rate / offered rate that counts as keeping up
 
 

@@ -29,7 +29,7 @@ from shelfproof.gs1.keys import check_digit
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, development_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import insecure_channel
@@ -38,7 +38,7 @@ from shelfproof.runtime.processes import free_port
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
 
-STORE = "0614141000036"
+STORE = DEMO_RETAILER_STORE_GLN  # GLNs and GTINs carry their owner's company prefix
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gtin(n: int) -> str:
-    body = f"0061414{n:06d}"
+    body = f"00614141{n:05d}"
     return body + str(check_digit(body))
 
 

@@ -91,12 +91,7 @@ class LedgerApplication:
         if request.app_state_bytes and request.app_state_bytes.strip() not in (b"", b"null", b"{}"):
             json_format.Parse(request.app_state_bytes, genesis)
         overlay = Overlay(AppVersion.build(0, self.state.versions[0].stores))
-        for org in genesis.organizations:
-            rules.write(overlay, "orgs", org.gln, st.OrganizationRecord(gln=rules._gln(org.gln), name=org.name))
-        for role in genesis.roles:
-            rules.define_role(overlay, None, role)
-        for agent in genesis.agents:
-            rules.add_agent(overlay, None, agent)
+        rules.load_genesis(overlay, genesis)
         version = self.state.replace_genesis(overlay)
         self._reset_check_state()
         log.info("genesis loaded", extra={"chain_id": self.chain_id, "agents": len(genesis.agents)})
@@ -161,10 +156,8 @@ class LedgerApplication:
         agent.nonce = tx.signed.nonce
         rules.write(state, "agents", agent.agent_id, agent)
         permissions = rules.permissions_of(state, agent)
-        ctx = rules.TxContext(height, time_unix_s, tx.hash, agent, permissions)
-        needed = rules.PERMISSIONS[tx.action]
-        if tx.action not in rules.SELF_SERVICE_ACTIONS and needed not in permissions:
-            raise TxRejected(ResultCode.PERMISSION_DENIED, f"{agent.agent_id} lacks permission {needed}")
+        ctx = rules.TxContext(height, time_unix_s, tx.hash, agent, permissions, tx.signed.key_id, self.chain_id)
+        rules.authorize(state, ctx, tx.action)
         action_state = Overlay(state)
         rules.HANDLERS[tx.action](action_state, ctx, getattr(tx.body, tx.action))
         action_state.merge_into(state)

@@ -29,6 +29,7 @@ STORES: tuple[str, ...] = tuple(
             "agents",
             "batches",
             "budgets",
+            "consortium",
             "drafts",
             "events",
             "items",

@@ -101,6 +101,7 @@ class EventService(events_pb2_grpc.EventServiceServicer):
                         disposition=event.get("disposition", ""),
                         epcs=_epcs(event),
                         biz_location_gln=_gln_of(event.get("bizLocation")) or "",
+                        read_point_gln=_gln_of(event.get("readPoint")) or "",
                     )
                 )
             )
