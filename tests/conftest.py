@@ -17,7 +17,7 @@ from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres
 from shelfproof.runtime.processes import free_port
 
-TIERS = ("unit", "integration", "e2e", "gpu")
+TIERS = ("unit", "integration", "e2e", "gpu", "security")
 
 
 def _has_gpu() -> bool:
