@@ -13,35 +13,9 @@ from shelfproof.ledger.tx import AccountSigner, sign_doc_bytes
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import (
-    BRAND, CHAIN, GTIN, RETAILER, STORE_GLN, block, body, check, draft, genesis, node, policy, product, replenishment, signers,
+    BRAND, CHAIN, GTIN, RETAILER, STORE_GLN, block, body, check, draft, genesis, node, policy, product, relayer_copies,
+    replenishment, signers,
 )
-
-
-def _field(**value) -> bytes:
-    """One envelope field, encoded alone (concatenated in number order they are the canonical encoding)."""
-    return txpb.SignedTransaction(**value).SerializeToString()
-
-
-def _padded_varint(value: int) -> bytes:
-    """A non-minimal varint: the same number with one redundant continuation byte."""
-    minimal = bytearray(uvarint(value))
-    minimal[-1] |= 0x80
-    return bytes(minimal) + b"\x00"
-
-
-def relayer_copies(raw: bytes) -> dict[str, bytes]:
-    """Re-encodings a relayer can make without the key: each decodes to the signed transaction."""
-    s = txpb.SignedTransaction.FromString(raw)
-    body_f, signer_f, key_f = _field(body=s.body), _field(signer=s.signer), _field(key_id=s.key_id)
-    nonce_f, sig_f = _field(nonce=s.nonce), _field(signature=s.signature)
-    assert body_f + signer_f + key_f + nonce_f + sig_f == raw
-    return {
-        "unknown field": raw + b"\x78\x01",  # field 15, varint 1
-        "non-minimal nonce varint": body_f + signer_f + key_f + b"\x20" + _padded_varint(s.nonce) + sig_f,
-        "non-minimal body length": b"\x0a" + _padded_varint(len(s.body)) + s.body + signer_f + key_f + nonce_f + sig_f,
-        "duplicated field": raw + signer_f,
-        "reordered fields": sig_f + body_f + signer_f + key_f + nonce_f,
-    }
 
 
 def test_relayer_reencodings_are_malformed_in_checktx_and_finalize_block_and_the_original_commits():

@@ -9,8 +9,7 @@ from tendermint.abci import types_pb2 as abci
 from shelfproof.ledger.tx import MAX_TX_BYTES
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
-from tests.security.ledger_nodes import BRAND, RETAILER, body, genesis, node, policy, product, signers
-from tests.security.test_canonical_envelope import relayer_copies
+from tests.security.ledger_nodes import BRAND, RETAILER, body, genesis, node, policy, product, relayer_copies, signers
 
 ACCEPT, REJECT = abci.ResponseProcessProposal.ACCEPT, abci.ResponseProcessProposal.REJECT
 
