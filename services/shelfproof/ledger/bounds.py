@@ -5,15 +5,16 @@ FinalizeBlock), so every node gives the same verdict whatever its state. The wal
 protobuf descriptors, so a field added to ``transaction.proto`` is bounded without anyone remembering
 to: integers to ±2^53 (no int64 overflow from one addition or product of them in the rules), with
 tighter ranges where a field has a domain meaning (``FIELD_RANGES``); strings, lists and nesting to
-fixed limits; enum values to the declared ones; floats refused (no rounding in consensus); unknown
-fields refused (they would be stored verbatim in records and are outside what clients think they sign).
+fixed limits; enum values to the declared ones; no float fields (no rounding in consensus). The walk
+is planned once per message type and looks only at fields that can be out of bounds.
 """
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import FieldDescriptor
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 
 from shelfproof.ledger.codes import ResultCode, TxRejected
 
@@ -59,6 +60,36 @@ _T = FieldDescriptor
 _UNSIGNED = {_T.TYPE_UINT32, _T.TYPE_UINT64, _T.TYPE_FIXED32, _T.TYPE_FIXED64}
 _SIGNED = {_T.TYPE_INT32, _T.TYPE_INT64, _T.TYPE_SINT32, _T.TYPE_SINT64, _T.TYPE_SFIXED32, _T.TYPE_SFIXED64}
 _FLOATS = {_T.TYPE_FLOAT, _T.TYPE_DOUBLE}
+_TYPE_LIMITS = {
+    **{t: (-(2**31), 2**31 - 1) for t in (_T.TYPE_INT32, _T.TYPE_SINT32, _T.TYPE_SFIXED32)},
+    **{t: (0, 2**32 - 1) for t in (_T.TYPE_UINT32, _T.TYPE_FIXED32)},
+}
+_INTEGER, _STRING, _ENUM, _MESSAGE, _ONEOF = range(5)
+
+
+@dataclass(frozen=True)
+class _Check:
+    name: str
+    kind: int
+    repeated: bool
+    low: int = 0
+    high: int = 0
+    enum_values: frozenset[int] = frozenset()
+    message: "_Plan | None" = None
+    # _ONEOF: the check of each member by name (only the member that is set is looked at).
+    members: "dict[str, _Check] | None" = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The fields of one message type that can be out of bounds (the rest need no look)."""
+
+    name: str
+    checks: tuple[_Check, ...]
+
+
+_plans: dict[str, _Plan] = {}
+_planning: set[str] = set()
 
 
 def _range(field: FieldDescriptor) -> tuple[int, int]:
@@ -68,46 +99,94 @@ def _range(field: FieldDescriptor) -> tuple[int, int]:
     return (0, SAFE_INTEGER) if field.type in _UNSIGNED else (-SAFE_INTEGER, SAFE_INTEGER)
 
 
-def _malformed(message: str) -> TxRejected:
-    return TxRejected(ResultCode.MALFORMED, message)
+def _plan(descriptor: Descriptor) -> _Plan:
+    plan = _plans.get(descriptor.full_name)
+    if plan is not None:
+        return plan
+    if descriptor.full_name in _planning:
+        raise TypeError(f"{descriptor.full_name} is recursive: plan its depth before allowing it in a transaction")
+    _planning.add(descriptor.full_name)
+    checks: list[_Check] = []
+    oneofs: dict[str, dict[str, _Check]] = {}
+    for field in descriptor.fields:
+        oneof = field.containing_oneof
+        target = checks if oneof is None else []
+        _plan_field(field, target)
+        if oneof is not None and target:
+            oneofs.setdefault(oneof.name, {})[field.name] = target[0]
+    checks += [_Check(name, _ONEOF, False, members=members) for name, members in oneofs.items()]
+    plan = _Plan(descriptor.name, tuple(checks))
+    _plans[descriptor.full_name] = plan
+    return plan
 
 
-def _out_of_bounds(message: str) -> TxRejected:
-    return TxRejected(ResultCode.INVALID_ARGUMENT, message)
-
-
-def _check_value(field: FieldDescriptor, value: object, path: str, depth: int) -> None:
-    kind = field.type
-    if kind == _T.TYPE_MESSAGE:
-        check_message(value, path, depth + 1)  # type: ignore[arg-type]
-    elif kind in _SIGNED or kind in _UNSIGNED:
+def _plan_field(field: FieldDescriptor, checks: list[_Check]) -> None:
+    repeated = field.is_repeated
+    if field.type in _FLOATS:
+        raise TypeError(f"{field.full_name}: floating-point fields have no place in a transaction")
+    if field.type == _T.TYPE_MESSAGE:
+        sub = _plan(field.message_type)
+        if sub.checks or repeated:
+            checks.append(_Check(field.name, _MESSAGE, repeated, message=sub))
+    elif field.type in _SIGNED or field.type in _UNSIGNED:
         low, high = _range(field)
-        if not low <= value <= high:  # type: ignore[operator]
-            raise _out_of_bounds(f"{path} = {value} is outside [{low}, {high}]")
-    elif kind == _T.TYPE_STRING:
-        if len(value) > MAX_STRING_CHARS:  # type: ignore[arg-type]
-            raise _out_of_bounds(f"{path} is longer than {MAX_STRING_CHARS} characters")
-    elif kind == _T.TYPE_ENUM:
-        if value not in field.enum_type.values_by_number:
-            raise _out_of_bounds(f"{path} = {value} is not a value of {field.enum_type.name}")
-    elif kind in _FLOATS:
-        raise _malformed(f"{path}: floating-point fields are not allowed in transactions")
-    # bool and bytes: bounded by the decoder and the transaction's size.
+        type_low, type_high = _TYPE_LIMITS.get(field.type, (low - 1, high + 1))
+        if repeated or low > type_low or high < type_high:  # a 32-bit type may need no look
+            checks.append(_Check(field.name, _INTEGER, repeated, low, high))
+    elif field.type == _T.TYPE_STRING:
+        checks.append(_Check(field.name, _STRING, repeated))
+    elif field.type == _T.TYPE_ENUM:
+        checks.append(_Check(field.name, _ENUM, repeated, enum_values=frozenset(field.enum_type.values_by_number)))
+    elif repeated:  # bytes and bool lists: only their length
+        checks.append(_Check(field.name, -1, repeated))
 
 
-def check_message(message: Message, path: str = "", depth: int = 0) -> None:
-    """Raise TxRejected (MALFORMED or INVALID_ARGUMENT) unless every field of ``message`` is in bounds."""
-    name = path or message.DESCRIPTOR.name
+def _refuse(plan: _Plan, check: _Check, problem: str) -> TxRejected:
+    return TxRejected(ResultCode.INVALID_ARGUMENT, f"{plan.name}.{check.name} {problem}")
+
+
+def _check_scalar(plan: _Plan, check: _Check, value) -> None:
+    if check.kind == _INTEGER:
+        if not check.low <= value <= check.high:
+            raise _refuse(plan, check, f"= {value} is outside [{check.low}, {check.high}]")
+    elif check.kind == _STRING:
+        if len(value) > MAX_STRING_CHARS:
+            raise _refuse(plan, check, f"is longer than {MAX_STRING_CHARS} characters")
+    elif check.kind == _ENUM:
+        if value not in check.enum_values:
+            raise _refuse(plan, check, f"= {value} is not a declared value")
+
+
+def _check(message: Message, plan: _Plan, depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise _malformed(f"{name} is nested deeper than {MAX_DEPTH}")
-    if len(UnknownFieldSet(message)):
-        raise _malformed(f"{name} carries fields this ledger does not know")
-    for field, value in message.ListFields():
-        field_path = f"{name}.{field.name}"
-        if field.is_repeated:
-            if len(value) > MAX_REPEATED:
-                raise _out_of_bounds(f"{field_path} has {len(value)} entries, at most {MAX_REPEATED}")
-            for index, item in enumerate(value):
-                _check_value(field, item, f"{field_path}[{index}]", depth)
+        raise TxRejected(ResultCode.MALFORMED, f"{plan.name} is nested deeper than {MAX_DEPTH}")
+    for check in plan.checks:
+        if check.repeated:
+            values = getattr(message, check.name)
+            if len(values) > MAX_REPEATED:
+                raise _refuse(plan, check, f"has {len(values)} entries, at most {MAX_REPEATED}")
+            if check.kind == _MESSAGE:
+                for item in values:
+                    _check(item, check.message, depth + 1)
+            elif check.kind >= 0:
+                for item in values:
+                    _check_scalar(plan, check, item)
+        elif check.kind == _MESSAGE:
+            if message.HasField(check.name):
+                _check(getattr(message, check.name), check.message, depth + 1)
+        elif check.kind == _ONEOF:
+            member = message.WhichOneof(check.name)
+            if member is not None and member in check.members:
+                single = check.members[member]
+                if single.kind == _MESSAGE:
+                    _check(getattr(message, member), single.message, depth + 1)
+                else:
+                    _check_scalar(plan, single, getattr(message, member))
         else:
-            _check_value(field, value, field_path, depth)
+            _check_scalar(plan, check, getattr(message, check.name))
+
+
+def check_message(message: Message) -> None:
+    """Raise TxRejected (INVALID_ARGUMENT, or MALFORMED past MAX_DEPTH) unless every field of
+    ``message`` is within bounds. Unknown fields are the parser's to refuse (``tx.parse``)."""
+    _check(message, _plan(message.DESCRIPTOR), 0)

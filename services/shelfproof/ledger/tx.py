@@ -57,16 +57,25 @@ def parse(raw: bytes) -> ParsedTx:
         body.ParseFromString(signed.body)
     except Exception:  # noqa: BLE001 - any decode failure is a malformed transaction
         raise TxRejected(ResultCode.MALFORMED, "not a SignedTransaction") from None
+    # Without its unknown fields (dropped recursively), the deterministic re-encoding is the received
+    # bytes only if there were none and the encoding was canonical.
+    signed.DiscardUnknownFields()
+    body.DiscardUnknownFields()
     if signed.SerializeToString(deterministic=True) != raw:
-        raise TxRejected(ResultCode.MALFORMED, "the envelope is not canonically encoded")
+        raise TxRejected(ResultCode.MALFORMED, "the envelope is not canonically encoded or has unknown fields")
     if body.SerializeToString(deterministic=True) != signed.body:
-        raise TxRejected(ResultCode.MALFORMED, "the body is not canonically encoded")
+        raise TxRejected(ResultCode.MALFORMED, "the body is not canonically encoded or has unknown fields")
     bounds.check_message(signed)
     bounds.check_message(body)
     action = body.WhichOneof("action")
     if action is None:
         raise TxRejected(ResultCode.MALFORMED, "transaction body carries no action")
     return ParsedTx(raw, tx_hash(raw), signed, body, action)
+
+
+# Plan the bounds walk now: a schema it cannot walk fails at import, not inside a block.
+bounds.check_message(txpb.SignedTransaction())
+bounds.check_message(txpb.TransactionBody())
 
 
 def key_id_for(public_key: bytes) -> str:
