@@ -107,7 +107,7 @@ bench: deps
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 test: deps lint-proto
-	$(PYTEST) tests
+	$(PYTEST) --durations=15 tests
 
 test-unit: deps
 	$(PYTEST) tests/unit

@@ -14,7 +14,7 @@ from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.verify.ratelimit import RateLimiter
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
-from shelfproof.verify.trust import validators_hash_of_file
+from shelfproof.verify.trust import TrustRoot, validators_hash_of_file
 from shelfproof.verify.verdict import CloneRules
 from shelfproof.verify.web import build_app
 from tests.integration.harness import CHAIN, RESOLVER, Registry
@@ -31,6 +31,8 @@ class VerifyStack(Registry):
         await super().__aenter__()
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
         self.trusted = {validators_hash_of_file(self.tmp_path / "engine" / "priv_validator_key.json")}
+        # What `shelfproof verify` pins: the chain id and validator set from local files, not the server.
+        self.trust = TrustRoot(CHAIN, frozenset(self.trusted))
         scanner = self.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-1"].signer(CHAIN)
         self.scans = ScanRecorder(LedgerClient(self.ledger, scanner), flush_interval_s=3600)  # tests flush
         self.verifier = Verifier(QueryModel(self.pool), LedgerReader(self.ledger, CHAIN, self.trusted), self.scans, self.rules)

@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 
 from shelfproof.cli.health import component_health, ledger_status, postgres_health
-from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
@@ -106,6 +105,8 @@ class Stack:
         return self.postgres.dsn(self.pg_settings.database)
 
     async def start(self) -> None:
+        from shelfproof.db.migrate import upgrade  # Alembic and SQLAlchemy: not for `shelfproof status`
+
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         if not self.pg_settings.dsn:
             cluster_dir = self.pg_settings.cluster_dir or default_cluster_dir(self.state_dir)
@@ -182,6 +183,8 @@ class Stack:
                 f"chain {status.chain_id}, because {status.engine_reason}",
                 flush=True,
             )
+        if spec.name == "planner":
+            print(f"planner engine: {await planner_engine(_openai_base_url())}", flush=True)
 
     def _write_stack_file(self) -> None:
         payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}
@@ -201,6 +204,24 @@ class Stack:
         if self.postgres is not None and self._started_postgres:
             await asyncio.to_thread(self.postgres.stop)
         (self.state_dir / STACK_FILE).unlink(missing_ok=True)
+
+
+def _openai_base_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('SHELFPROOF_PLANNER_OPENAI_PORT', '8000')}/v1"
+
+
+async def planner_engine(base_url: str) -> str:
+    """What the planner's model runs on, from its OpenAI-compatible ``/v1/models``: engine, model, dtype and
+    why that dtype."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        model = (await client.get(f"{base_url}/models")).raise_for_status().json()["data"][0]
+    engine = model.get("shelfproof_engine", {})
+    return (
+        f"{engine.get('engine', '?')} {engine.get('engine_version', '')}, {model['id']} in {engine.get('dtype', '?')} "
+        f"because {engine.get('dtype_reason', '?')}"
+    )
 
 
 async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
@@ -224,8 +245,7 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             print(f"  {component.name:<12} {component.address}", flush=True)
         verify = next(c for c in stack.components if c.name == "verify")
         print(f"consumer page: http://{verify.address}/  (a product's QR code opens http://{verify.address}/01/<GTIN>/21/<serial>)", flush=True)
-        openai_port = os.environ.get("SHELFPROOF_PLANNER_OPENAI_PORT", "8000")
-        print(f"planner model, OpenAI-compatible: http://127.0.0.1:{openai_port}/v1", flush=True)
+        print(f"planner model, OpenAI-compatible: {_openai_base_url()}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
@@ -251,12 +271,14 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
             )
             for s in SERVICES
         ]
-    all_serving = True
-    for component in components:
+
+    async def probe(component: RunningComponent) -> str:
         if component.kind == "postgres":
-            status = await asyncio.to_thread(postgres_health, component.address)
-        else:
-            status = await component_health(component.kind, component.address, component.health_service)
-        all_serving &= status == "SERVING"
+            return await asyncio.to_thread(postgres_health, component.address)
+        return await component_health(component.kind, component.address, component.health_service)
+
+    # all at once: a silent component costs its deadline once, not once per component after it
+    statuses = await asyncio.gather(*(probe(c) for c in components))
+    for component, status in zip(components, statuses):
         print(f"{component.name:<12} {component.address:<48} {status}")
-    return 0 if all_serving else 1
+    return 0 if all(status == "SERVING" for status in statuses) else 1

@@ -57,8 +57,8 @@ class LedgerApplication:
         self._initial_height = 1
         self._reset_check_state()
         self._pending_block: tuple[AppVersion, Overlay] | None = None
-        # Proof ops by (height, store, key): many readers ask for the same keys at one height.
-        self._proof_ops: OrderedDict[tuple[int, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
+        # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
+        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -287,7 +287,9 @@ class LedgerApplication:
     # --- queries -------------------------------------------------------------------------------
 
     def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
-        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops.
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops, or for a
+        missing key a ``shelfproof:absent`` op and the store's ``simple:v`` op (the stock light proxy
+        refuses absent values whatever the proof; our verifier checks them, merkle.verify_absence_proof).
 
         ``/keys`` reads several keys at one height: ``data`` is a QueryManyRequest, the answer's value a
         QueryManyResponse (without the header, which the adapter adds).
@@ -308,10 +310,8 @@ class LedgerApplication:
             )
         value = version.get(store, request.data)
         response = abci.ResponseQuery(code=0, key=request.data, value=value or b"", height=height)
-        if request.prove and value is not None:
-            key_proof = version.stores[store].proof(request.data)
-            store_proof = version.store_proof(store)
-            for op in (value_op(request.data, key_proof), value_op(store.encode(), store_proof)):
+        if request.prove and request.data:
+            for op in self._proof_ops_for(version, height, store, request.data, value is not None):
                 response.proof_ops.ops.append(proof_pb2.ProofOp(type=op.type, key=op.key, data=op.data))
         return response
 
@@ -337,15 +337,20 @@ class LedgerApplication:
             store, key = wanted_key.store, wanted_key.key
             value = version.get(store, key)
             out = answer.values.add(store=store, key=key, found=value is not None, value=value or b"")
-            if request.prove and value is not None:
-                out.proof_ops.extend(self._value_proof_ops(version, height, store, key))
+            if request.prove and key:
+                out.proof_ops.extend(self._proof_ops_for(version, height, store, key, value is not None))
         return abci.ResponseQuery(code=0, key=b"", value=answer.SerializeToString(), height=height)
 
-    def _value_proof_ops(self, version: AppVersion, height: int, store: str, key: bytes) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
-        cache_key = (height, store, key)
+    def _proof_ops_for(
+        self, version: AppVersion, height: int, store: str, key: bytes, present: bool
+    ) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
+        """The key's presence or absence proof at ``height``, cached by the app hash it proves against
+        (the same state answers the same, at whatever height; a replaced genesis state cannot be stale)."""
+        cache_key = (version.app_hash, store, key)
         ops = self._proof_ops.get(cache_key)
         if ops is None:
-            key_op = value_op(key, version.stores[store].proof(key))
+            stored = version.stores[store]
+            key_op = value_op(key, stored.proof(key)) if present else stored.absence_op(key)
             store_op = value_op(store.encode(), version.store_proof(store))
             ops = tuple(ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data) for op in (key_op, store_op))
             self._proof_ops[cache_key] = ops

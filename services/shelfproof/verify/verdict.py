@@ -62,6 +62,12 @@ class Assessment:
     warnings: list[str] = field(default_factory=list)
 
 
+def key_revoked(key: st.KeyRecord) -> bool:
+    """Revoked by the flag or, where the record has one, a revocation height (read with getattr: the
+    key record's revocation fields belong to the ledger rules)."""
+    return bool(getattr(key, "revoked", False) or getattr(key, "revoked_height", 0))
+
+
 def _counterfeit_reasons(f: Facts) -> list[str]:
     if not f.signature_present:
         return ["The code carries no brand signature."]
@@ -71,7 +77,7 @@ def _counterfeit_reasons(f: Facts) -> list[str]:
         return [f"No product {f.gtin} is registered on the ledger."]
     if f.key.organization_gln != f.product.brand_owner_gln:
         return ["The code is signed by an organization that does not own this product."]
-    if f.key.revoked:
+    if key_revoked(f.key):
         return ["The code is signed with a key its owner revoked."]
     if not f.signature_valid:
         return ["The brand signature does not match this product and serial."]
