@@ -67,7 +67,7 @@ _TYPE_LIMITS = {
 _INTEGER, _STRING, _ENUM, _MESSAGE, _ONEOF = range(5)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Check:
     name: str
     kind: int
@@ -161,7 +161,11 @@ def _check(message: Message, plan: _Plan, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TxRejected(ResultCode.MALFORMED, f"{plan.name} is nested deeper than {MAX_DEPTH}")
     for check in plan.checks:
-        if check.repeated:
+        if check.kind == _INTEGER and not check.repeated:  # the common case, inline
+            value = getattr(message, check.name)
+            if not check.low <= value <= check.high:
+                raise _refuse(plan, check, f"= {value} is outside [{check.low}, {check.high}]")
+        elif check.repeated:
             values = getattr(message, check.name)
             if len(values) > MAX_REPEATED:
                 raise _refuse(plan, check, f"has {len(values)} entries, at most {MAX_REPEATED}")
