@@ -30,9 +30,13 @@ MAX_EPCS_PER_EVENT = 1_000
 MAX_SCANS_PER_TX = 1_000
 MAX_SERIALS_PER_VOID = 1_000
 MAX_CUSTODY_STEPS = 16
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_EVENT_HASH = re.compile(r"^ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Consensus-path patterns: ASCII only and used with fullmatch ("$" would also accept a trailing
+# newline, "\d" other scripts' digits); none backtracks (no nested or adjacent overlapping repeats).
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}", re.ASCII)
+_EVENT_HASH = re.compile(r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0", re.ASCII)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_COUNTRY_CODE = re.compile(r"[A-Z]{2}", re.ASCII)
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 # --- the authorization table ------------------------------------------------------------------
 #
@@ -231,7 +235,7 @@ def _gln(value: str) -> str:
 
 
 def _identifier(value: str, what: str) -> str:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise _invalid(f"{what} must be 1-128 of [A-Za-z0-9._:/-], got {value!r}")
     return value
 
@@ -692,7 +696,7 @@ def register_location(state: Overlay, ctx: TxContext, a: txpb.RegisterLocation) 
     _text(a.name, "name")
     for field in ("street", "city", "postal_code"):
         _text(getattr(a, field), field, 128, required=False)
-    if a.country_code and not re.fullmatch(r"[A-Z]{2}", a.country_code):
+    if a.country_code and not _COUNTRY_CODE.fullmatch(a.country_code):
         raise _invalid("country_code must be ISO 3166-1 alpha-2")
     if read(state, "locations", gln, st.LocationRecord) is not None:
         raise TxRejected(ResultCode.ALREADY_EXISTS, f"location {gln} is already registered")
@@ -750,9 +754,9 @@ def update_product(state: Overlay, ctx: TxContext, a: txpb.UpdateProduct) -> Non
 def commission_batch(state: Overlay, ctx: TxContext, a: txpb.CommissionBatch) -> None:
     product = _owned_product(state, ctx, a.gtin)
     _identifier(a.batch_id, "batch_id")
-    if not CSET82_VALUE.match(a.lot):
+    if not CSET82_VALUE.fullmatch(a.lot):
         raise _invalid("lot must be 1-20 GS1 CSET 82 characters")
-    if a.expiry and not _DATE.match(a.expiry):
+    if a.expiry and not _DATE.fullmatch(a.expiry):
         raise _invalid("expiry must be YYYY-MM-DD")
     if not 1 <= a.count <= 10_000_000:
         raise _invalid("count must be between 1 and 10,000,000")
@@ -766,7 +770,7 @@ def commission_batch(state: Overlay, ctx: TxContext, a: txpb.CommissionBatch) ->
 
 
 def record_event(state: Overlay, ctx: TxContext, a: txpb.RecordEvent) -> None:
-    if not _EVENT_HASH.match(a.event_hash):
+    if not _EVENT_HASH.fullmatch(a.event_hash):
         raise _invalid("event_hash must be a CBV 2.0 event hash id (ni:///sha-256;<hex>?ver=CBV2.0)")
     if a.event_type not in {"ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent"}:
         raise _invalid(f"unknown EPCIS event type {a.event_type!r}")
@@ -862,7 +866,7 @@ def void_labels(state: Overlay, ctx: TxContext, a: txpb.VoidLabels) -> None:
     if not 1 <= len(a.serials) <= MAX_SERIALS_PER_VOID:
         raise _invalid(f"between 1 and {MAX_SERIALS_PER_VOID} serials per transaction")
     for serial in a.serials:
-        if not CSET82_VALUE.match(serial):
+        if not CSET82_VALUE.fullmatch(serial):
             raise _invalid(f"serial {serial!r} is not 1-20 GS1 CSET 82 characters")
         write(state, "status", f"{a.gtin}/{serial}", st.StatusRecord(status="voided", reason=a.reason, recorded_by=ctx.signer.agent_id, height=ctx.height))
 
@@ -1023,7 +1027,7 @@ def _budget(state: Overlay, policy: txpb.GuardrailPolicy, now: int) -> st.Budget
 
 
 def _hex_digest(value: str, what: str) -> None:
-    if not re.fullmatch(r"[0-9a-f]{64}", value):
+    if not _HEX_DIGEST.fullmatch(value):
         raise _invalid(f"decision_record.{what} must be a SHA-256 hex digest")
 
 
@@ -1160,7 +1164,7 @@ def record_scans(state: Overlay, ctx: TxContext, a: txpb.RecordScans) -> None:
             commissioned[gtin] = product.batches_commissioned > 0
         if not commissioned[gtin]:
             raise TxRejected(ResultCode.FAILED_PRECONDITION, f"no batch of {gtin} is commissioned")
-        if not CSET82_VALUE.match(scan.serial):
+        if not CSET82_VALUE.fullmatch(scan.serial):
             raise _invalid(f"serial {scan.serial!r} is not 1-20 GS1 CSET 82 characters")
         if len(scan.cell) > 12:
             raise _invalid("cell must be a coarse location cell of at most 12 characters")
