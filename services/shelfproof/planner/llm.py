@@ -617,7 +617,7 @@ def start_local_llm(
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
         temp_dir = (state_dir / "ray").resolve()
         temp_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 ray.init(
                     address="local",
@@ -631,12 +631,13 @@ def start_local_llm(
                 )
                 break
             except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
-                # Seen now and then on a loaded 2-core machine: the GCS never publishes its port, or the
-                # raylet does not register within Ray's fixed 30 s. A second start has always worked.
-                # A failed start leaves its processes running: stop the ones under our temp dir.
+                # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives
+                # up on the dashboard agent's port file after 15 s (the agent's imports alone took longer
+                # with every core busy) and Ray's fixed 30 s for the node to register runs out. A later
+                # start has worked. A failed start leaves its processes running: stop ours first.
                 ray.shutdown()
                 stop_processes_under(temp_dir)
-                if attempt == 2:
+                if attempt == 3:
                     raise
                 log.warning("Ray did not start (%s); starting it again", err)
     port = http_port or free_port()
