@@ -184,7 +184,7 @@ MUST_COMMIT = {
 # Finding 2 as an example: the mempool adds key "alt" as K0 and a transaction signed with K0 passes
 # CheckTx; the block adds "alt" as K1 at the same nonce, then carries that transaction.
 @example([(
-    [(0, ADD_KEY, 1, "none", b""), (0, PRODUCT, 0, "alt-key", b"")],
+    [(0, ADD_KEY, 1, "none", b""), (0, PRODUCT, 1, "alt-key", b"")],  # p=1: OTHER_GTIN, still free
     [(0, ADD_KEY, 0, "none", b"")],
     [(0, False), (2, False)],
 )])
