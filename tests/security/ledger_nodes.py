@@ -1,5 +1,9 @@
 """Ledger nodes for hostile tests: real ``LedgerApplication`` instances started from one genesis,
-driven through their ABCI methods in the orders CometBFT may use."""
+driven through their ABCI methods in the orders CometBFT may use.
+
+The genesis follows the authorization model: the brand and the retailer each own a GS1 Company
+Prefix (the brand's GTINs, the retailer's store GLN), the consortium has verifier agents (the only
+signers of scans) and every organisation has people with approvals keys."""
 
 from __future__ import annotations
 
@@ -10,26 +14,36 @@ from tendermint.abci import types_pb2 as abci
 
 from shelfproof.ledger.app import LedgerApplication
 from shelfproof.ledger.merkle import uvarint
-from shelfproof.ledger.genesis import Genesis, build_genesis
+from shelfproof.ledger.genesis import (
+    CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, DEMO_RETAILER_GLN, DEMO_RETAILER_PREFIX, DEMO_RETAILER_STORE_GLN,
+    Genesis, Member, build_genesis,
+)
 from shelfproof.ledger.tx import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 CHAIN = "security-chain"
-OPERATOR = "0000000000017"
-BRAND = "0614141000005"
-RETAILER = "0614141000012"
-GTIN = "00614141123452"
+OPERATOR = CONSORTIUM_GLN
+BRAND = DEMO_BRAND_GLN
+RETAILER = DEMO_RETAILER_GLN
+GTIN = "00614141123452"  # the brand's prefix
 OTHER_GTIN = "00614141123469"
-STORE_GLN = "0614141000029"
+STORE_GLN = DEMO_RETAILER_STORE_GLN  # the retailer's prefix
 T0 = 1_780_000_000
 
 
 def genesis(agents_per_org: int = 2) -> Genesis:
+    """Agents ``admin-N`` (transaction keys, every organisation permission), the consortium's
+    ``verifier-N`` (scan::record) and people ``person-0``/``person-1`` (approvals keys)."""
     return build_genesis(
         CHAIN,
-        [(OPERATOR, "operator"), (BRAND, "brand"), (RETAILER, "retailer")],
+        [
+            Member(OPERATOR, "operator"),
+            Member(BRAND, "brand", (DEMO_BRAND_PREFIX,)),
+            Member(RETAILER, "retailer", (DEMO_RETAILER_PREFIX,)),
+        ],
         agents_per_org=agents_per_org,
         consortium_gln=OPERATOR,
+        people_per_org=2,
     )
 
 

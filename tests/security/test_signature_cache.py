@@ -6,14 +6,20 @@ from __future__ import annotations
 from nacl.signing import SigningKey
 
 from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.rules import prove_possession
 from shelfproof.ledger.tx import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import BRAND, CHAIN, OTHER_GTIN, block, body, check, genesis, node, product, signers
 
 
-def _add_key(owner: AccountSigner, key_id: str, public_key: bytes, nonce: int) -> bytes:
-    return owner.sign(body(add_key=txpb.AddKey(agent_id=owner.agent_id, key_id=key_id, public_key=public_key)), nonce=nonce)
+def _add_key(owner: AccountSigner, key_id: str, new: SigningKey, nonce: int) -> bytes:
+    """The owner's own rotation: a transactions key, with the new key's proof of possession."""
+    purpose = txpb.KEY_PURPOSE_TRANSACTIONS
+    proof = prove_possession(new, CHAIN, owner.agent_id, key_id, purpose)
+    return owner.sign(body(add_key=txpb.AddKey(
+        agent_id=owner.agent_id, key_id=key_id, public_key=bytes(new.verify_key), purpose=purpose, possession_signature=proof,
+    )), nonce=nonce)
 
 
 def test_checktx_against_mempool_state_cannot_split_nodes_by_cached_signature():
@@ -25,8 +31,8 @@ def test_checktx_against_mempool_state_cannot_split_nodes_by_cached_signature():
     owner = signers(g)[f"{BRAND}/admin-0"]
     p1, p2 = SigningKey.generate(), SigningKey.generate()
     nonce = owner.next_nonce
-    add_p1 = _add_key(owner, "k2", bytes(p1.verify_key), nonce)
-    add_p2 = _add_key(owner, "k2", bytes(p2.verify_key), nonce)
+    add_p1 = _add_key(owner, "k2", p1, nonce)
+    add_p2 = _add_key(owner, "k2", p2, nonce)
     with_k2 = AccountSigner(CHAIN, owner.agent_id, p1, key_id="k2", next_nonce=nonce + 1).sign(product())
 
     assert check(seen_checktx, add_p1) == 0

@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger import merkle
+from shelfproof.ledger import merkle, rules
 from shelfproof.ledger.app import LedgerApplication
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.genesis import build_genesis
@@ -291,3 +291,35 @@ def test_state_survives_restart_and_bad_input_is_answered_in_band(tmp_path):
     info = reopened.info(abci.RequestInfo())
     assert info.last_block_height == height and info.last_block_app_hash == app_hash
     assert st.ProductRecord.FromString(reopened.state.latest.get("products", GTIN.encode())).product.name
+
+
+def test_checktx_after_a_restart_checks_scans_against_the_last_committed_block_time(tmp_path):
+    """The last block's time is committed with the state: a restarted node accepts a scan stamped
+    now in CheckTx (before the next block), and still refuses one stamped past the skew."""
+    genesis = _genesis()
+    app = LedgerApplication(tmp_path)
+    _start(app, genesis)
+    brand = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    commission = _body(commission_batch=txpb.CommissionBatch(
+        batch_id="B1", gtin=GTIN, lot="L1", count=3, serials_merkle_root=bytes(32), serials_content_hash=bytes(32),
+    ))
+    last_block_time = T0 + 500
+    assert _block(app, [brand.sign(_product()), brand.sign(commission)], time_s=last_block_time) == [0, 0]
+    app.state.db.close()
+
+    reopened = LedgerApplication(tmp_path)
+    verifier = genesis.accounts[f"{OPERATOR}/verifier-0"].signer(CHAIN)
+
+    def scan_at(t: int) -> bytes:  # the verifier's first transaction (nothing of its is committed)
+        return verifier.sign(_body(record_scans=txpb.RecordScans(scans=[txpb.Scan(gtin=GTIN, serial="S1", cell="u33d", scan_unix_s=t)])), nonce=1)
+
+    skew = rules.MAX_SCAN_SKEW_S
+    assert reopened.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + skew + 1))).code == ResultCode.INVALID_ARGUMENT
+    assert reopened.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + skew))).code == 0
+    # A node that finalized a block but crashed before Commit restarts with the committed time.
+    assert _block(reopened, [], time_s=last_block_time + 100) == []
+    reopened.finalize_block(abci.RequestFinalizeBlock(height=reopened.height + 1, time=timestamp_pb2.Timestamp(seconds=T0 + 10_000)))
+    reopened.state.db.close()
+    again = LedgerApplication(tmp_path)
+    assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew + 1))).code == ResultCode.INVALID_ARGUMENT
+    assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew))).code == 0

@@ -48,6 +48,9 @@ class LedgerApplication:
         self.home = home
         self.state = LedgerState(StateDB(home / "state.db") if home else None)
         self.chain_id = self.state.meta.get("chain_id", b"").decode()
+        # The time of the last committed block: CheckTx checks against it (a scan may be stamped at
+        # most MAX_SCAN_SKEW_S after it), so it is committed with the state and survives a restart.
+        self._last_block_time = int(self.state.meta.get("last_block_time", b"0"))
         # Signature validity keyed on what the verification reads: SHA-256 of (public key, sign-doc
         # bytes, signature). A hit is the answer a fresh verification would give, whatever state or
         # node asked, so the cache cannot make nodes differ; which key a transaction names and
@@ -56,7 +59,8 @@ class LedgerApplication:
         # The first height FinalizeBlock may run for on a fresh chain (InitChain's initial_height).
         self._initial_height = 1
         self._reset_check_state()
-        self._pending_block: tuple[AppVersion, Overlay] | None = None
+        # FinalizeBlock's result (version, writes, block time) until Commit persists it.
+        self._pending_block: tuple[AppVersion, Overlay, int] | None = None
         # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
         self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
@@ -186,8 +190,6 @@ class LedgerApplication:
             return abci.ResponseCheckTx(code=ResultCode.INTERNAL_ERROR, log=_INTERNAL_LOG, codespace="shelfproof")
         return abci.ResponseCheckTx(code=0, gas_wanted=1)
 
-    _last_block_time = 0
-
     # --- blocks --------------------------------------------------------------------------------
 
     def prepare_proposal(self, request: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
@@ -264,15 +266,15 @@ class LedgerApplication:
                 )
             )
         version = self.state.next_version(request.height, block_state)
-        self._pending_block = (version, block_state)
-        self._last_block_time = block_time
+        self._pending_block = (version, block_state, block_time)
         return abci.ResponseFinalizeBlock(tx_results=results, app_hash=version.app_hash)
 
     def commit(self) -> abci.ResponseCommit:
         if self._pending_block is None:
             raise RuntimeError("Commit without FinalizeBlock")
-        version, overlay = self._pending_block
-        self.state.commit(version, overlay, {"chain_id": self.chain_id.encode()})
+        version, overlay, block_time = self._pending_block
+        self.state.commit(version, overlay, {"chain_id": self.chain_id.encode(), "last_block_time": str(block_time).encode()})
+        self._last_block_time = block_time
         self._pending_block = None
         self._reset_check_state()
         return abci.ResponseCommit(retain_height=0)
