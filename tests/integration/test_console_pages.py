@@ -139,10 +139,31 @@ async def test_login_unlocks_the_key_and_the_menu_follows_the_role(console_env):
     assert int(waiting.value) == 3
     brand = await logged_in(console_env, "bea", "products")
     assert brand.title[0].value == "Products and labels" and len(brand.dataframe[0].value) == 4
-    with pytest.raises(Exception):  # a warehouse worker has no Drafts page in the menu
-        wes = await logged_in(console_env, "wes")
+    wes = await logged_in(console_env, "wes")
+    with pytest.raises(ValueError, match="Could not find a navigation page") as hidden:  # not in a warehouse worker's menu
         wes.switch_page("pages/drafts.py")
-        await _run(wes)
+    assert "stock.py" in str(hidden.value) and "products.py" not in str(hidden.value)
+
+
+async def test_the_ledger_refuses_what_the_menu_hides(console_env):
+    """The console is not the guard: a brand admin's own signed approval of the retailer's draft, sent
+    straight to the planner, is refused by the ledger and shown as a sentence."""
+    from shelfproof.console.clients import Addresses, Clients
+    from shelfproof.console.errors import problem_of
+
+    api = Clients(Addresses(console_env.ledger_address, console_env.registry_address, console_env.planner_address))
+    bea = PEOPLE["bea"]
+    key = unlock_key_file(key_file(console_env.state_dir, "bea"), console_env.seed.passphrases["bea"], bea.agent_id)
+    try:
+        outcome, = await asyncio.to_thread(api.decide, bea.agent_id, key, [console_env.seed.draft_ids[2]], approve=True)
+    finally:
+        api.close()
+    assert isinstance(outcome, Exception)
+    sentence = problem_of(outcome).sentence()
+    assert "Traceback" not in sentence and sentence.endswith(".") and len(sentence) < 400, sentence
+    record = await console_env.ledger.Query(lpb.QueryRequest(store="drafts", key=console_env.seed.draft_ids[2].encode()), timeout=5)
+    from shelfproof.ledger.v1 import state_pb2 as st
+    assert bea.agent_id not in st.DraftRecord.FromString(record.value).approvers
 
 
 async def test_scan_reads_element_strings_links_and_plain_codes(console_env):

@@ -5,15 +5,19 @@ import streamlit as st
 from shelfproof.console import session
 from shelfproof.console.views import daily_flows, serials_at
 
+me = session.person()
 api = session.clients()
 st.title("Stock")
 with session.explained("read the stock"):
-    names = session.gln_names()
+    locations = api.locations()
+    names = {loc.gln: loc.name for loc in locations}
+    # the person's own organisation's sites first, stores before other sites
+    order = [loc.gln for loc in sorted(locations, key=lambda loc: (loc.organization_gln != me.organization_gln, "Store" not in loc.name, loc.name))]
     products = {p.gtin: p.name for p in api.products_list()}
     if not names:
         st.info("No locations are registered yet.")
         st.stop()
-    where = st.selectbox("Location", sorted(names, key=names.get), format_func=names.get, key="stock_location")
+    where = st.selectbox("Location", order, format_func=names.get, key="stock_location")
     positions = [p for p in api.positions(location_gln=where) if p.quantity]
     st.dataframe([{"product": products.get(p.gtin, p.gtin), "gtin": p.gtin, "on hand": p.quantity, "as of block": p.as_of_height} for p in positions],
                  hide_index=True, key="positions")

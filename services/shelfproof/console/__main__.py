@@ -25,6 +25,7 @@ def main() -> None:
         sys.executable, "-m", "streamlit", "run", str(ENTRY),
         "--server.address", "127.0.0.1", "--server.port", str(settings.port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+        "--client.toolbarMode", "minimal",
     ])
 
 
