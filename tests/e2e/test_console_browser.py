@@ -69,7 +69,11 @@ async def console(stack):
         yield f"http://127.0.0.1:{port}"
     finally:
         child.terminate()
-        child.wait(15)
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def _browser() -> tuple[webdriver.Chrome, str]:
@@ -90,7 +94,7 @@ class Console:
         self.wait = WebDriverWait(driver, 30)
 
     def idle(self) -> None:
-        time.sleep(0.3)  # let a rerun start before waiting for it to end
+        time.sleep(0.2)  # let a rerun start before waiting for it to end
         self.wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'))
 
     def text_appears(self, text: str) -> None:
@@ -113,6 +117,8 @@ class Console:
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.idle()
+        time.sleep(0.5)  # tables and charts paint after the script run ends
         path = ARTIFACTS / f"{name}.png"
         self.driver.save_screenshot(str(path))
         return path
@@ -143,7 +149,7 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
             ui.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, 'input[aria-label="Login"]')))
             shots.append(ui.screenshot("login"))
             ui.log_in("maria", stack.seed.passphrases["maria"])
-            ui.text_appears("Drafts waiting for you")
+            ui.text_appears("Recent ledger activity")
             shots.append(ui.screenshot("today"))
 
             ui.open_page("drafts", TITLES["drafts"])
@@ -180,15 +186,16 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
     assert maria.agent_id in record.approvers
     agent = st.AgentRecord.FromString((await stack.ledger.Query(lpb.QueryRequest(store="agents", key=maria.agent_id.encode()), timeout=5)).value)
     approvals = []
-    stream = stack.ledger.StreamCommittedTransactions(lpb.StreamCommittedTransactionsRequest(from_height=record.submitted_height), timeout=3)
+    stream = stack.ledger.StreamCommittedTransactions(lpb.StreamCommittedTransactionsRequest(from_height=record.submitted_height), timeout=10)
     try:
         async for reply in stream:
             signed = txpb.SignedTransaction.FromString(reply.result.transaction)
             body = txpb.TransactionBody.FromString(signed.body)
             if body.WhichOneof("action") == "approve_draft" and body.approve_draft.draft_id == draft_id:
                 approvals.append(signed)
-    except Exception:  # noqa: BLE001 - the stream ends at its deadline
-        pass
+                break
+    finally:
+        stream.cancel()
     assert [a.signer for a in approvals] == [maria.agent_id]
     signed = approvals[0]
     public_key = next(k.public_key for k in agent.keys if k.key_id == signed.key_id)

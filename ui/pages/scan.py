@@ -8,7 +8,7 @@ import streamlit as st
 from shelfproof.console import session
 from shelfproof.console.people import ACTIONS_BY_ROLE
 from shelfproof.console.scan import InvalidScan, parse_scan
-from shelfproof.console.views import item_status, lot_of
+from shelfproof.console.views import item_status, journey_of, lot_of
 from shelfproof.gs1 import epcis
 from shelfproof.gs1.digital_link import canonical_item_uri, parse_digital_link
 from shelfproof.product.v1 import product_pb2 as prpb
@@ -62,12 +62,14 @@ if raw:
         cols[0].metric("Where it is", names.get(item.location_gln, item.location_gln or "—"))
         cols[1].metric("Status", item.disposition.replace("_", " ") or "—")
         st.subheader("Journey")
-        st.dataframe([{**s, "location": names.get(s["location"], s["location"])} for s in item.journey], hide_index=True, key="journey")
+        journey = journey_of(events) or item.journey
+        st.dataframe([{**s, "location": names.get(s["location"], s["location"])} for s in journey], hide_index=True, key="journey")
         allowed = [a for a in ACTIONS_BY_ROLE[me.role] if a in EVENTS]
         if allowed and label_uri:
             st.subheader("Record what happens")
-            places = sorted(names.items(), key=lambda kv: kv[1])
-            where = st.selectbox("At", [gln for gln, _ in places], format_func=lambda g: names[g], key="scan_place")
+            mine = {loc.gln for loc in api.locations() if loc.organization_gln == me.organization_gln}
+            places = sorted(names, key=lambda g: (g not in mine, g != item.location_gln, names[g]))  # here first, then my sites
+            where = st.selectbox("At", places, format_func=lambda g: names[g], key="scan_place")
             for action, column in zip(allowed, st.columns(len(allowed))):
                 if column.button(action.capitalize(), key=f"act_{action}"):
                     step, disposition = EVENTS[action]

@@ -9,17 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from shelfproof.gs1 import epcis
+from shelfproof.ledger.rules import cbv_word
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import events_pb2 as epb
+from shelfproof.registry.projector import STOCK_IN, STOCK_OUT  # the same signs as the inventory positions
 
-STOCK_IN = {"commissioning", "receiving"}
-STOCK_OUT = {"shipping", "retail_selling", "destroying", "decommissioning"}
-
-
-def cbv_word(value: str) -> str:
-    return value.rsplit("/", 1)[-1].rsplit(":", 1)[-1].removeprefix("BizStep-").removeprefix("Disp-")
 
 
 def activity_row(result: lpb.TransactionResult) -> dict:
@@ -48,6 +44,17 @@ def lot_of(events: list[epb.Event]) -> str | None:
         if lot := json.loads(event.event_json).get("ilmd", {}).get("cbvmda:lotNumber"):
             return lot
     return None
+
+
+def journey_of(events: list[epb.Event]) -> list[dict]:
+    """An item's custody steps as its EPCIS events tell them (event time, not commit time)."""
+    rows = []
+    for event in sorted(events, key=lambda e: (e.event_time.seconds, e.event_time.nanos)):
+        doc = json.loads(event.event_json)
+        rows.append({"time": event.event_time.ToDatetime(tzinfo=timezone.utc), "step": cbv_word(event.biz_step).replace("_", " "),
+                     "disposition": cbv_word(event.disposition).replace("_", " "),
+                     "location": event.biz_location_gln or doc.get("readPoint", {}).get("id", "")[-13:], "block": event.ledger_ref.height})
+    return rows
 
 
 def item_status(gtin: str, serial: str, label_uri: str | None, record: bytes | None, recall: bytes | None, status: bytes | None,
