@@ -39,7 +39,8 @@ with session.explained("read the ledger"):
     st.subheader("Latest blocks")
     st.dataframe(blocks, hide_index=True, key="blocks")
     st.subheader("Latest transactions")
-    st.dataframe(list(reversed([activity_row(r) for r in api.transactions_since(max(1, status.latest_height - 10), limit=100, wait_s=0.5)]))[:20],
+    newest = api.transactions_since(max(1, status.latest_height - 1000), limit=5000, wait_s=0.5)[-20:]
+    st.dataframe(list(reversed([activity_row(r) for r in newest])),
                  hide_index=True, key="transactions")
 
 st.subheader("Prove a record")

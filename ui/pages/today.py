@@ -23,7 +23,9 @@ with session.explained("read today's work"):
                "(the order service is not available yet).")
     if low:
         st.subheader("Low stock")
-        st.dataframe([{"location": names.get(p.location_gln, p.location_gln), "gtin": p.gtin, "on hand": p.quantity} for p in low],
+        products = {p.gtin: p.name for p in api.products_list()}
+        st.dataframe([{"location": names.get(p.location_gln, p.location_gln), "product": products.get(p.gtin, ""), "gtin": p.gtin,
+                       "on hand": p.quantity} for p in low],
                      hide_index=True)
 
 
@@ -32,7 +34,8 @@ def recent_activity() -> None:
     st.subheader("Recent ledger activity")
     with session.explained("read the ledger"):
         status = api.status()
-        rows = [activity_row(r) for r in api.transactions_since(max(1, status.latest_height - 20), limit=200, wait_s=0.5)]
+        # the newest transactions of the last 1,000 blocks (CometBFT makes empty blocks too)
+        rows = [activity_row(r) for r in api.transactions_since(max(1, status.latest_height - 1000), limit=5000, wait_s=0.5)[-15:]]
         st.caption(f"Height {status.latest_height} · {status.engine} · {status.validators} validator(s) · refreshed every 5 s")
         st.dataframe(list(reversed(rows))[:15], hide_index=True, key="activity")
 
