@@ -127,12 +127,15 @@ async def test_login_unlocks_the_key_and_the_menu_follows_the_role(console_env):
     at.button[0].click()
     await _run(at)
     assert "does not open this key file" in _text(at) and "person_login" not in at.session_state
+    at.text_input(key="login_name").input("maria")  # the form cleared itself after the failed attempt
     at.text_input(key="login_passphrase").input(console_env.seed.passphrases["maria"])
     at.button[0].click()
     await _run(at)
     assert at.session_state["person_login"] == "maria"
     at.switch_page("pages/today.py")  # AppTest stays on the page it ran; a browser lands on the default page
     await _run(at)
+    # the passphrase does not outlive the login form; only the unlocked key stays in the session
+    assert "login_passphrase" not in at.session_state and "signing_key" in at.session_state
     assert at.session_state["person_login"] == "maria" and at.title[0].value == "Today"
     assert "Drafts waiting for you" in [m.label for m in at.metric]
     waiting = next(m for m in at.metric if m.label == "Drafts waiting for you")

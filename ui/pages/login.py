@@ -5,7 +5,7 @@ from shelfproof.console.people import PEOPLE, WrongPassphrase, key_file, unlock_
 
 st.title("shelfproof console")
 st.caption("Log in with your name and the passphrase of your ledger key. Your key is unlocked for this session only.")
-with st.form("login"):
+with st.form("login", clear_on_submit=True):  # the passphrase does not stay in the session
     login = st.text_input("Login", key="login_name").strip().lower()
     passphrase = st.text_input("Passphrase", type="password", key="login_passphrase")
     submitted = st.form_submit_button("Log in")

@@ -20,7 +20,7 @@ with session.explained("read today's work"):
     cards[2].metric("Low-stock lines in stores", len(low), border=True)
     cards[3].metric("Locations", len(names), border=True)
     st.caption("Receipts due, orders waiting for acknowledgement and late deliveries appear here once purchase orders exist "
-               "(the order service is not available yet).")
+               "(the order service is not available yet); counterfeit alerts once the verify service exposes them.")
     if low:
         st.subheader("Low stock")
         products = {p.gtin: p.name for p in api.products_list()}
