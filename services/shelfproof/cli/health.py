@@ -27,6 +27,8 @@ async def http_health(address: str, path: str = "/healthz", deadline_s: float = 
     try:
         async with httpx.AsyncClient(timeout=deadline_s) as client:
             reply = await client.get(f"http://{address}{path}")
+            if reply.status_code == 200 and reply.text == "ok":  # Streamlit's /_stcore/health (the console)
+                return "SERVING"
             return reply.json().get("status", "UNKNOWN") if reply.status_code == 200 else "NOT_SERVING"
     except (httpx.HTTPError, ValueError):
         return "UNREACHABLE"

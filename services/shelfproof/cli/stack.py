@@ -74,6 +74,14 @@ SERVICES: list[ServiceSpec] = [
         health_service="/healthz",
         kind="http",
     ),
+    ServiceSpec(
+        name="console",
+        module="shelfproof.console",  # Streamlit on 127.0.0.1, headless (ui/console.py)
+        env_prefix="SHELFPROOF_CONSOLE_",
+        default_port=8501,
+        health_service="/_stcore/health",
+        kind="http",
+    ),
 ]
 
 
@@ -136,6 +144,9 @@ class Stack:
             "SHELFPROOF_VERIFY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_REGISTRY_RESOLVER": verify_origin,
             "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": verify_origin,
+            "SHELFPROOF_CONSOLE_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_CONSOLE_REGISTRY_ADDRESS": f"127.0.0.1:{ports['registry']}",
+            "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": f"127.0.0.1:{ports['planner']}",
         }
         return {k: v for k, v in wiring.items() if k not in os.environ}
 
@@ -224,6 +235,22 @@ async def planner_engine(base_url: str) -> str:
     )
 
 
+async def seed_demo_once(stack: Stack):
+    """The demo supply chain, seeded through the services once (idempotent); skipped with
+    SHELFPROOF_DEMO_SEED=0 or when there is no development genesis (a real network's keys)."""
+    from pathlib import Path
+
+    from shelfproof.demo.seed import seed_demo
+    from shelfproof.ledger.genesis import Genesis
+
+    genesis_file = Path(os.environ.get("SHELFPROOF_LEDGER_HOME", stack.state_dir / "ledger")) / "genesis.json"
+    if os.environ.get("SHELFPROOF_DEMO_SEED", "1") == "0" or not genesis_file.exists():
+        return None
+    address = {c.name: c.address for c in stack.components}
+    return await seed_demo(address["ledger"], address["registry"], address["planner"], Genesis.load(genesis_file), stack.state_dir,
+                           progress=lambda text: print(text, flush=True))
+
+
 async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -240,12 +267,21 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             return 130
         stop_wait.cancel()
         start.result()
+        demo = await seed_demo_once(stack)
         print("shelfproof is up:", flush=True)
         for component in stack.components:
             print(f"  {component.name:<12} {component.address}", flush=True)
         verify = next(c for c in stack.components if c.name == "verify")
         print(f"consumer page: http://{verify.address}/  (a product's QR code opens http://{verify.address}/01/<GTIN>/21/<serial>)", flush=True)
         print(f"planner model, OpenAI-compatible: {_openai_base_url()}", flush=True)
+        console = next(c for c in stack.components if c.name == "console")
+        print(f"console: http://{console.address}/", flush=True)
+        if demo is not None:
+            from shelfproof.console.people import PEOPLE
+
+            print("demo logins (development only; passphrases from the demo seed):", flush=True)
+            for login, passphrase in demo.passphrases.items():
+                print(f"  {login:<8} {PEOPLE[login].role:<16} passphrase {passphrase}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
