@@ -24,7 +24,7 @@ PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
 .PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
-	test-gpu bench lock clean
+	test-security test-gpu bench lock clean
 
 help:
 	@echo "make run     install what is missing, start the whole platform (Ctrl-C stops it)"
@@ -107,7 +107,7 @@ bench: deps
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 test: deps lint-proto
-	$(PYTEST) tests
+	$(PYTEST) --durations=15 tests
 
 test-unit: deps
 	$(PYTEST) tests/unit
@@ -117,6 +117,9 @@ test-integration: deps
 
 test-e2e: deps
 	$(PYTEST) tests/e2e
+
+test-security: deps
+	$(PYTEST) tests/security
 
 test-gpu: deps
 	$(PYTEST) -m gpu tests

@@ -1,15 +1,19 @@
-"""Fixtures shared by every tier: free ports, the real PostgreSQL cluster, isolated databases."""
+"""Fixtures shared by every tier: free ports, the real PostgreSQL cluster, isolated databases; and the
+check that a test session leaves no server behind, whatever its outcome."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import psycopg
 import pytest
 
@@ -17,7 +21,7 @@ from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres
 from shelfproof.runtime.processes import free_port
 
-TIERS = ("unit", "integration", "e2e", "gpu")
+TIERS = ("unit", "integration", "e2e", "gpu", "security")
 
 
 def _has_gpu() -> bool:
@@ -38,12 +42,77 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+# Folders of this session's servers that outlive their parent (PostgreSQL daemonizes): the leftover
+# check finds a server by its folder in its command line.
+SESSION_DIR = Path(tempfile.gettempdir()) / f"shelfproof-tests-{os.getpid()}"
+
+
 def postgres_reachable_tempdir(prefix: str) -> Path:
     """A fresh folder under /tmp that the postgres user can use when tests run as root."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    SESSION_DIR.mkdir(mode=0o755, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=SESSION_DIR))
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
     return path
+
+
+def session_leftovers() -> list[psutil.Process]:
+    """Live processes this session started: descendants of this process, and servers that daemonized
+    out of it (their command line names a folder of this session)."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != me.pid and str(SESSION_DIR) in " ".join(proc.info["cmdline"] or ()):
+            found[proc.pid] = proc
+    alive = []
+    for proc in found.values():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {' '.join(proc.cmdline())[:160] or proc.name()}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture's teardown (pass, failure, timeout or Ctrl-C): a PostgreSQL, CometBFT, ABCI,
+    Ray or vLLM process still running fails the run, named; it is stopped (SIGTERM, then SIGKILL)."""
+    # children that are already stopping get a moment
+    deadline = time.monotonic() + float(os.environ.get("SHELFPROOF_TEST_LEFTOVER_GRACE_S", "10"))
+    leftovers = session_leftovers()
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leftovers = session_leftovers()
+    if not leftovers:
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)
+        return
+    names = [_describe(p) for p in leftovers]
+    for proc in leftovers:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, still = psutil.wait_procs(leftovers, timeout=10)
+    for proc in still:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = "processes started by the test session were still running at its end (now stopped):\n  " + "\n  ".join(names)
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,22 @@
-"""`shelfproof up` as a user runs it: started, healthy, stopped by SIGTERM with nothing left behind."""
+"""`shelfproof up` as a user runs it: started, healthy, listening on loopback only, stopped by SIGTERM with
+nothing left behind."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shelfproof.ledger.network import find_free_base_port
+from shelfproof.planner.model import default_model_dir, gguf_source
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
 
@@ -43,6 +48,8 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
+        # The converted model is shared with the integration tests (converted once, read-only after).
+        "SHELFPROOF_PLANNER_MODEL_DIR": str(default_model_dir(gguf_source().package_version).resolve()),
     }
 
 
@@ -113,11 +120,50 @@ def openai_models(env: dict[str, str]) -> None:
     assert reply["choices"][0]["message"]["content"] and reply["usage"]["completion_tokens"] >= 1
 
 
+def listening_sockets(pids: set[int]) -> list[tuple[int, str, str]]:
+    """(pid, process name, local address) of every TCP socket listening and every UDP socket bound by ``pids``."""
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid in pids and conn.laddr and (conn.status == psutil.CONN_LISTEN or conn.type == socket.SOCK_DGRAM):
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.Error:
+                name = "?"
+            out.append((conn.pid, name, f"{conn.laddr.ip}:{conn.laddr.port}"))
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
+    return ip.is_loopback or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def stop_stack(up: subprocess.Popen, pidfile: Path) -> None:
+    """After a failure or timeout: stop `shelfproof up` as Ctrl-C would (it stops its services and
+    PostgreSQL), then kill whatever of its tree is left."""
+    tree = set(descendants(up.pid))
+    if up.poll() is None:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+    if pidfile.exists():
+        tree.add(int(pidfile.read_text().split()[0]))
+    for pid in tree:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# The test's own deadlines add up to about 12 minutes (start, checks, stop); pytest's is above them.
+@pytest.mark.timeout(1200)
 def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
     up = subprocess.Popen(
         [str(SHELFPROOF), "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
     lines: list[str] = []
+    stopped = False
     try:
         deadline = time.monotonic() + 600  # the planner's engine takes minutes on two cores
         while time.monotonic() < deadline:
@@ -138,18 +184,25 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "planner", "verify"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
         assert any(line.startswith("consumer page: http://127.0.0.1:") for line in lines), "".join(lines)
+        engine_line = next(line for line in lines if line.startswith("planner engine: "))
+        assert " in bfloat16 because " in engine_line or " in float32 because " in engine_line, engine_line
 
         consumer_scan(stack_env)
         openai_models(stack_env)
 
-        pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
         watched = set(descendants(up.pid)) | {int(pidfile.read_text().split()[0])}
+        # PostgreSQL's own children (its background workers) hold no listening sockets of their own.
+        sockets = listening_sockets(watched | {up.pid})
+        assert any(name == "postgres" for _, name, _ in sockets) and len(sockets) >= 8, sockets
+        exposed = [s for s in sockets if not is_loopback(s[2])]
+        assert not exposed, f"listening beyond loopback: {exposed}"
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
+        stopped = True
     finally:
-        if up.poll() is None:
-            up.kill()
+        if not stopped:
+            stop_stack(up, pidfile)
     leftovers = {pid for pid in watched if _alive(pid)}
     assert not leftovers, f"processes left behind: {leftovers}"
     after = subprocess.run(

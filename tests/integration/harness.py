@@ -8,7 +8,7 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, build_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
 from shelfproof.registry.events import EventService
@@ -28,7 +28,7 @@ class Registry:
 
     def __init__(self, tmp_path, dsn: str) -> None:
         self.tmp_path, self.dsn = tmp_path, dsn
-        self.genesis = build_genesis(CHAIN, [(DEMO_BRAND_GLN, "brand")], agents_per_org=1)
+        self.genesis = build_genesis(CHAIN, [(DEMO_BRAND_GLN, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=1)
 
     async def __aenter__(self):
         self.engine = EmbeddedEngine(self.tmp_path / "engine", CHAIN, self.genesis.state, block_interval_s=0.01)

@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, build_genesis
+from shelfproof.ledger.genesis import (
+    DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, DEMO_RETAILER_GLN, DEMO_RETAILER_PREFIX, DEMO_RETAILER_STORE_GLN, build_genesis,
+)
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.projector import DraftProjector
 from shelfproof.planner.service import PlannerService
@@ -16,7 +18,7 @@ from shelfproof.runtime.client import insecure_channel
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
 from tests.integration.harness import CHAIN, Registry
-STORE = "0614141000036"
+STORE = DEMO_RETAILER_STORE_GLN
 RETAILER, BRAND = DEMO_RETAILER_GLN, DEMO_BRAND_GLN
 
 
@@ -42,12 +44,21 @@ class PlannerStack(Registry):
 
     def __init__(self, tmp_path, dsn: str, drafter, *, products: int = 8) -> None:
         super().__init__(tmp_path, dsn)
-        self.genesis = build_genesis(CHAIN, [(BRAND, "brand"), (RETAILER, "retailer")], agents_per_org=4)
+        self.genesis = build_genesis(
+            CHAIN,
+            # gtin() numbers the products under 0614140, a second prefix of the brand's.
+            [(BRAND, "brand", [DEMO_BRAND_PREFIX, "0614140"]), (RETAILER, "retailer", [DEMO_RETAILER_PREFIX])],
+            agents_per_org=2, people_per_org=2,
+        )
         self.drafter, self.products = drafter, products
         self.gtins = [gtin(n) for n in range(1, products + 1)]
 
     def signer(self, org: str, n: int):
         return self.genesis.accounts[f"{org}/admin-{n}"].signer(CHAIN)
+
+    def person(self, org: str, n: int):
+        """A person's agent, signing with the person's approvals key."""
+        return self.genesis.accounts[f"{org}/person-{n}"].signer(CHAIN)
 
     async def __aenter__(self):
         await super().__aenter__()

@@ -14,7 +14,7 @@ from tendermint.types import types_pb2, validator_pb2
 from shelfproof.ledger import light, merkle
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.comet_engine import CometEngine
-from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.local_network import ShelfproofNetwork
 from shelfproof.ledger.network import find_free_base_port
 from shelfproof.ledger.v1 import ledger_pb2 as pb
@@ -117,7 +117,7 @@ def _light_client_accepts_our_proofs(network: ShelfproofNetwork, tmp_path: Path,
 
 
 async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_path):
-    genesis = build_genesis(CHAIN, [(BRAND, "brand")], agents_per_org=1)
+    genesis = build_genesis(CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=1)
     signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
     network = ShelfproofNetwork.create_or_load(tmp_path / "net", genesis, 4, find_free_base_port(4), COMETBFT)
     await asyncio.to_thread(network.start)

@@ -9,11 +9,12 @@ import grpc
 import pytest
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger import light, merkle
+from shelfproof.ledger import light, merkle, rules
 from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -50,7 +51,7 @@ class LedgerUnderTest:
 
 @pytest.fixture
 def genesis():
-    return build_genesis(CHAIN, [(BRAND, "brand")], agents_per_org=2)
+    return build_genesis(CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=2)
 
 
 def _product(gtin: str) -> txpb.TransactionBody:
@@ -137,6 +138,29 @@ async def test_bad_input_and_ledger_rejections_map_to_status_codes(tmp_path, gen
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetBlock(pb.GetBlockRequest(height=10_000), timeout=5)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_ledger_internal_error_reaches_the_writer_as_internal(tmp_path, genesis, monkeypatch):
+    """A transaction that reaches a bug in the rules is answered INTERNAL_ERROR by the real ledger;
+    the one writer maps it to Internal (gRPC INTERNAL), not to a verdict on the request."""
+
+    def broken(state, ctx, action):
+        raise ValueError("a bug a transaction reaches")
+
+    monkeypatch.setitem(rules.HANDLERS, "register_product", broken)
+    client = LedgerClient(None, genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN))
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        client.stub = ledger.stub
+        with pytest.raises(errors.LedgerRejected) as caught:
+            await client.submit(_product(GTINS[0]), deadline_s=10)
+        assert caught.value.ledger_code == ResultCode.INTERNAL_ERROR
+        mapped = ledger_error(caught.value)
+        assert isinstance(mapped, errors.Internal) and mapped.code == grpc.StatusCode.INTERNAL
+        assert "Traceback" not in mapped.message and "a bug" not in mapped.message
+        # The rules fixed, the writer goes on (the refused transaction's nonce was not used).
+        monkeypatch.undo()
+        result = await client.submit(_product(GTINS[0]), deadline_s=10)
+        assert result.status == pb.TRANSACTION_STATUS_COMMITTED
 
 
 async def test_acknowledged_transaction_survives_a_lost_mempool(tmp_path, genesis):

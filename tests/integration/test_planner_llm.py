@@ -128,6 +128,51 @@ async def test_openai_compatible_chat_completion_over_http(planner_llm: LocalLLM
         assert invalid.status_code == 422
 
 
+async def test_the_stock_openai_client_streams_chat_and_text_completions(planner_llm: LocalLLM) -> None:
+    """The ``openai`` package, as any OpenAI-compatible tool would use the endpoint: streamed chat (with
+    usage), streamed and plain text completions, structured output; streaming gives the same greedy text."""
+    from openai import AsyncOpenAI, NotFoundError
+
+    client = AsyncOpenAI(base_url=planner_llm.openai_base_url, api_key="unused", timeout=120, max_retries=0)
+    try:
+        messages = [{"role": "user", "content": "Write one short sentence about fresh bread."}]
+        whole = await client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=24, temperature=0)
+        stream = await client.chat.completions.create(
+            model=MODEL_NAME, messages=messages, max_tokens=24, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+        pieces, finish, usage, roles = [], None, None, set()
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                roles.add(choice.delta.role)
+                finish = choice.finish_reason or finish
+        assert len([p for p in pieces if p]) >= 2, pieces  # streamed, not one blob
+        assert "".join(pieces) == whole.choices[0].message.content
+        assert "assistant" in roles and finish == whole.choices[0].finish_reason
+        assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens
+
+        prompt = "The three primary colours are"
+        text = await client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=12, temperature=0)
+        assert text.object == "text_completion" and text.choices[0].text and 0 < text.usage.completion_tokens <= 12
+        streamed = await client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=12, temperature=0, stream=True)
+        assert "".join([c.choices[0].text async for c in streamed if c.choices]) == text.choices[0].text
+
+        constrained = await client.chat.completions.create(
+            model=MODEL_NAME, max_tokens=256,
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASKS[1]}],
+            response_format={"type": "json_schema", "json_schema": {"name": "restock", "schema": RESTOCK_ORDER}},
+        )
+        jsonschema.validate(json.loads(constrained.choices[0].message.content), RESTOCK_ORDER)
+
+        with pytest.raises(NotFoundError):
+            await client.completions.create(model="gpt-4", prompt="hi", max_tokens=4)
+    finally:
+        await client.close()
+
+
 async def test_health_check_passes_and_weights_digest_is_reported(planner_llm: LocalLLM) -> None:
     assert await planner_llm.handle.check_health.remote() is None
     status = serve.status().applications[APP_NAME]

@@ -39,13 +39,14 @@ class ScriptedModel:
         return Generation(json.dumps(answer), 40, "stop")
 
 
-async def _decide(stack: PlannerStack, who: int, draft_id: str, approve: bool = True) -> bytes:
+async def _decide(stack: PlannerStack, who: int | str, draft_id: str, approve: bool = True) -> bytes:
     """A person's approval (or rejection), signed with that person's key and next nonce."""
     body = (
         txpb.TransactionBody(approve_draft=txpb.ApproveDraft(draft_id=draft_id)) if approve
         else txpb.TransactionBody(reject_draft=txpb.RejectDraft(draft_id=draft_id, reason="not now"))
     )
-    signer = stack.signer(RETAILER, who)
+    # An int is a service agent (admin-N); "person-N" is a person signing with an approvals key.
+    signer = stack.signer(RETAILER, who) if isinstance(who, int) else stack.person(RETAILER, int(who.rsplit("-", 1)[1]))
     agent = await stack.ledger.Query(lpb.QueryRequest(store="agents", key=signer.agent_id.encode()), timeout=5)
     signer.next_nonce = st.AgentRecord.FromString(agent.value).nonce + 1
     return signer.sign(body)
@@ -90,23 +91,23 @@ async def test_restock_is_bounded_recorded_and_approved_by_a_quorum(tmp_path, da
         # Above the quorum threshold: two people approve; the submitter cannot.
         if draft.total.amount_minor >= policy().quorum_threshold_minor:
             assert draft.approvals_required == 2
-        waiting = await stack.stub.ListDrafts(pb.ListDraftsRequest(approver_agent_id=f"{RETAILER}/admin-2"), timeout=10)
+        waiting = await stack.stub.ListDrafts(pb.ListDraftsRequest(approver_agent_id=f"{RETAILER}/person-0"), timeout=10)
         assert [d.draft_id for d in waiting.drafts] == [draft.draft_id]
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, 1, draft.draft_id)), timeout=20)
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.aio.AioRpcError) as wrong:  # a signed approval of another draft is refused here
-            await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, 2, "other")), timeout=20)
+            await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, "person-0", "other")), timeout=20)
         assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        first = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, 2, draft.draft_id)), timeout=20)
+        first = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, "person-0", draft.draft_id)), timeout=20)
         expected = pb.DRAFT_STATE_PENDING_APPROVAL if draft.approvals_required == 2 else pb.DRAFT_STATE_APPROVED
-        assert first.draft.state == expected and list(first.draft.approvers) == [f"{RETAILER}/admin-2"]
+        assert first.draft.state == expected and list(first.draft.approvers) == [f"{RETAILER}/person-0"]
         if expected == pb.DRAFT_STATE_PENDING_APPROVAL:
-            second = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, 3, draft.draft_id)), timeout=20)
+            second = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, "person-1", draft.draft_id)), timeout=20)
             assert second.draft.state == pb.DRAFT_STATE_APPROVED
         approved = await stack.stub.ListDrafts(pb.ListDraftsRequest(state=pb.DRAFT_STATE_APPROVED), timeout=10)
         assert draft.draft_id in [d.draft_id for d in approved.drafts]
-        assert not (await stack.stub.ListDrafts(pb.ListDraftsRequest(approver_agent_id=f"{RETAILER}/admin-2"), timeout=10)).drafts
+        assert not (await stack.stub.ListDrafts(pb.ListDraftsRequest(approver_agent_id=f"{RETAILER}/person-0"), timeout=10)).drafts
 
 
 async def test_small_drafts_are_approved_on_submission(tmp_path, database_dsn):
@@ -120,7 +121,7 @@ async def test_drafts_are_rejected_or_expire(tmp_path, database_dsn):
     async with PlannerStack(tmp_path, database_dsn, Drafter(ScriptedModel()), products=2) as stack:
         await stack.set_up_store(policy(auto_approve_below_minor=0, draft_ttl_s=3))
         rejected = (await stack.stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, request_id="a"), timeout=60)).draft
-        reply = await stack.stub.RejectDraft(pb.RejectDraftRequest(draft_id=rejected.draft_id, signed_transaction=await _decide(stack, 2, rejected.draft_id, approve=False)), timeout=20)
+        reply = await stack.stub.RejectDraft(pb.RejectDraftRequest(draft_id=rejected.draft_id, signed_transaction=await _decide(stack, "person-0", rejected.draft_id, approve=False)), timeout=20)
         assert reply.draft.state == pb.DRAFT_STATE_REJECTED
         expiring = (await stack.stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, request_id="b"), timeout=60)).draft
         assert expiring.state == pb.DRAFT_STATE_PENDING_APPROVAL
@@ -129,7 +130,7 @@ async def test_drafts_are_rejected_or_expire(tmp_path, database_dsn):
         expired = await stack.stub.ListDrafts(pb.ListDraftsRequest(state=pb.DRAFT_STATE_EXPIRED), timeout=10)
         assert [d.draft_id for d in expired.drafts] == [expiring.draft_id]
         with pytest.raises(grpc.aio.AioRpcError) as late:
-            await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=expiring.draft_id, signed_transaction=await _decide(stack, 2, expiring.draft_id)), timeout=20)
+            await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=expiring.draft_id, signed_transaction=await _decide(stack, "person-0", expiring.draft_id)), timeout=20)
         assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -141,7 +142,7 @@ async def test_promotion_discount_is_cut_to_the_margin_floor_and_approval_create
         assert draft.kind == pb.DRAFT_KIND_PROMOTION and 1 <= terms.discount_bps <= 3000 and terms.gtins
         assert any("9500" in a for a in draft.adjustments)
         assert terms.customer_copy == "Everything must go" and terms.end_time.seconds > terms.start_time.seconds
-        approved = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, 2, draft.draft_id)), timeout=20)
+        approved = await stack.stub.ApproveDraft(pb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=await _decide(stack, "person-0", draft.draft_id)), timeout=20)
         assert approved.draft.state == pb.DRAFT_STATE_APPROVED
         promotion = await stack.ledger.Query(lpb.QueryRequest(store="promotions", key=draft.draft_id.encode()), timeout=5)
         assert st.PromotionRecord.FromString(promotion.value).promotion.draft_id == draft.draft_id

@@ -109,12 +109,16 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
         records = _independent_check(stack, report, g)
         assert records["items"].custody[-1].biz_step == "receiving" and records["keys"].organization_gln == DEMO_BRAND_GLN
         assert "the serial is in its batch (Merkle path to the committed root)" in report["facts"]["proven"]
-        assert any("recalls" in r for r in report["facts"]["reported"])  # not recalled: absent, so reported
+        # Absence is proven, not merely reported, and the page says so.
+        assert {"not recalled — proven", "label not voided — proven", "key not revoked — proven"} <= set(report["facts"]["proven"])
+        _, page = await _get(stack.local(await _label(stack, g)), json_form=False)
+        assert "not recalled — proven" in page and "key not revoked — proven" in page
 
         # The command-line verifier agrees, trusting only the validator set.
-        result = await asyncio.to_thread(check_url, stack.local(await _label(stack, g)), stack.trusted)
+        result = await asyncio.to_thread(check_url, stack.local(await _label(stack, g)), stack.trust)
         assert (result.exit_code, result.verdict) == (EXIT_AGREES, "GENUINE"), result.lines
         assert any("leaf" in line for line in result.lines)
+        assert "proven: not recalled — proven" in result.lines and "proven: label not voided — proven" in result.lines
 
         # Tampered evidence fails the independent check.
         forged = json.loads(json.dumps(report))
@@ -142,7 +146,7 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
             assert status == 200 and report["verdict"] == "COUNTERFEIT", (url, report)
             assert why in report["reasons"][0], report["reasons"]
             assert report["scan"]["recorded"] is False  # fakes leave nothing on the ledger
-            assert check_report(stack.local(url), report, stack.trusted).verdict == "COUNTERFEIT"
+            assert check_report(stack.local(url), report, stack.trust).verdict == "COUNTERFEIT"
 
         # RECALLED, said first.
         recall = await stack.stub.RecallLot(ppb.RecallLotRequest(gtin=GTIN, lot="L2", reason="glass fragments"), timeout=20)
@@ -151,7 +155,7 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
         assert report["verdict"] == "RECALLED" and "glass fragments" in report["reasons"][0]
         assert "the lot is recalled" in report["facts"]["proven"]
         lie = dict(report, verdict="GENUINE")  # a server that hides the recall is caught
-        result = check_report(stack.local(await _label(stack, recalled[0])), lie, stack.trusted)
+        result = check_report(stack.local(await _label(stack, recalled[0])), lie, stack.trust)
         assert (result.exit_code, result.verdict) == (EXIT_DISAGREES, "RECALLED")
         html_status, page = await _get(stack.local(await _label(stack, recalled[0])), json_form=False)
         assert html_status == 200 and page.index('id=recall') < page.index("<h2>Product")

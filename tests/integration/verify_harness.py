@@ -8,13 +8,13 @@ import asyncio
 from aiohttp import web
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, build_genesis
+from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.verify.ratelimit import RateLimiter
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
-from shelfproof.verify.trust import validators_hash_of_file
+from shelfproof.verify.trust import TrustRoot, validators_hash_of_file
 from shelfproof.verify.verdict import CloneRules
 from shelfproof.verify.web import build_app
 from tests.integration.harness import CHAIN, RESOLVER, Registry
@@ -23,15 +23,19 @@ from tests.integration.harness import CHAIN, RESOLVER, Registry
 class VerifyStack(Registry):
     def __init__(self, tmp_path, dsn: str, *, rate_per_s: float = 50.0, burst: int = 50, rules: CloneRules = CloneRules()) -> None:
         super().__init__(tmp_path, dsn)
-        # A second agent of the brand records scans, so its nonces never race the registry's.
-        self.genesis = build_genesis(CHAIN, [(DEMO_BRAND_GLN, "brand")], agents_per_org=2)
+        # The consortium's verifier agent records scans (only it holds scan::record).
+        self.genesis = build_genesis(
+            CHAIN, [(CONSORTIUM_GLN, "consortium"), (DEMO_BRAND_GLN, "brand", [DEMO_BRAND_PREFIX])], consortium_gln=CONSORTIUM_GLN
+        )
         self.rate_per_s, self.burst, self.rules = rate_per_s, burst, rules
 
     async def __aenter__(self):
         await super().__aenter__()
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
         self.trusted = {validators_hash_of_file(self.tmp_path / "engine" / "priv_validator_key.json")}
-        scanner = self.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-1"].signer(CHAIN)
+        # What `shelfproof verify` pins: the chain id and validator set from local files, not the server.
+        self.trust = TrustRoot(CHAIN, frozenset(self.trusted))
+        scanner = self.genesis.accounts[f"{CONSORTIUM_GLN}/verifier-0"].signer(CHAIN)
         self.scans = ScanRecorder(LedgerClient(self.ledger, scanner), flush_interval_s=3600)  # tests flush
         self.verifier = Verifier(QueryModel(self.pool), LedgerReader(self.ledger, CHAIN, self.trusted), self.scans, self.rules)
         app = build_app(self.verifier, RateLimiter(self.rate_per_s, self.burst), RESOLVER)

@@ -8,29 +8,31 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger import merkle
+from shelfproof.ledger import merkle, rules
 from shelfproof.ledger.app import LedgerApplication
 from shelfproof.ledger.codes import ResultCode
 from shelfproof.ledger.genesis import build_genesis
+from shelfproof.ledger.rules import prove_possession
 from shelfproof.ledger.tx import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 CHAIN = "test-chain"
 BRAND = "0614141000005"
-RETAILER = "0614141000012"
+RETAILER = "4012345000009"
 OPERATOR = "0000000000017"
 GTIN = "00614141123452"
-STORE_GLN = "0614141000029"
+STORE_GLN = "4012345000016"  # a store of the retailer (its company prefix)
 T0 = 1_780_000_000
 
 
 def _genesis():
     return build_genesis(
         CHAIN,
-        [(OPERATOR, "operator"), (BRAND, "brand"), (RETAILER, "retailer")],
+        [(OPERATOR, "operator"), (BRAND, "brand", ["0614141"]), (RETAILER, "retailer", ["4012345"])],
         agents_per_org=3,
         consortium_gln=OPERATOR,
+        people_per_org=2,
     )
 
 
@@ -74,10 +76,10 @@ def test_two_instances_fed_the_same_blocks_agree_on_every_app_hash(chain):
     twin = LedgerApplication(None)
     _start(twin, genesis)
     assert twin.app_hash == app.app_hash
-    brand = signers[f"{BRAND}/admin-0"]
+    brand, retailer = signers[f"{BRAND}/admin-0"], signers[f"{RETAILER}/admin-0"]
     blocks = [
         [brand.sign(_product())],
-        [brand.sign(_body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=999), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500))))],
+        [retailer.sign(_body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=999), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500))))],
         [brand.sign(_body(recall_lot=txpb.RecallLot(gtin=GTIN, lot="L1", reason="glass fragments"))), brand.sign(_product("00614141123452"))],
         [],
     ]
@@ -146,11 +148,18 @@ def test_roles_and_organizations_are_enforced(chain):
     assert _block(app, [limited.sign(recall)]) == [0]
 
 
+def add_key_body(agent_id: str, new: AccountSigner, purpose=txpb.KEY_PURPOSE_TRANSACTIONS, key_id: str | None = None) -> txpb.TransactionBody:
+    """AddKey with the new key's proof of possession."""
+    key_id = key_id or new.key_id
+    proof = prove_possession(new.signing_key, CHAIN, agent_id, key_id, purpose)
+    return _body(add_key=txpb.AddKey(agent_id=agent_id, key_id=key_id, public_key=new.public_key, purpose=purpose, possession_signature=proof))
+
+
 def test_key_rotation_and_revocation(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
     new = AccountSigner.generate(CHAIN, brand.agent_id)
-    assert _block(app, [brand.sign(_body(add_key=txpb.AddKey(agent_id=brand.agent_id, key_id=new.key_id, public_key=new.public_key)))]) == [0]
+    assert _block(app, [brand.sign(add_key_body(brand.agent_id, new))]) == [0]
     assert _block(app, [brand.sign(_body(revoke_key=txpb.RevokeKey(agent_id=brand.agent_id, key_id=brand.key_id)))]) == [0]
     new.next_nonce = brand.next_nonce
     assert app.check_tx(abci.RequestCheckTx(tx=brand.sign(_product()))).code == ResultCode.KEY_REVOKED
@@ -189,7 +198,8 @@ def _draft(draft_id: str, quantity: int, cost=100) -> txpb.TransactionBody:
 def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
-    planner, approver_1, approver_2 = (signers[f"{RETAILER}/admin-{i}"] for i in range(3))
+    planner, setter = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"]
+    approver_1, approver_2 = (signers[f"{RETAILER}/person-{i}"] for i in range(2))
     assert _block(app, [brand.sign(_product())]) == [0]
     # No policy yet: a draft has no bounds to be checked against and is refused.
     assert _block(app, [planner.sign(_draft("d0", 10))]) == [ResultCode.FAILED_PRECONDITION]
@@ -198,8 +208,8 @@ def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
         items=[txpb.ItemBounds(gtin=GTIN, min_order_quantity=12, max_order_quantity=600, case_pack=12, unit_cost=txpb.Money(currency_code="EUR", amount_minor=100))],
     )
     assert _block(app, [
-        approver_1.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(auto_approve_below_minor=2_000)))),
-        approver_1.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
+        setter.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(auto_approve_below_minor=2_000)))),
+        setter.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
     ]) == [0, 0]
     price = lambda amount: _body(change_price=txpb.ChangePrice(gtin=GTIN, location_gln=STORE_GLN, price=txpb.Money(currency_code="EUR", amount_minor=amount), unit_cost=txpb.Money(currency_code="EUR", amount_minor=500)))
     assert _block(app, [planner.sign(price(549))]) == [ResultCode.GUARDRAIL_VIOLATED]  # below cost + 10 %
@@ -232,12 +242,12 @@ def test_guardrails_from_committed_policy_bound_prices_and_drafts(chain):
 def test_drafts_expire_after_the_policy_ttl(chain):
     app, _, signers = chain
     brand = signers[f"{BRAND}/admin-0"]
-    planner, approver = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"]
+    planner, setter, approver = signers[f"{RETAILER}/admin-0"], signers[f"{RETAILER}/admin-1"], signers[f"{RETAILER}/person-0"]
     bounds = txpb.ReplenishmentPolicy(organization_gln=RETAILER, location_gln=STORE_GLN, items=[txpb.ItemBounds(gtin=GTIN, min_order_quantity=1, max_order_quantity=100, unit_cost=txpb.Money(currency_code="EUR", amount_minor=100))])
     assert _block(app, [
         brand.sign(_product()),
-        approver.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(draft_ttl_s=60)))),
-        approver.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
+        setter.sign(_body(set_guardrail_policy=txpb.SetGuardrailPolicy(policy=_policy(draft_ttl_s=60)))),
+        setter.sign(_body(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=bounds))),
     ]) == [0, 0, 0]
     assert _block(app, [planner.sign(_draft("late", 50))], time_s=T0 + 100) == [0]
     assert _block(app, [approver.sign(_body(approve_draft=txpb.ApproveDraft(draft_id="late")))], time_s=T0 + 161) == [ResultCode.FAILED_PRECONDITION]
@@ -259,7 +269,10 @@ def test_query_proof_verifies_against_the_app_hash_and_tampering_fails(chain):
     with pytest.raises(merkle.ProofError):
         merkle.verify_value_proof(ops, bytes(32), merkle.keypath_for("recalls", key), answer.value)
     missing = app.query(abci.RequestQuery(path="/store/recalls/key", data=b"nope", prove=True))
-    assert missing.code == 0 and missing.value == b"" and not missing.proof_ops.ops
+    assert missing.code == 0 and missing.value == b"" and [op.type for op in missing.proof_ops.ops] == ["shelfproof:absent", "simple:v"]
+    merkle.verify_absence_proof(list(missing.proof_ops.ops), app.app_hash, merkle.keypath_for("recalls", b"nope"))
+    with pytest.raises(merkle.ProofError):  # an absence proof is no proof that the recalled lot is absent
+        merkle.verify_absence_proof(list(missing.proof_ops.ops), app.app_hash, merkle.keypath_for("recalls", key))
     bad_path = app.query(abci.RequestQuery(path="/store/nothing/key", data=key))
     assert bad_path.code == ResultCode.INVALID_ARGUMENT
 
@@ -278,3 +291,35 @@ def test_state_survives_restart_and_bad_input_is_answered_in_band(tmp_path):
     info = reopened.info(abci.RequestInfo())
     assert info.last_block_height == height and info.last_block_app_hash == app_hash
     assert st.ProductRecord.FromString(reopened.state.latest.get("products", GTIN.encode())).product.name
+
+
+def test_checktx_after_a_restart_checks_scans_against_the_last_committed_block_time(tmp_path):
+    """The last block's time is committed with the state: a restarted node accepts a scan stamped
+    now in CheckTx (before the next block), and still refuses one stamped past the skew."""
+    genesis = _genesis()
+    app = LedgerApplication(tmp_path)
+    _start(app, genesis)
+    brand = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    commission = _body(commission_batch=txpb.CommissionBatch(
+        batch_id="B1", gtin=GTIN, lot="L1", count=3, serials_merkle_root=bytes(32), serials_content_hash=bytes(32),
+    ))
+    last_block_time = T0 + 500
+    assert _block(app, [brand.sign(_product()), brand.sign(commission)], time_s=last_block_time) == [0, 0]
+    app.state.db.close()
+
+    reopened = LedgerApplication(tmp_path)
+    verifier = genesis.accounts[f"{OPERATOR}/verifier-0"].signer(CHAIN)
+
+    def scan_at(t: int) -> bytes:  # the verifier's first transaction (nothing of its is committed)
+        return verifier.sign(_body(record_scans=txpb.RecordScans(scans=[txpb.Scan(gtin=GTIN, serial="S1", cell="u33d", scan_unix_s=t)])), nonce=1)
+
+    skew = rules.MAX_SCAN_SKEW_S
+    assert reopened.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + skew + 1))).code == ResultCode.INVALID_ARGUMENT
+    assert reopened.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + skew))).code == 0
+    # A node that finalized a block but crashed before Commit restarts with the committed time.
+    assert _block(reopened, [], time_s=last_block_time + 100) == []
+    reopened.finalize_block(abci.RequestFinalizeBlock(height=reopened.height + 1, time=timestamp_pb2.Timestamp(seconds=T0 + 10_000)))
+    reopened.state.db.close()
+    again = LedgerApplication(tmp_path)
+    assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew + 1))).code == ResultCode.INVALID_ARGUMENT
+    assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew))).code == 0

@@ -7,14 +7,20 @@ from tendermint.abci import types_pb2 as abci
 
 from shelfproof.ledger import merkle
 from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.tx import key_id_for
+from shelfproof.ledger.tx import AccountSigner, key_id_for
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
-from tests.unit.test_ledger_app import BRAND, GTIN, STORE_GLN, T0, _block, _body, _product, chain  # noqa: F401
+from tests.unit.test_ledger_app import BRAND, CHAIN, GTIN, OPERATOR, STORE_GLN, T0, _block, _body, _product, add_key_body, chain  # noqa: F401
 
 pytestmark = pytest.mark.unit
 HASH = "ni:///sha-256;{:064x}?ver=CBV2.0"
+
+
+def commission_body(batch_id: str = "B1", lot: str = "L1") -> txpb.TransactionBody:
+    return _body(commission_batch=txpb.CommissionBatch(
+        batch_id=batch_id, gtin=GTIN, lot=lot, count=3, serials_merkle_root=bytes(32), serials_content_hash=bytes(32),
+    ))
 
 
 def _read(app: LedgerApplication, store: str, key: str, message):
@@ -58,32 +64,33 @@ def test_keys_are_indexed_by_fingerprint_and_revocation_shows(chain):
     from nacl.signing import SigningKey
 
     new_key = SigningKey.generate()
-    assert _block(app, [brand.sign(_body(add_key=txpb.AddKey(agent_id=f"{BRAND}/admin-0", key_id="k2", public_key=bytes(new_key.verify_key))))]) == [0]
+    new = AccountSigner(CHAIN, brand.agent_id, new_key)
+    assert _block(app, [brand.sign(add_key_body(brand.agent_id, new, key_id="k2"))]) == [0]
     added = _read(app, "keys", key_id_for(bytes(new_key.verify_key)), st.KeyRecord)
     assert added.key_id == "k2" and not added.revoked
     assert _block(app, [brand.sign(_body(revoke_key=txpb.RevokeKey(agent_id=f"{BRAND}/admin-0", key_id="k2")))]) == [0]
     assert _read(app, "keys", key_id_for(bytes(new_key.verify_key)), st.KeyRecord).revoked
     # Another agent cannot claim a key that is already someone's.
     other = signers[f"{BRAND}/admin-1"]
-    codes = _block(app, [other.sign(_body(add_key=txpb.AddKey(agent_id=f"{BRAND}/admin-1", key_id="stolen", public_key=bytes(new_key.verify_key))))])
+    codes = _block(app, [other.sign(add_key_body(other.agent_id, AccountSigner(CHAIN, other.agent_id, new_key), key_id="stolen"))])
     assert codes != [0]
 
 
 def test_first_scan_after_a_sale_claims_the_item_and_scans_elsewhere_are_counted(chain):
     app, _, signers = chain
-    brand = signers[f"{BRAND}/admin-0"]
-    _block(app, [brand.sign(_product())])
+    brand, verifier = signers[f"{BRAND}/admin-0"], signers[f"{OPERATOR}/verifier-0"]
+    _block(app, [brand.sign(_product()), brand.sign(commission_body())])
 
     def scan(cell: str, at: int) -> txpb.TransactionBody:
         return _body(record_scans=txpb.RecordScans(scans=[txpb.Scan(gtin=GTIN, serial="A1", cell=cell, scan_unix_s=at)]))
 
-    assert _block(app, [brand.sign(scan("u33d", T0 + 10))], T0 + 20) == [0]  # before the sale: no claim
+    assert _block(app, [verifier.sign(scan("u33d", T0 + 10))], T0 + 20) == [0]  # before the sale: no claim
     assert _read(app, "scans", f"{GTIN}/A1", st.ScanRecord).claimed_unix_s == 0
     _block(app, [brand.sign(_event(1, ["A1"], "retail_selling", "retail_sold"))], T0 + 100)
-    _block(app, [brand.sign(scan("", T0 + 150))], T0 + 160)  # claimed without a cell ...
-    _block(app, [brand.sign(scan("u33d", T0 + 170))], T0 + 180)  # ... whose first shared cell becomes the claim's
-    _block(app, [brand.sign(scan("u33d", T0 + 190))], T0 + 200)
-    _block(app, [brand.sign(scan("u09t", T0 + 210))], T0 + 220)
+    _block(app, [verifier.sign(scan("", T0 + 150))], T0 + 160)  # claimed without a cell ...
+    _block(app, [verifier.sign(scan("u33d", T0 + 170))], T0 + 180)  # ... whose first shared cell becomes the claim's
+    _block(app, [verifier.sign(scan("u33d", T0 + 190))], T0 + 200)
+    _block(app, [verifier.sign(scan("u09t", T0 + 210))], T0 + 220)
     record = _read(app, "scans", f"{GTIN}/A1", st.ScanRecord)
     assert (record.scans, record.claimed_unix_s, record.claimed_cell, record.scans_elsewhere_after_claim) == (5, T0 + 150, "u33d", 1)
     assert record.cells == ["u09t", "u33d"] and record.last_cell == "u09t"
@@ -105,7 +112,8 @@ def test_query_many_proves_every_present_key_against_one_app_hash(chain):
         if v.found:
             merkle.verify_value_proof(v.proof_ops, app.app_hash, merkle.keypath_for(v.store, v.key), v.value)
         else:
-            assert not v.proof_ops and not v.value
+            assert not v.value  # absent: proven by its neighbours (here an empty store)
+            merkle.verify_absence_proof(v.proof_ops, app.app_hash, merkle.keypath_for(v.store, v.key))
     tampered = many.values[1]
     with pytest.raises(merkle.ProofError):
         merkle.verify_value_proof(tampered.proof_ops, app.app_hash, merkle.keypath_for("items", tampered.key), tampered.value + b"x")

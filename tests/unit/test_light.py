@@ -389,6 +389,19 @@ def test_verify_query_proves_a_value_under_the_next_header() -> None:
         verify_query(CHAIN, ops, path, b"gadget", sh, valset([Signer(4, 10)]))
 
 
+def test_verify_query_proves_an_absence_under_the_next_header() -> None:
+    signer = Signer(3, 10)
+    stores = {"recalls": {b"gtin/L1": b"recalled", b"gtin/L3": b"recalled"}, "items": {b"i": b"1"}}
+    app_hash, ops = store_root_and_proofs(stores, "recalls", b"gtin/L2")
+    header = make_header([signer], height=11, app_hash=app_hash)
+    sh = types_pb2.SignedHeader(header=header, commit=sign_commit(CHAIN, header, block_id_for(header), (signer.key, signer.address), header.time))
+    verify_query(CHAIN, ops, keypath_for("recalls", b"gtin/L2"), None, sh, valset([signer]), query_height=10)
+    with pytest.raises(ProofError):  # the absence of L2 says nothing about L1, which is recalled
+        verify_query(CHAIN, ops, keypath_for("recalls", b"gtin/L1"), None, sh, valset([signer]))
+    with pytest.raises(ProofError):  # nor is it a value
+        verify_query(CHAIN, ops, keypath_for("recalls", b"gtin/L2"), b"recalled", sh, valset([signer]))
+
+
 def test_json_conversion_of_a_commit_with_an_absent_vote() -> None:
     signers = [Signer(i, 10) for i in range(4)]
     sh = signed(signers, [C, A, C, C])

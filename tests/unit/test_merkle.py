@@ -261,3 +261,158 @@ def test_large_tree_proofs_spot_check() -> None:
     with pytest.raises(IndexError):
         tree.proof(100_000)
 
+
+
+# --- absence: adjacent neighbours in the sorted tree ---------------------------------------------------
+
+from shelfproof.ledger.merkle import (  # noqa: E402 - grouped with the tests that use them
+    PROOF_OP_ABSENT,
+    absence_op,
+    absent_store_root,
+    store_tree,
+    verify_absence_proof,
+    verify_store_proof,
+)
+from shelfproof.ledger.state import StoreVersion  # noqa: E402
+from shelfproof.ledger.v1.ledger_pb2 import AbsenceNeighbour, AbsenceProof  # noqa: E402
+
+
+def _stores(n: int) -> dict[str, dict[bytes, bytes]]:
+    """A store of n keys k00, k02, k04, ... (gaps for absent keys) beside another store."""
+    return {"recalls": {f"k{2 * i:02d}".encode(): f"v{i}".encode() for i in range(n)}, "items": {b"x": b"1"}}
+
+
+def _absent_ops(stores, key: bytes) -> tuple[bytes, list[ProofOp]]:
+    return store_root_and_proofs(stores, "recalls", key)
+
+
+def _with_proof(ops: list[ProofOp], proof: AbsenceProof) -> list[ProofOp]:
+    return [ProofOp(type=ops[0].type, key=ops[0].key, data=proof.SerializeToString()), ops[1]]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17])
+def test_absence_is_provable_at_every_position(n: int) -> None:
+    stores = _stores(n)
+    # Empty store / before the first / between every pair / after the last.
+    missing = [b"a", *[f"k{2 * i + 1:02d}".encode() for i in range(n)], b"z"] if n else [b"a", b"k01", b"z"]
+    for key in missing:
+        app_hash, ops = _absent_ops(stores, key)
+        assert [op.type for op in ops] == [PROOF_OP_ABSENT, "simple:v"]
+        verify_absence_proof(ops, app_hash, keypath_for("recalls", key))
+        verify_store_proof(ops, app_hash, keypath_for("recalls", key), None)
+        proof = AbsenceProof.FromString(ops[0].data)
+        assert proof.total == n and proof.HasField("left") == (n > 0 and key != b"a")
+        # The same proof says nothing about another key, present or absent, nor under another root.
+        for other in (b"k00", b"k02", b"0", b"zz"):
+            if other in stores["recalls"] or not (proof.left.key < other < (proof.right.key or b"\xff")):
+                with pytest.raises(ProofError):
+                    verify_absence_proof([ProofOp(type=ops[0].type, key=other, data=ops[0].data), ops[1]], app_hash, keypath_for("recalls", other))
+        with pytest.raises(ProofError):
+            verify_absence_proof(ops, sha(app_hash), keypath_for("recalls", key))
+        with pytest.raises(ProofError):
+            verify_absence_proof(ops, app_hash, keypath_for("items", key))
+
+
+def test_store_version_absence_matches_the_mapping_model() -> None:
+    items = _stores(9)["recalls"]
+    version = StoreVersion.from_items(items)
+    keys, tree = store_tree(items)
+    for key in (b"a", b"k05", b"z"):
+        assert version.absence_op(key) == absence_op(key, keys, tree, lambda k: sha(items[k]))
+    with pytest.raises(ValueError):
+        version.absence_op(b"k04")
+
+
+def _between(n: int = 9, key: bytes = b"k05") -> tuple[bytes, list[ProofOp], AbsenceProof, list[bytes], MerkleTree]:
+    stores = _stores(n)
+    app_hash, ops = _absent_ops(stores, key)
+    keys, tree = store_tree(stores["recalls"])
+    return app_hash, ops, AbsenceProof.FromString(ops[0].data), keys, tree
+
+
+def _neighbour(keys: list[bytes], tree: MerkleTree, i: int, values: dict[bytes, bytes] | None = None) -> AbsenceNeighbour:
+    values = values or _stores(len(keys))["recalls"]
+    return AbsenceNeighbour(key=keys[i], value_hash=sha(values[keys[i]]), index=i, aunts=tree.proof(i).aunts)
+
+
+def test_forged_absence_proofs_are_rejected() -> None:
+    app_hash, ops, proof, keys, tree = _between()
+    path = keypath_for("recalls", b"k05")
+    verify_absence_proof(ops, app_hash, path)
+    assert (proof.left.key, proof.right.key, proof.left.index, proof.right.index) == (b"k04", b"k06", 2, 3)
+    forgeries = {
+        # Neighbours that are real leaves but not adjacent: k04 and k08 hide k06 (a present key).
+        "not adjacent": AbsenceProof(total=9, left=_neighbour(keys, tree, 2), right=_neighbour(keys, tree, 4)),
+        # The same two leaves with the right one's index moved to look adjacent: its path no longer leads to the root.
+        "index lies": AbsenceProof(
+            total=9, left=_neighbour(keys, tree, 2),
+            right=AbsenceNeighbour(key=keys[4], value_hash=sha(b"v4"), index=3, aunts=tree.proof(4).aunts),
+        ),
+        "wrong order": AbsenceProof(total=9, left=proof.right, right=proof.left),
+        "left only, not the last leaf": AbsenceProof(total=9, left=proof.left),
+        "right only, not the first leaf": AbsenceProof(total=9, right=proof.right),
+        "claimed empty": AbsenceProof(total=0),
+        "empty with a total": AbsenceProof(total=9),
+        "tampered value hash": AbsenceProof(
+            total=9, left=AbsenceNeighbour(key=b"k04", value_hash=sha(b"other"), index=2, aunts=proof.left.aunts), right=proof.right
+        ),
+        "tampered aunt": AbsenceProof(
+            total=9, left=proof.left,
+            right=AbsenceNeighbour(key=b"k06", value_hash=proof.right.value_hash, index=3, aunts=[sha(b"x"), *proof.right.aunts[1:]]),
+        ),
+        "short value hash": AbsenceProof(
+            total=9, left=AbsenceNeighbour(key=b"k04", value_hash=b"\x01", index=2, aunts=proof.left.aunts), right=proof.right
+        ),
+        "another total": AbsenceProof(total=8, left=proof.left, right=proof.right),
+    }
+    for name, forged in forgeries.items():
+        with pytest.raises(ProofError):
+            verify_absence_proof(_with_proof(ops, forged), app_hash, path)
+            pytest.fail(f"accepted: {name}")
+    # The key is not between its claimed neighbours: the honest proof of k05 offered for k07, k03, k04.
+    for other in (b"k07", b"k03", b"k04", b"k06"):
+        with pytest.raises(ProofError):
+            verify_absence_proof([ProofOp(type=PROOF_OP_ABSENT, key=other, data=ops[0].data), ops[1]], app_hash, keypath_for("recalls", other))
+    # Wrong op types, missing store op, garbage data, a value op passed off as absence.
+    with pytest.raises(ProofError):
+        verify_absence_proof(ops[:1], app_hash, path)
+    with pytest.raises(ProofError):
+        verify_absence_proof([ProofOp(type="simple:v", key=b"k05", data=ops[0].data), ops[1]], app_hash, path)
+    with pytest.raises(ProofError):
+        verify_absence_proof([ProofOp(type=PROOF_OP_ABSENT, key=b"k05", data=b"\xff\xff"), ops[1]], app_hash, path)
+    present_hash, present_ops = store_root_and_proofs(_stores(9), "recalls", b"k04")
+    with pytest.raises(ProofError):
+        verify_absence_proof(present_ops, present_hash, keypath_for("recalls", b"k04"))
+    # An absence proof is no presence proof either.
+    with pytest.raises(ProofError):
+        verify_value_proof(ops, app_hash, path, b"v")
+
+
+def test_a_false_total_moves_a_leaf_which_is_why_adjacency_is_read_from_the_path() -> None:
+    # A tree of 3 proves its last leaf as index 1 of a tree of 2 (the aunt is the left subtree's root).
+    leaves = [sha(b"\x00" + bytes([i])) for i in range(3)]
+    tree = MerkleTree.from_leaf_hashes(leaves)
+    real = tree.proof(2)
+    assert Proof(2, 1, real.leaf_hash, real.aunts).compute_root() == tree.root
+
+
+def test_absence_proof_size_and_verify_time_at_100k_keys() -> None:
+    import time
+
+    items = {f"00614141123452/S{i:07d}".encode(): sha(i.to_bytes(4, "big")) for i in range(0, 200_000, 2)}
+    version = StoreVersion.from_items(items)
+    assert len(version.keys) == 100_000
+    root = version.root
+    keys = [f"00614141123452/S{i:07d}".encode() for i in (1, 99_999, 199_999)] + [b"0", b"zz"]
+    ops = [version.absence_op(k) for k in keys]
+    sizes = [len(op.data) for op in ops]
+    start = time.perf_counter()
+    rounds = 200
+    for _ in range(rounds):
+        for key, op in zip(keys, ops):
+            assert absent_store_root(key, op.data) == root
+    per_proof_us = (time.perf_counter() - start) / (rounds * len(keys)) * 1e6
+    print(f"absence proof at 10^5 keys: {max(sizes)} bytes (two paths of 17 aunts), verify {per_proof_us:.0f} us")
+    # Two neighbours, each with at most ceil(log2 1e5) = 17 aunts of 34 bytes on the wire, plus keys.
+    assert max(sizes) <= 2 * (17 * 34 + 80) + 16
+    assert per_proof_us < 5_000

@@ -11,6 +11,8 @@ import pytest
 from google.rpc import error_details_pb2
 
 from shelfproof.bench.stats import percentile
+from shelfproof.ledger.client import ledger_error
+from shelfproof.ledger.codes import ResultCode
 from shelfproof.runtime import errors
 from shelfproof.runtime.log import JsonLineFormatter
 from shelfproof.runtime.request_context import bind_request_id, unbind_request_id
@@ -36,6 +38,25 @@ def test_ledger_rejection_keeps_its_code_in_metadata():
     err = errors.LedgerRejected("nonce gap", ledger_code=7)
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION
     assert err.metadata == {"ledger_code": "7"}
+
+
+@pytest.mark.parametrize(
+    ("ledger_code", "expected", "status"),
+    [
+        (ResultCode.ALREADY_EXISTS, errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+        (ResultCode.NOT_FOUND, errors.NotFound, grpc.StatusCode.NOT_FOUND),
+        (ResultCode.INVALID_ARGUMENT, errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+        (ResultCode.PERMISSION_DENIED, errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+        (ResultCode.INTERNAL_ERROR, errors.Internal, grpc.StatusCode.INTERNAL),
+        (ResultCode.GUARDRAIL_VIOLATED, errors.LedgerRejected, grpc.StatusCode.FAILED_PRECONDITION),
+        (ResultCode.NONCE_GAP, errors.LedgerRejected, grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+)
+def test_ledger_codes_map_to_the_domain_error_a_caller_acts_on(ledger_code, expected, status):
+    err = ledger_error(errors.LedgerRejected("the ledger said no", ledger_code=ledger_code))
+    assert type(err) is expected and err.code == status
+    assert err.metadata["ledger_code"] == str(int(ledger_code)) and err.message == "the ledger said no"
+    assert err.to_status().code == status.value[0]
 
 
 def test_json_log_lines_carry_request_id_and_extras():

@@ -1,12 +1,17 @@
 """Benchmarks behind `shelfproof bench NAME --json`.
 
 Each benchmark starts what it needs on loopback, measures, tears it down, and returns one JSON-ready
-dict. Register a new one in ``BENCHMARKS`` with a function that adds its flags.
+dict; the command adds a ``calibration`` object (this machine's CPU and per-core speed, measured in the
+same run: ``shelfproof.runtime.machine.calibration``) so results from different machines compare.
+Register a new one in ``BENCHMARKS``: its name, summary and the module attribute holding its
+``Benchmark``. A benchmark's module is imported only when that benchmark is asked for (the `shelfproof`
+command's other subcommands stay fast).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -18,18 +23,18 @@ class Benchmark:
     run: Callable[[argparse.Namespace], Awaitable[dict]]
 
 
-def _registry() -> dict[str, Benchmark]:
-    from shelfproof.bench import epcis_bench, grpc_roundtrip, ledger_throughput, planner_bench, registry_bench, verify_bench
-
-    return {
-        "grpc": grpc_roundtrip.BENCHMARK,
-        "ledger": ledger_throughput.BENCHMARK,
-        "commission": registry_bench.COMMISSION,
-        "registry": registry_bench.REGISTRY,
-        "epcis": epcis_bench.BENCHMARK,
-        "verify": verify_bench.BENCHMARK,
-        "planner": planner_bench.BENCHMARK,
-    }
+# name -> (summary, "module:attribute" under shelfproof.bench)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "grpc": ("unary gRPC round trips through the shared server bootstrap", "grpc_roundtrip:BENCHMARK"),
+    "ledger": ("committed signed transactions per second and commit latency", "ledger_throughput:BENCHMARK"),
+    "commission": ("commission N serialized items end to end", "registry_bench:COMMISSION"),
+    "registry": ("GetProduct requests per second on one registry process", "registry_bench:REGISTRY"),
+    "epcis": ("capture an EPCIS document of 10,000 events end to end", "epcis_bench:BENCHMARK"),
+    "verify": ("consumer verifications per second (JSON form, proofs checked)", "verify_bench:BENCHMARK"),
+    "planner": ("the planner's model bare vs. on Ray Serve, schema validity, and a 1,000-product restock draft", "planner_bench:BENCHMARK"),
+}
 
 
-BENCHMARKS = _registry()
+def load(name: str) -> Benchmark:
+    module, attribute = BENCHMARKS[name][1].split(":")
+    return getattr(importlib.import_module(f"shelfproof.bench.{module}"), attribute)

@@ -1,7 +1,12 @@
-"""`shelfproof bench planner`: the model bare vs. through Ray Serve (``planner.llm_bench``), and the time to
-draft a restock order for 1,000 products with a warm engine: quantities for all from the forecast and
-the inventory policy, a model-written rationale for the 50 most urgent lines, and the draft with its
-decision record committed on the ledger.
+"""`shelfproof bench planner`: the planner's model (``planner.llm_bench``) and the drafting around it, on one
+Ray Serve application started once:
+
+1. bare-engine tokens/s for each dtype in ``--dtypes`` (the one this machine picks is measured in step 2);
+2. the machine's dtype bare vs. through Serve (paired runs): tokens/s, ``serve_vs_bare``, schema validity;
+3. ``--drafts`` varied drafter inputs through Serve at once: ``drafts_schema_valid_fraction``;
+4. the time to draft a restock order for 1,000 products with the warm engine: quantities for all from the
+   forecast and the inventory policy, a model-written rationale for the 50 most urgent lines, and the
+   draft with its decision record committed on the ledger.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from shelfproof.gs1.keys import check_digit
 from shelfproof.ledger.adapter import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, development_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import insecure_channel
@@ -33,17 +38,20 @@ from shelfproof.runtime.processes import free_port
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
 
-STORE = "0614141000036"
+STORE = DEMO_RETAILER_STORE_GLN  # GLNs and GTINs carry their owner's company prefix
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--products", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=5, help="paired bare/served runs")
+    parser.add_argument("--runs", type=int, default=3, help="paired bare/served runs")
     parser.add_argument("--prompts-per-run", type=int, default=8)
+    parser.add_argument("--dtypes", default="bfloat16,float32", help="bare-engine tokens/s for each (comma-separated)")
+    parser.add_argument("--dtype-runs", type=int, default=2, help="runs per dtype other than the machine's")
+    parser.add_argument("--drafts", type=int, default=50, help="varied drafter inputs checked for schema validity")
 
 
 def _gtin(n: int) -> str:
-    body = f"0061414{n:06d}"
+    body = f"00614141{n:05d}"
     return body + str(check_digit(body))
 
 
@@ -95,9 +103,8 @@ async def _set_up(ledger, pool: AsyncConnectionPool, genesis, products: int) -> 
                 await copy.write(data.getvalue())
 
 
-async def restock_timing(products: int) -> dict:
-    from shelfproof.planner.app import start_drafter
-    from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
+async def restock_timing(products: int, drafter) -> dict:
+    """A warm DraftRestock over ``products`` products, through ``drafter`` (the Serve app already up)."""
     from shelfproof.planner.projector import DraftProjector
     from shelfproof.planner.service import PlannerService
     from shelfproof.planner.v1 import planner_pb2 as pb
@@ -125,9 +132,7 @@ async def restock_timing(products: int) -> dict:
         await pool.open(wait=True)
         projector = DraftProjector(pool, ledger)
         await projector.start()
-        local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=tmp)
         try:
-            drafter = await asyncio.to_thread(start_drafter, 50)
             await _set_up(ledger, pool, genesis, products)
             service = PlannerService(pool, LedgerClient(ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-1"].signer(genesis.chain_id)), drafter, projector)
             server = GrpcServer(GrpcServerSettings(port=0), [service.binding()])
@@ -141,7 +146,6 @@ async def restock_timing(products: int) -> dict:
             await planner_channel.close()
             await server.stop()
         finally:
-            await asyncio.to_thread(stop_local_llm)
             await projector.stop()
             await pool.close()
             await channel.close()
@@ -161,14 +165,46 @@ async def restock_timing(products: int) -> dict:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from shelfproof.planner.llm_bench import measure_llm
+    from shelfproof.planner import prompts
+    from shelfproof.planner.app import start_drafter
+    from shelfproof.planner.llm import LanguageEngine, LLMSettings, start_local_llm, stop_local_llm
+    from shelfproof.planner.llm_bench import bare_tokens_per_s, bare_vs_serve, drafts_schema_validity
 
+    started = time.monotonic()
+    config = await asyncio.to_thread(LLMSettings().llm_config().resolved)
+    sizes = {"prompts_per_run": args.prompts_per_run, "max_tokens": prompts.RESTOCK_MAX_TOKENS}
+    by_dtype: dict[str, dict] = {}
+    for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        if dtype != config.dtype:
+            by_dtype[dtype] = await bare_tokens_per_s(config.model_copy(update={"dtype": dtype}), runs=args.dtype_runs, **sizes)
     tmp = Path(tempfile.mkdtemp(prefix="sp-bench-llm-"))
+    bare = await asyncio.to_thread(LanguageEngine, config)
     try:
-        llm = await asyncio.to_thread(measure_llm, runs=args.runs, prompts_per_run=args.prompts_per_run, state_dir=tmp)
+        local = await asyncio.to_thread(start_local_llm, config, state_dir=tmp)
+        try:
+            serve = await bare_vs_serve(bare, local, runs=args.runs, **sizes)
+            by_dtype[config.dtype] = {"tokens_per_s": serve["bare_tokens_per_s"], "engine_start_s": round(bare.start_s, 2)}
+            info = bare.info()
+            bare.shutdown()  # its cores and memory go to the drafting parts
+            drafter = await asyncio.to_thread(start_drafter, 50)
+            sweep = await drafts_schema_validity(drafter, args.drafts)
+            restock = await restock_timing(args.products, drafter)
+        finally:
+            await asyncio.to_thread(stop_local_llm)
     finally:
+        bare.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"benchmark": "planner", **llm, **(await restock_timing(args.products))}
+    return {
+        "benchmark": "planner",
+        "engine": info["engine"], "engine_version": info["engine_version"], "model": info["model"],
+        "weights_digest": info["weights_digest"], "dtype": config.dtype, "dtype_reason": config.dtype_reason,
+        "omp_threads": config.omp_threads, "cpu_kv_cache_gib": config.cpu_kv_cache_gib,
+        "tokens_per_s_by_dtype": {d: v["tokens_per_s"] for d, v in by_dtype.items()},
+        "engine_start_s_by_dtype": {d: v["engine_start_s"] for d, v in by_dtype.items()},
+        "serve_start_s": round(local.serve_start_s, 2),
+        **serve, **sweep, **restock,
+        "total_s": round(time.monotonic() - started, 1),
+    }
 
 
-BENCHMARK = Benchmark("the planner's model bare vs. on Ray Serve, and a 1,000-product restock draft", add_arguments, run)
+BENCHMARK = Benchmark("the planner's model per dtype, bare vs. on Ray Serve, drafts' schema validity, and a 1,000-product restock draft", add_arguments, run)

@@ -27,7 +27,7 @@ from shelfproof.bench.stats import percentile
 from shelfproof.cli.health import http_health
 from shelfproof.gs1.labels import sign_label
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -74,7 +74,7 @@ async def _keep_committing(client: LedgerClient, stop: asyncio.Event, per_s: flo
     while not stop.is_set():
         bodies = [
             txpb.TransactionBody(change_price=txpb.ChangePrice(
-                gtin=_valid("0061414199990"), location_gln="0614141000029",
+                gtin=_valid("0061414199990"), location_gln=DEMO_RETAILER_STORE_GLN,
                 price=txpb.Money(currency_code="EUR", amount_minor=cents + i), unit_cost=txpb.Money(currency_code="EUR", amount_minor=50),
             ))
             for i in range(int(per_s))

@@ -27,15 +27,17 @@ async def http_health(address: str, path: str = "/healthz", deadline_s: float = 
     try:
         async with httpx.AsyncClient(timeout=deadline_s) as client:
             reply = await client.get(f"http://{address}{path}")
+            if reply.status_code == 200 and reply.text == "ok":  # Streamlit's /_stcore/health (the console)
+                return "SERVING"
             return reply.json().get("status", "UNKNOWN") if reply.status_code == 200 else "NOT_SERVING"
     except (httpx.HTTPError, ValueError):
         return "UNREACHABLE"
 
 
-async def component_health(kind: str, address: str, health_service: str) -> str:
+async def component_health(kind: str, address: str, health_service: str, deadline_s: float = 1.0) -> str:
     if kind == "http":
-        return await http_health(address, health_service)
-    return await grpc_health(address, health_service)
+        return await http_health(address, health_service, deadline_s)
+    return await grpc_health(address, health_service, deadline_s)
 
 
 def postgres_health(dsn: str) -> str:

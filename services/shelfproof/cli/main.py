@@ -11,9 +11,11 @@ from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
 
 
-def _parser() -> argparse.ArgumentParser:
-    from shelfproof.bench import BENCHMARKS
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; a benchmark's own flags (and its module) only when ``argv`` asks for it."""
+    from shelfproof.bench import BENCHMARKS, load
 
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="shelfproof", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start PostgreSQL and every service; Ctrl-C stops them all")
@@ -26,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         "--validators-hash", default="",
         help="trusted validator set hash(es), hex, comma-separated (default: the local ledger's validator files)",
     )
-    verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator files")
+    verify.add_argument("--chain-id", default="", help="the chain to pin, with --validators-hash (default: the local ledger's genesis)")
+    verify.add_argument("--ledger-home", default=None, help="ledger home holding the trusted validator and genesis files")
+    verify.add_argument(
+        "--max-age", type=float, default=None,
+        help="refuse evidence whose header is older than this many seconds by this machine's clock (default 120)",
+    )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds for the HTTP request")
     planner = commands.add_parser("planner", help="the planner's AI drafts")
@@ -43,15 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="benchmark", required=True)
     everything = benches.add_parser("all", help="every benchmark with its defaults, one JSON line each")
     everything.add_argument("--json", action="store_true")
-    for name, benchmark in BENCHMARKS.items():
-        sub = benches.add_parser(name, help=benchmark.summary)
+    for name, (summary, _) in BENCHMARKS.items():
+        sub = benches.add_parser(name, help=summary)
         sub.add_argument("--json", action="store_true", help="print one JSON object (the default)")
-        benchmark.add_arguments(sub)
+        if argv[:2] == ["bench", name] or argv[:2] == ["bench", "all"]:
+            load(name).add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     common = CommonSettings()
     configure_logging(common.log_level, common.log_format)
     pg_settings = PostgresSettings()
@@ -67,19 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         from pathlib import Path
 
-        from shelfproof.verify.check import EXIT_UNVERIFIABLE, check_url
-        from shelfproof.verify.trust import TrustError, local_trusted_hashes
+        from shelfproof.verify.check import DEFAULT_MAX_AGE_S, EXIT_UNVERIFIABLE, VerifierPolicy, check_url
+        from shelfproof.verify.trust import TrustError, trust_root_from_options
 
         try:
-            trusted = (
-                {bytes.fromhex(h.strip()) for h in args.validators_hash.split(",") if h.strip()}
-                if args.validators_hash
-                else local_trusted_hashes(Path(args.ledger_home or common.state_dir / "ledger"))
-            )
-        except (TrustError, ValueError) as err:
-            print(f"no trusted validator set: {err}", file=sys.stderr)
+            trust = trust_root_from_options(args.chain_id, args.validators_hash, Path(args.ledger_home or common.state_dir / "ledger"))
+        except TrustError as err:
+            print(f"no trust root: {err}", file=sys.stderr)
             return EXIT_UNVERIFIABLE
-        result = check_url(args.url, trusted, timeout_s=args.timeout)
+        policy = VerifierPolicy(max_age_s=DEFAULT_MAX_AGE_S if args.max_age is None else args.max_age)
+        result = check_url(args.url, trust, policy, timeout_s=args.timeout)
         print(result.as_json() if args.json else "\n".join(result.lines))
         return result.exit_code
     if args.command == "planner":
@@ -97,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(pg_settings.dsn)
         return 0
     if args.command == "bench":
-        from shelfproof.bench import BENCHMARKS
+        from shelfproof.bench import BENCHMARKS, load
+        from shelfproof.runtime.machine import calibration
 
         names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
         for name in names:
-            bench_args = _parser().parse_args(["bench", name]) if args.benchmark == "all" else args
-            print(json.dumps(asyncio.run(BENCHMARKS[name].run(bench_args))), flush=True)
+            bench_args = _parser(["bench", name]).parse_args(["bench", name]) if args.benchmark == "all" else args
+            # measured before the benchmark starts anything; a benchmark may relate its result to it
+            bench_args.calibration = calibration()
+            result = asyncio.run(load(name).run(bench_args))
+            print(json.dumps({**result, "calibration": bench_args.calibration}), flush=True)
         return 0
     return 2
 

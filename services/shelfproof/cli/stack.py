@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 
 from shelfproof.cli.health import component_health, ledger_status, postgres_health
-from shelfproof.db.migrate import upgrade
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.settings import CommonSettings, PostgresSettings
@@ -75,6 +74,14 @@ SERVICES: list[ServiceSpec] = [
         health_service="/healthz",
         kind="http",
     ),
+    ServiceSpec(
+        name="console",
+        module="shelfproof.console",  # Streamlit on 127.0.0.1, headless (ui/console.py)
+        env_prefix="SHELFPROOF_CONSOLE_",
+        default_port=8501,
+        health_service="/_stcore/health",
+        kind="http",
+    ),
 ]
 
 
@@ -106,6 +113,8 @@ class Stack:
         return self.postgres.dsn(self.pg_settings.database)
 
     async def start(self) -> None:
+        from shelfproof.db.migrate import upgrade  # Alembic and SQLAlchemy: not for `shelfproof status`
+
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         if not self.pg_settings.dsn:
             cluster_dir = self.pg_settings.cluster_dir or default_cluster_dir(self.state_dir)
@@ -135,6 +144,9 @@ class Stack:
             "SHELFPROOF_VERIFY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_REGISTRY_RESOLVER": verify_origin,
             "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": verify_origin,
+            "SHELFPROOF_CONSOLE_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_CONSOLE_REGISTRY_ADDRESS": f"127.0.0.1:{ports['registry']}",
+            "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": f"127.0.0.1:{ports['planner']}",
         }
         return {k: v for k, v in wiring.items() if k not in os.environ}
 
@@ -182,6 +194,8 @@ class Stack:
                 f"chain {status.chain_id}, because {status.engine_reason}",
                 flush=True,
             )
+        if spec.name == "planner":
+            print(f"planner engine: {await planner_engine(_openai_base_url())}", flush=True)
 
     def _write_stack_file(self) -> None:
         payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}
@@ -203,6 +217,40 @@ class Stack:
         (self.state_dir / STACK_FILE).unlink(missing_ok=True)
 
 
+def _openai_base_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('SHELFPROOF_PLANNER_OPENAI_PORT', '8000')}/v1"
+
+
+async def planner_engine(base_url: str) -> str:
+    """What the planner's model runs on, from its OpenAI-compatible ``/v1/models``: engine, model, dtype and
+    why that dtype."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        model = (await client.get(f"{base_url}/models")).raise_for_status().json()["data"][0]
+    engine = model.get("shelfproof_engine", {})
+    return (
+        f"{engine.get('engine', '?')} {engine.get('engine_version', '')}, {model['id']} in {engine.get('dtype', '?')} "
+        f"because {engine.get('dtype_reason', '?')}"
+    )
+
+
+async def seed_demo_once(stack: Stack):
+    """The demo supply chain, seeded through the services once (idempotent); skipped with
+    SHELFPROOF_DEMO_SEED=0 or when there is no development genesis (a real network's keys)."""
+    from pathlib import Path
+
+    from shelfproof.demo.seed import seed_demo
+    from shelfproof.ledger.genesis import Genesis
+
+    genesis_file = Path(os.environ.get("SHELFPROOF_LEDGER_HOME", stack.state_dir / "ledger")) / "genesis.json"
+    if os.environ.get("SHELFPROOF_DEMO_SEED", "1") == "0" or not genesis_file.exists():
+        return None
+    address = {c.name: c.address for c in stack.components}
+    return await seed_demo(address["ledger"], address["registry"], address["planner"], Genesis.load(genesis_file), stack.state_dir,
+                           progress=lambda text: print(text, flush=True))
+
+
 async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -219,13 +267,21 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             return 130
         stop_wait.cancel()
         start.result()
+        demo = await seed_demo_once(stack)
         print("shelfproof is up:", flush=True)
         for component in stack.components:
             print(f"  {component.name:<12} {component.address}", flush=True)
         verify = next(c for c in stack.components if c.name == "verify")
         print(f"consumer page: http://{verify.address}/  (a product's QR code opens http://{verify.address}/01/<GTIN>/21/<serial>)", flush=True)
-        openai_port = os.environ.get("SHELFPROOF_PLANNER_OPENAI_PORT", "8000")
-        print(f"planner model, OpenAI-compatible: http://127.0.0.1:{openai_port}/v1", flush=True)
+        print(f"planner model, OpenAI-compatible: {_openai_base_url()}", flush=True)
+        console = next(c for c in stack.components if c.name == "console")
+        print(f"console: http://{console.address}/", flush=True)
+        if demo is not None:
+            from shelfproof.console.people import PEOPLE
+
+            print("demo logins (development only; passphrases from the demo seed):", flush=True)
+            for login, passphrase in demo.passphrases.items():
+                print(f"  {login:<8} {PEOPLE[login].role:<16} passphrase {passphrase}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
@@ -251,12 +307,16 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
             )
             for s in SERVICES
         ]
-    all_serving = True
-    for component in components:
+
+    async def probe(component: RunningComponent) -> str:
         if component.kind == "postgres":
-            status = await asyncio.to_thread(postgres_health, component.address)
-        else:
-            status = await component_health(component.kind, component.address, component.health_service)
-        all_serving &= status == "SERVING"
+            return await asyncio.to_thread(postgres_health, component.address)
+        # A process's first gRPC calls set up gRPC itself; on a loaded machine that alone has taken
+        # over a second, so the deadline is generous: a healthy stack still answers in well under one.
+        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0)
+
+    # all at once: a silent component costs its deadline once, not once per component after it
+    statuses = await asyncio.gather(*(probe(c) for c in components))
+    for component, status in zip(components, statuses):
         print(f"{component.name:<12} {component.address:<48} {status}")
-    return 0 if all_serving else 1
+    return 0 if all(status == "SERVING" for status in statuses) else 1

@@ -55,7 +55,11 @@ def choose_engine(settings: LedgerSettings) -> tuple[str, str]:
 def load_or_create_genesis(home: Path, chain_id: str) -> Genesis:
     path = home / "genesis.json"
     if path.exists():
-        return Genesis.load(path)
+        genesis = Genesis.load(path)
+        if not genesis.state.consortium_gln:
+            # Written before the authorization model: no consortium, no company prefixes, no people.
+            raise SystemExit(f"{path} names no consortium (an old development genesis): remove {home} to start a new ledger")
+        return genesis
     genesis = development_genesis(chain_id)
     genesis.save(path)
     return genesis

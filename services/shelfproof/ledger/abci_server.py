@@ -5,6 +5,12 @@ Framing: each message is ``uvarint(length) ‖ protobuf``; CometBFT writes ``Req
 consensus). Answers are buffered and flushed when CometBFT sends Flush. One event loop serialises
 all connections, as CometBFT's own Go server does with a mutex.
 
+A handler that raises is answered with ``ResponseException`` for that request (the ABCI answer for
+an application error) and the connection keeps serving. CometBFT stops on that answer, which is right
+for the one deliberate raise, a FinalizeBlock for the wrong height; the application answers every
+transaction in-band, so no transaction can get here. Only a broken frame (a length
+beyond the limit) closes that connection, since nothing after it can be read; the process lives on.
+
 Run one process per validator: ``python -m shelfproof.ledger.abci_server`` (settings below).
 """
 
@@ -12,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,26 +103,36 @@ class AbciSocketServer:
             )
         raise ValueError(f"unsupported ABCI request {kind}")
 
+    def _answer_or_exception(self, frame: bytes) -> tuple[abci.Response, bool]:
+        """The response to one framed request, and whether it was a Flush."""
+        request = abci.Request()
+        try:
+            request.ParseFromString(frame)
+            return self._answer(request), request.WhichOneof("value") == "flush"
+        except Exception as err:  # noqa: BLE001 - one failed request, not the end of the connection
+            kind = request.WhichOneof("value") or "undecodable request"
+            log.exception("ABCI %s failed; answering an exception", kind)
+            return abci.Response(exception=abci.ResponseException(error=f"{kind}: {type(err).__name__}: {err}")), False
+
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             while True:
-                length = await _read_uvarint(reader)
+                try:
+                    length = await _read_uvarint(reader)
+                except ValueError:
+                    log.error("ABCI connection from %s sent a broken frame; closing it", peer)
+                    return
                 if length > MAX_MESSAGE_BYTES:
-                    raise ValueError(f"ABCI message of {length} bytes")
-                request = abci.Request()
-                request.ParseFromString(await reader.readexactly(length))
-                response = self._answer(request)
+                    log.error("ABCI connection from %s sent a frame of %d bytes; closing it", peer, length)
+                    return
+                response, flush = self._answer_or_exception(await reader.readexactly(length))
                 payload = response.SerializeToString()
                 writer.write(uvarint(len(payload)) + payload)
-                if request.WhichOneof("value") == "flush":
+                if flush:
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # CometBFT closed the connection (it is stopping)
-        except Exception:
-            # A consensus-path failure must stop this node loudly, never answer wrongly.
-            log.exception("ABCI connection from %s failed; stopping", peer)
-            os._exit(70)
         finally:
             writer.close()
 

@@ -352,7 +352,8 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         if answer.code != 0:
             raise NotFound(answer.log) if answer.code == ResultCode.NOT_FOUND else InvalidArgument(answer.log)
         response = pb.QueryResponse(found=bool(answer.value), value=answer.value, height=answer.height)
-        if request.prove and answer.value:
+        if request.prove:
+            # Found: the value's proof; not found: the key's absence proof. Either needs the next header.
             response.proof_ops.extend(pb.ProofOp(type=op.type, key=op.key, data=op.data) for op in answer.proof_ops.ops)
             response.signed_header, response.validator_set = await self._proving_header(answer.height)
         return response

@@ -1,16 +1,20 @@
 """The ABCI 2.0 application (CometBFT v0.38 wire types), transport-free.
 
 The socket server (``abci_server``) and the embedded engine (``embedded``) both drive this class, so
-CometBFT validators and the in-process engine execute identical code. Invalid transactions are answered
-with a non-zero ``code``; nothing here raises into the transport for a bad transaction.
+CometBFT validators and the in-process engine execute identical code. Execution is total: every
+transaction is answered with a code (a rejection, or INTERNAL_ERROR with its writes discarded for a bug
+a transaction reaches), never an exception, and nothing it depends on is node-local: parsing is a
+function of the bytes (``tx.parse``), keys and revocations are read from the state being executed,
+and the one cache (signature validity) is keyed on everything the verification reads. The one raise
+left in block execution is a FinalizeBlock for a height other than the next: a node bug, not input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -23,7 +27,7 @@ from shelfproof.ledger import rules
 from shelfproof.ledger.codes import ResultCode, TxRejected
 from shelfproof.ledger.merkle import uvarint, value_op
 from shelfproof.ledger.state import STORES, AppVersion, LedgerState, Overlay, StateDB
-from shelfproof.ledger.tx import MAX_TX_BYTES, sign_doc_bytes, tx_hash
+from shelfproof.ledger.tx import ParsedTx, parse, sign_doc_bytes
 from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -32,15 +36,6 @@ log = logging.getLogger(__name__)
 
 APP_VERSION = 1
 SIGNATURE_CACHE_SIZE = 200_000
-
-
-@dataclass(frozen=True)
-class ParsedTx:
-    raw: bytes
-    hash: bytes
-    signed: txpb.SignedTransaction
-    body: txpb.TransactionBody
-    action: str
 
 
 MAX_KEYS_PER_QUERY = 256
@@ -53,13 +48,21 @@ class LedgerApplication:
         self.home = home
         self.state = LedgerState(StateDB(home / "state.db") if home else None)
         self.chain_id = self.state.meta.get("chain_id", b"").decode()
-        # Signature validity by transaction hash: each signature is verified once per node (the
-        # hash covers signer, key id, nonce, body and signature; revocation is checked every time).
+        # The time of the last committed block: CheckTx checks against it (a scan may be stamped at
+        # most MAX_SCAN_SKEW_S after it), so it is committed with the state and survives a restart.
+        self._last_block_time = int(self.state.meta.get("last_block_time", b"0"))
+        # Signature validity keyed on what the verification reads: SHA-256 of (public key, sign-doc
+        # bytes, signature). A hit is the answer a fresh verification would give, whatever state or
+        # node asked, so the cache cannot make nodes differ; which key a transaction names and
+        # whether it is revoked are read from the state being executed every time.
         self._signature_ok: OrderedDict[bytes, bool] = OrderedDict()
+        # The first height FinalizeBlock may run for on a fresh chain (InitChain's initial_height).
+        self._initial_height = 1
         self._reset_check_state()
-        self._pending_block: tuple[AppVersion, Overlay] | None = None
-        # Proof ops by (height, store, key): many readers ask for the same keys at one height.
-        self._proof_ops: OrderedDict[tuple[int, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
+        # FinalizeBlock's result (version, writes, block time) until Commit persists it.
+        self._pending_block: tuple[AppVersion, Overlay, int] | None = None
+        # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
+        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -87,16 +90,12 @@ class LedgerApplication:
         """Load the genesis organizations, roles and agents. Idempotent: runs again after a crash
         before the first Commit, starting from empty state each time."""
         self.chain_id = request.chain_id
+        self._initial_height = max(request.initial_height, 1)
         genesis = st.GenesisState()
         if request.app_state_bytes and request.app_state_bytes.strip() not in (b"", b"null", b"{}"):
             json_format.Parse(request.app_state_bytes, genesis)
         overlay = Overlay(AppVersion.build(0, self.state.versions[0].stores))
-        for org in genesis.organizations:
-            rules.write(overlay, "orgs", org.gln, st.OrganizationRecord(gln=rules._gln(org.gln), name=org.name))
-        for role in genesis.roles:
-            rules.define_role(overlay, None, role)
-        for agent in genesis.agents:
-            rules.add_agent(overlay, None, agent)
+        rules.load_genesis(overlay, genesis)
         version = self.state.replace_genesis(overlay)
         self._reset_check_state()
         log.info("genesis loaded", extra={"chain_id": self.chain_id, "agents": len(genesis.agents)})
@@ -104,19 +103,9 @@ class LedgerApplication:
 
     # --- transaction checks ------------------------------------------------------------------
 
-    def _parse(self, raw: bytes) -> ParsedTx:
-        if len(raw) > MAX_TX_BYTES:
-            raise TxRejected(ResultCode.TX_TOO_LARGE, f"transaction of {len(raw)} bytes exceeds {MAX_TX_BYTES}")
-        signed, body = txpb.SignedTransaction(), txpb.TransactionBody()
-        try:
-            signed.ParseFromString(raw)
-            body.ParseFromString(signed.body)
-        except Exception:  # noqa: BLE001 - any decode failure is a malformed transaction
-            raise TxRejected(ResultCode.MALFORMED, "not a SignedTransaction") from None
-        action = body.WhichOneof("action")
-        if action is None:
-            raise TxRejected(ResultCode.MALFORMED, "transaction body carries no action")
-        return ParsedTx(raw, tx_hash(raw), signed, body, action)
+    @staticmethod
+    def _parse(raw: bytes) -> ParsedTx:
+        return parse(raw)
 
     def _authenticate(self, state: Overlay, tx: ParsedTx) -> st.AgentRecord:
         signed = tx.signed
@@ -128,23 +117,31 @@ class LedgerApplication:
             raise TxRejected(ResultCode.UNKNOWN_KEY, f"{signed.signer} has no key {signed.key_id!r}")
         if key.revoked:
             raise TxRejected(ResultCode.KEY_REVOKED, f"key {signed.key_id} of {signed.signer} is revoked")
-        valid = self._signature_ok.get(tx.hash)
-        if valid is None:
-            doc = sign_doc_bytes(self.chain_id, signed.signer, signed.key_id, signed.nonce, signed.body)
-            try:
-                VerifyKey(key.public_key).verify(doc, signed.signature)
-                valid = True
-            except (BadSignatureError, ValueError):
-                valid = False
-            self._signature_ok[tx.hash] = valid
-            if len(self._signature_ok) > SIGNATURE_CACHE_SIZE:
-                self._signature_ok.popitem(last=False)
-        if not valid:
+        if not self._signature_valid(key.public_key, signed):
             raise TxRejected(
                 ResultCode.BAD_SIGNATURE,
                 f"signature does not verify for chain {self.chain_id!r}, signer, key, nonce and body",
             )
         return agent
+
+    def _signature_valid(self, public_key: bytes, signed: txpb.SignedTransaction) -> bool:
+        doc = sign_doc_bytes(self.chain_id, signed.signer, signed.key_id, signed.nonce, signed.body)
+        proves = hashlib.sha256()
+        for part in (public_key, doc, signed.signature):
+            proves.update(len(part).to_bytes(8, "big"))
+            proves.update(part)
+        cache_key = proves.digest()
+        valid = self._signature_ok.get(cache_key)
+        if valid is None:
+            try:
+                VerifyKey(public_key).verify(doc, signed.signature)
+                valid = True
+            except (BadSignatureError, ValueError, TypeError):
+                valid = False
+            self._signature_ok[cache_key] = valid
+            if len(self._signature_ok) > SIGNATURE_CACHE_SIZE:
+                self._signature_ok.popitem(last=False)
+        return valid
 
     @staticmethod
     def _check_nonce(agent: st.AgentRecord, nonce: int) -> None:
@@ -161,10 +158,8 @@ class LedgerApplication:
         agent.nonce = tx.signed.nonce
         rules.write(state, "agents", agent.agent_id, agent)
         permissions = rules.permissions_of(state, agent)
-        ctx = rules.TxContext(height, time_unix_s, tx.hash, agent, permissions)
-        needed = rules.PERMISSIONS[tx.action]
-        if tx.action not in rules.SELF_SERVICE_ACTIONS and needed not in permissions:
-            raise TxRejected(ResultCode.PERMISSION_DENIED, f"{agent.agent_id} lacks permission {needed}")
+        ctx = rules.TxContext(height, time_unix_s, tx.hash, agent, permissions, tx.signed.key_id, self.chain_id)
+        rules.authorize(state, ctx, tx.action)
         action_state = Overlay(state)
         rules.HANDLERS[tx.action](action_state, ctx, getattr(tx.body, tx.action))
         action_state.merge_into(state)
@@ -176,8 +171,8 @@ class LedgerApplication:
         try:
             tx = self._parse(request.tx)
             if request.type == abci.RECHECK:
-                # After a block: only the nonce can have gone stale (the signature is cached, the
-                # rules run again in FinalizeBlock).
+                # After a block: only the nonce can have gone stale (the signature and the rules are
+                # checked again in FinalizeBlock, against the block's state).
                 agent = rules.read(self._check_state, "agents", tx.signed.signer, st.AgentRecord)
                 if agent is None:
                     raise TxRejected(ResultCode.UNKNOWN_SIGNER, "unknown signer")
@@ -190,29 +185,48 @@ class LedgerApplication:
                 tx_state.merge_into(self._check_state)
         except TxRejected as rejected:
             return abci.ResponseCheckTx(code=rejected.code, log=rejected.log, codespace="shelfproof")
+        except Exception:  # noqa: BLE001 - a bug a transaction reaches is its rejection, not the node's end
+            log.exception("CheckTx failed on a transaction; rejected as INTERNAL_ERROR", extra={"tx_hash": _hash_hex(request.tx)})
+            return abci.ResponseCheckTx(code=ResultCode.INTERNAL_ERROR, log=_INTERNAL_LOG, codespace="shelfproof")
         return abci.ResponseCheckTx(code=0, gas_wanted=1)
-
-    _last_block_time = 0
 
     # --- blocks --------------------------------------------------------------------------------
 
     def prepare_proposal(self, request: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
-        """Take mempool transactions in order while they fit (size counted as CometBFT does)."""
+        """Take mempool transactions in order while they fit (size counted as CometBFT does), leaving
+        out any that fail the stateless checks (ProcessProposal would reject the block)."""
         room, chosen = request.max_tx_bytes, []
         for raw in request.txs:
             size = len(raw) + 1 + len(uvarint(len(raw)))
             if size > room:
                 break
+            if _stateless_rejection(raw) is not None:
+                continue
             room -= size
             chosen.append(raw)
         return abci.ResponsePrepareProposal(txs=chosen)
 
     def process_proposal(self, request: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
-        # Invalid transactions are answered in-band by FinalizeBlock; rejecting whole blocks for
-        # them would only cost liveness.
+        """Reject a block carrying a transaction no state could make valid (too large, malformed,
+        non-canonical, out of bounds): only a faulty proposer includes one. Stateful failures stay
+        in-band in FinalizeBlock, where rejecting the block would only cost liveness."""
+        for raw in request.txs:
+            rejected = _stateless_rejection(raw)
+            if rejected is not None:
+                log.warning(
+                    "rejecting a proposal with a stateless-invalid transaction",
+                    extra={"height": request.height, "tx_hash": _hash_hex(raw), "code": int(rejected.code), "reason": rejected.log},
+                )
+                return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
         return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
 
     def finalize_block(self, request: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
+        expected = self.height + 1 if self.height else self._initial_height
+        if request.height != expected:
+            # CometBFT never asks this: our committed state and its block store disagree, and
+            # answering would build on the wrong state. The one raise out of FinalizeBlock: this
+            # node stops loudly. (The same height again before Commit is fine: CometBFT restarted.)
+            raise RuntimeError(f"FinalizeBlock for height {request.height}, but the next height is {expected}")
         block_time = request.time.seconds
         block_state = Overlay(self.state.latest)
         results = []
@@ -222,11 +236,19 @@ class LedgerApplication:
                 tx = self._parse(raw)
                 self._execute(tx_state, tx, request.height, block_time)
             except TxRejected as rejected:
-                # A failed action still consumes the nonce once the signature checked out.
                 results.append(abci.ExecTxResult(code=rejected.code, log=rejected.log, codespace="shelfproof"))
                 # tx_state holds at most the consumed nonce (the action's writes were discarded):
                 # once the signature checked out, a failed action still uses its nonce.
                 tx_state.merge_into(block_state)
+                continue
+            except Exception:  # noqa: BLE001 - every transaction gets a result, never an exception
+                # A bug the transaction reaches: the same code on every node, and every write of
+                # the transaction discarded (its nonce too), so the state stays one the rules allow.
+                log.error(
+                    "transaction raised; answered INTERNAL_ERROR, its writes discarded",
+                    exc_info=True, extra={"height": request.height, "tx_hash": _hash_hex(raw)},
+                )
+                results.append(abci.ExecTxResult(code=ResultCode.INTERNAL_ERROR, log=_INTERNAL_LOG, codespace="shelfproof"))
                 continue
             tx_state.merge_into(block_state)
             results.append(
@@ -244,15 +266,15 @@ class LedgerApplication:
                 )
             )
         version = self.state.next_version(request.height, block_state)
-        self._pending_block = (version, block_state)
-        self._last_block_time = block_time
+        self._pending_block = (version, block_state, block_time)
         return abci.ResponseFinalizeBlock(tx_results=results, app_hash=version.app_hash)
 
     def commit(self) -> abci.ResponseCommit:
         if self._pending_block is None:
             raise RuntimeError("Commit without FinalizeBlock")
-        version, overlay = self._pending_block
-        self.state.commit(version, overlay, {"chain_id": self.chain_id.encode()})
+        version, overlay, block_time = self._pending_block
+        self.state.commit(version, overlay, {"chain_id": self.chain_id.encode(), "last_block_time": str(block_time).encode()})
+        self._last_block_time = block_time
         self._pending_block = None
         self._reset_check_state()
         return abci.ResponseCommit(retain_height=0)
@@ -260,7 +282,9 @@ class LedgerApplication:
     # --- queries -------------------------------------------------------------------------------
 
     def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
-        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops.
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops, or for a
+        missing key a ``shelfproof:absent`` op and the store's ``simple:v`` op (the stock light proxy
+        refuses absent values whatever the proof; our verifier checks them, merkle.verify_absence_proof).
 
         ``/keys`` reads several keys at one height: ``data`` is a QueryManyRequest, the answer's value a
         QueryManyResponse (without the header, which the adapter adds).
@@ -281,10 +305,8 @@ class LedgerApplication:
             )
         value = version.get(store, request.data)
         response = abci.ResponseQuery(code=0, key=request.data, value=value or b"", height=height)
-        if request.prove and value is not None:
-            key_proof = version.stores[store].proof(request.data)
-            store_proof = version.store_proof(store)
-            for op in (value_op(request.data, key_proof), value_op(store.encode(), store_proof)):
+        if request.prove and request.data:
+            for op in self._proof_ops_for(version, height, store, request.data, value is not None):
                 response.proof_ops.ops.append(proof_pb2.ProofOp(type=op.type, key=op.key, data=op.data))
         return response
 
@@ -310,21 +332,42 @@ class LedgerApplication:
             store, key = wanted_key.store, wanted_key.key
             value = version.get(store, key)
             out = answer.values.add(store=store, key=key, found=value is not None, value=value or b"")
-            if request.prove and value is not None:
-                out.proof_ops.extend(self._value_proof_ops(version, height, store, key))
+            if request.prove and key:
+                out.proof_ops.extend(self._proof_ops_for(version, height, store, key, value is not None))
         return abci.ResponseQuery(code=0, key=b"", value=answer.SerializeToString(), height=height)
 
-    def _value_proof_ops(self, version: AppVersion, height: int, store: str, key: bytes) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
-        cache_key = (height, store, key)
+    def _proof_ops_for(
+        self, version: AppVersion, height: int, store: str, key: bytes, present: bool
+    ) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
+        """The key's presence or absence proof at ``height``, cached by the app hash it proves against
+        (the same state answers the same, at whatever height; a replaced genesis state cannot be stale)."""
+        cache_key = (version.app_hash, store, key)
         ops = self._proof_ops.get(cache_key)
         if ops is None:
-            key_op = value_op(key, version.stores[store].proof(key))
+            stored = version.stores[store]
+            key_op = value_op(key, stored.proof(key)) if present else stored.absence_op(key)
             store_op = value_op(store.encode(), version.store_proof(store))
             ops = tuple(ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data) for op in (key_op, store_op))
             self._proof_ops[cache_key] = ops
             while len(self._proof_ops) > 50_000:
                 self._proof_ops.popitem(last=False)
         return ops
+
+
+_INTERNAL_LOG = "internal error while executing the transaction; its writes are discarded"
+
+
+def _hash_hex(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest().upper()
+
+
+def _stateless_rejection(raw: bytes) -> TxRejected | None:
+    """The verdict of the checks that need no state, for Prepare/ProcessProposal."""
+    try:
+        parse(raw)
+    except TxRejected as rejected:
+        return rejected
+    return None
 
 
 def genesis_app_state(genesis: st.GenesisState) -> dict:

@@ -15,7 +15,7 @@ from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import call
-from shelfproof.runtime.errors import AlreadyExists, InvalidArgument, LedgerRejected, NotFound, PermissionDenied
+from shelfproof.runtime.errors import AlreadyExists, Internal, InvalidArgument, LedgerRejected, NotFound, PermissionDenied
 
 
 def ledger_error(err: LedgerRejected) -> Exception:
@@ -28,6 +28,9 @@ def ledger_error(err: LedgerRejected) -> Exception:
         return InvalidArgument(err.message, metadata=err.metadata)
     if err.ledger_code == ResultCode.PERMISSION_DENIED:
         return PermissionDenied(err.message, metadata=err.metadata)
+    if err.ledger_code == ResultCode.INTERNAL_ERROR:
+        # The transaction reached a bug in the ledger: not a verdict on the request.
+        return Internal(err.message, metadata=err.metadata)
     return err
 
 

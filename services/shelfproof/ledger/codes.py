@@ -21,6 +21,9 @@ class ResultCode(enum.IntEnum):
     ALREADY_EXISTS = 12
     GUARDRAIL_VIOLATED = 13
     FAILED_PRECONDITION = 14
+    # A transaction reached a bug (an exception other than TxRejected): answered in-band on every
+    # node with its writes discarded. Numbered apart so that new rule codes never collide with it.
+    INTERNAL_ERROR = 100
 
 
 class TxRejected(Exception):

@@ -313,7 +313,12 @@ class EmbeddedEngine:
             evidence_hash=merkle.MerkleTree.from_items([]).root,
             proposer_address=self.key.address,
         )
-        self.app.process_proposal(abci.RequestProcessProposal(txs=txs, height=height, time=header.time, hash=light.header_hash(header)))
+        verdict = self.app.process_proposal(
+            abci.RequestProcessProposal(txs=txs, height=height, time=header.time, hash=light.header_hash(header))
+        )
+        if verdict.status != abci.ResponseProcessProposal.ACCEPT:
+            # PrepareProposal leaves out what ProcessProposal refuses: disagreeing is a bug in the app.
+            raise RuntimeError(f"the application rejected its own proposal at height {height}")
         results = self.app.finalize_block(self._finalize_request(header, txs))
         block_id = light.block_id_for(header)
         # The vote is cast after the block's time (CometBFT requires the next block to be later).

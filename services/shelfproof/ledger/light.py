@@ -25,7 +25,7 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger.merkle import MerkleTree, ProofOpLike, leaf_hash, uvarint, verify_value_proof
+from shelfproof.ledger.merkle import MerkleTree, ProofOpLike, leaf_hash, uvarint, verify_store_proof
 
 PRECOMMIT = types_pb2.SIGNED_MSG_TYPE_PRECOMMIT  # 2
 FLAG_ABSENT = validator_pb2.BLOCK_ID_FLAG_ABSENT  # 1
@@ -435,19 +435,25 @@ def verify_query(
     chain_id: str,
     value_ops: Sequence[ProofOpLike],
     keypath: Sequence[bytes],
-    value: bytes,
+    value: bytes | None,
     signed_header_next: types_pb2.SignedHeader,
     validator_set: validator_pb2.ValidatorSet,
     *,
     query_height: int | None = None,
 ) -> CommitCheck:
     """A query answered at height H: header H+1 (which carries H's app hash) is verified, then the
-    value proof runs against its app_hash. Raises LightVerificationError or merkle.ProofError."""
+    value's proof (``value`` None: the key's absence proof) runs against its app_hash. Raises
+    LightVerificationError or merkle.ProofError."""
     check = verify_commit(chain_id, signed_header_next, validator_set)
     header = signed_header_next.header
     if query_height is not None and header.height != query_height + 1:
         raise LightVerificationError(
             f"a query at height {query_height} needs header {query_height + 1}, got {header.height}"
         )
-    verify_value_proof(value_ops, header.app_hash, keypath, value)
+    verify_store_proof(value_ops, header.app_hash, keypath, value)
     return check
+
+
+def header_unix_s(header: types_pb2.Header) -> float:
+    """The header's BFT time (the median of the previous commit's votes) as Unix seconds."""
+    return header.time.seconds + header.time.nanos / 1e9

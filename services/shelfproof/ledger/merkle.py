@@ -9,22 +9,35 @@ The application's state commits to a two-level map (see notes/cometbft.md §6): 
 tree over ``kv_leaf(key, value)`` sorted by key, and the app hash is a tree over
 ``kv_leaf(store name, store root)`` sorted by name. A query proof is two ``simple:v`` ops, which
 CometBFT's light client checks with its default proof runtime.
+
+Absence ("not recalled", "key not revoked") is proven over the same sorted trees, by the missing key's
+two neighbours: a ``shelfproof:absent`` op carries the greatest key below it and the least key above it
+with their paths, and the paths must show the two leaves adjacent (the rightmost leaf of some node's
+left subtree and the leftmost leaf of its right subtree), or the one neighbour the first or last leaf,
+or the store empty. Why this and not a tree with non-membership proofs (a sparse Merkle tree, an IAVL or
+JMT range proof): it keeps the app hash and every presence proof exactly as they are, so ``cometbft
+light`` still verifies presence with no custom code and no state migrates; an absence proof costs two
+paths, 2·log2(n) hashes. Adjacency is read from the paths' left/right turns, not from the indexes and
+total the prover claims: with a false ``total`` a real leaf can be shown at another index (a tree of 3
+proves its last leaf as index 1 of 2), and two leaves apart could then look adjacent.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from google.protobuf.message import DecodeError
 from tendermint.crypto import proof_pb2
 
-from shelfproof.ledger.v1.ledger_pb2 import ProofOp
+from shelfproof.ledger.v1.ledger_pb2 import AbsenceNeighbour, AbsenceProof, ProofOp
 
 HASH_SIZE = 32
 MAX_AUNTS = 100  # crypto/merkle/proof.go MaxAunts: the decoder refuses deeper proofs
 PROOF_OP_VALUE = "simple:v"
+PROOF_OP_ABSENT = "shelfproof:absent"
 
 _sha256 = hashlib.sha256
 _LEAF = b"\x00"
@@ -77,14 +90,18 @@ def kv_leaf_hash(key: bytes, value: bytes) -> bytes:
     return _sha256(_LEAF + kv_leaf(key, value)).digest()
 
 
+def kv_leaf_hash_of_value_hash(key: bytes, value_hash: bytes) -> bytes:
+    """The same leaf hash from SHA256(value): what an absence proof's neighbours carry."""
+    return _sha256(_LEAF + uvarint(len(key)) + key + _VALUE_HASH_LEN + value_hash).digest()
+
+
 def split_point(total: int) -> int:
     """Largest power of two strictly below ``total`` (total > 1): CometBFT's getSplitPoint."""
     return 1 << ((total - 1).bit_length() - 1)
 
 
-def _root_from_aunts(index: int, total: int, leaf: bytes, aunts: Sequence[bytes]) -> bytes:
-    """computeHashFromAunts without recursion: find the leaf's side at every split from the top,
-    then hash upwards, the deepest split taking aunts[0]."""
+def _leaf_sides(index: int, total: int) -> list[bool]:
+    """The leaf's side at every split from the root down (True: it is in the left subtree)."""
     if total <= 0 or index < 0 or index >= total:
         raise ProofError(f"invalid index {index} and/or total {total}")
     leaf_is_left: list[bool] = []
@@ -97,6 +114,13 @@ def _root_from_aunts(index: int, total: int, leaf: bytes, aunts: Sequence[bytes]
             leaf_is_left.append(False)
             index -= k
             total -= k
+    return leaf_is_left
+
+
+def _root_from_aunts(index: int, total: int, leaf: bytes, aunts: Sequence[bytes]) -> bytes:
+    """computeHashFromAunts without recursion: find the leaf's side at every split from the top,
+    then hash upwards, the deepest split taking aunts[0]."""
+    leaf_is_left = _leaf_sides(index, total)
     if len(leaf_is_left) != len(aunts):
         raise ProofError(f"proof has {len(aunts)} aunts, the tree position needs {len(leaf_is_left)}")
     h = leaf
@@ -222,9 +246,12 @@ def verify_value_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequenc
     """
     if not ops:
         raise ProofError("no proof operations")
-    keys = list(keypath)
-    arg = value
-    for i, op in enumerate(ops):
+    _run_value_ops(ops, 0, root, list(keypath), value)
+
+
+def _run_value_ops(ops: Sequence[ProofOpLike], start: int, root: bytes, keys: list[bytes], arg: bytes) -> None:
+    """Run ``simple:v`` ops from ``ops[start]`` on with ``arg`` as the first input (see above)."""
+    for i, op in enumerate(ops[start:], start):
         if op.type != PROOF_OP_VALUE:
             raise ProofError(f"op #{i}: unsupported proof type {op.type!r}")
         try:
@@ -252,6 +279,122 @@ def verify_value_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequenc
         raise ProofError("key path not consumed")
 
 
+# --- absence: the missing key's neighbours in the sorted tree ----------------------------------------
+
+MAX_ABSENCE_PROOF_BYTES = 2 * (MAX_AUNTS * (HASH_SIZE + 2) + 4096) + 64
+
+
+def absence_op(
+    key: bytes, keys: Sequence[bytes], tree: MerkleTree, value_hash_of: Callable[[bytes], bytes]
+) -> ProofOp:
+    """The ``shelfproof:absent`` op for ``key``, missing from ``keys`` (sorted, the leaves of ``tree``)."""
+    index = bisect.bisect_left(keys, key)
+    if index < len(keys) and keys[index] == key:
+        raise ValueError("the key is present; prove it with value_op")
+    proof = AbsenceProof(total=len(keys))
+    for field, position in (("left", index - 1), ("right", index)):
+        if 0 <= position < len(keys):
+            neighbour = keys[position]
+            path = tree.proof(position)
+            getattr(proof, field).CopyFrom(
+                AbsenceNeighbour(key=neighbour, value_hash=value_hash_of(neighbour), index=position, aunts=path.aunts)
+            )
+    return ProofOp(type=PROOF_OP_ABSENT, key=key, data=proof.SerializeToString())
+
+
+def _neighbour_root(side: str, n: AbsenceNeighbour, total: int) -> tuple[bytes, list[bool]]:
+    if len(n.value_hash) != HASH_SIZE:
+        raise ProofError(f"{side} neighbour: value hash is {len(n.value_hash)} bytes, expected {HASH_SIZE}")
+    leaf = kv_leaf_hash_of_value_hash(n.key, n.value_hash)
+    _check_shape(total, n.index, leaf, n.aunts)
+    return _root_from_aunts(n.index, total, leaf, n.aunts), _leaf_sides(n.index, total)
+
+
+def absent_store_root(key: bytes, data: bytes) -> bytes:
+    """The store root under which ``data`` (an AbsenceProof) proves ``key`` absent, or ProofError.
+
+    The neighbours must bracket the key (left < key < right, by bytes, the tree's order) and their
+    paths must turn so that nothing can sit between them: below their last common node the left one
+    goes left once and then only right, the right one right once and then only left. A lone left
+    neighbour must be the last leaf (only right turns), a lone right one the first (only left turns),
+    and no neighbour at all means the empty tree, whose root is SHA256("").
+    """
+    if not key:
+        raise ProofError("absence proof for an empty key")
+    if len(data) > MAX_ABSENCE_PROOF_BYTES:
+        raise ProofError(f"absence proof of {len(data)} bytes is too large")
+    try:
+        proof = AbsenceProof.FromString(data)
+    except DecodeError as err:
+        raise ProofError(f"undecodable absence proof: {err}") from None
+    has_left, has_right = proof.HasField("left"), proof.HasField("right")
+    if not has_left and not has_right:
+        if proof.total != 0:
+            raise ProofError(f"absence proof without neighbours in a tree of {proof.total} leaves")
+        return EMPTY_ROOT
+    if proof.total <= 0:
+        raise ProofError(f"absence proof with neighbours in a tree of {proof.total} leaves")
+    roots: list[bytes] = []
+    left_sides = right_sides = None
+    if has_left:
+        if not proof.left.key < key:
+            raise ProofError("the left neighbour does not sort before the missing key")
+        root, left_sides = _neighbour_root("left", proof.left, proof.total)
+        roots.append(root)
+    if has_right:
+        if not key < proof.right.key:
+            raise ProofError("the right neighbour does not sort after the missing key")
+        root, right_sides = _neighbour_root("right", proof.right, proof.total)
+        roots.append(root)
+    if len(roots) == 2:
+        if roots[0] != roots[1]:
+            raise ProofError("the neighbours' paths lead to different roots")
+        if proof.left.index + 1 != proof.right.index:
+            raise ProofError(f"neighbours at leaves {proof.left.index} and {proof.right.index} are not adjacent")
+        left_sides, right_sides = left_sides or [], right_sides or []
+        split = 0
+        while split < min(len(left_sides), len(right_sides)) and left_sides[split] == right_sides[split]:
+            split += 1
+        if (
+            split >= len(left_sides)
+            or split >= len(right_sides)
+            or not left_sides[split]
+            or right_sides[split]
+            or any(left_sides[split + 1 :])
+            or not all(right_sides[split + 1 :])
+        ):
+            raise ProofError("the neighbours' paths leave room for leaves between them")
+    elif has_left:
+        if any(left_sides or ()):
+            raise ProofError("a lone left neighbour must be the last leaf")
+    elif not all(right_sides or ()):
+        raise ProofError("a lone right neighbour must be the first leaf")
+    return roots[0]
+
+
+def verify_absence_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequence[bytes]) -> None:
+    """``keypath``'s last part is absent: a ``shelfproof:absent`` op for it gives its store's root, and
+    the ``simple:v`` ops after it prove that root under ``root`` (consuming the rest of the path)."""
+    if len(ops) < 2:
+        raise ProofError("an absence proof needs the absent op and the store op")
+    op = ops[0]
+    if op.type != PROOF_OP_ABSENT:
+        raise ProofError(f"op #0: expected {PROOF_OP_ABSENT!r}, got {op.type!r}")
+    keys = list(keypath)
+    if not keys or keys[-1] != op.key:
+        raise ProofError(f"op #0: key mismatch, expected {keys[-1] if keys else None!r}, got {op.key!r}")
+    keys.pop()
+    _run_value_ops(ops, 1, root, keys, absent_store_root(op.key, op.data))
+
+
+def verify_store_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequence[bytes], value: bytes | None) -> None:
+    """``value`` (or, for None, the key's absence) under ``root``."""
+    if value is None:
+        verify_absence_proof(ops, root, keypath)
+    else:
+        verify_value_proof(ops, root, keypath, value)
+
+
 # --- the two-level store layout, for callers that hold plain mappings (tests, tools) ---------------
 
 
@@ -264,17 +407,21 @@ def store_tree(items: Mapping[bytes, bytes]) -> tuple[list[bytes], MerkleTree]:
 def store_root_and_proofs(
     stores: Mapping[str, Mapping[bytes, bytes]], store: str, key: bytes
 ) -> tuple[bytes, list[ProofOp]]:
-    """App hash of ``stores`` and the two ops proving ``stores[store][key]`` under it."""
+    """App hash of ``stores`` and the two ops proving ``stores[store][key]`` (or its absence) under it."""
     names = sorted(stores, key=str.encode)
     roots = {}
-    key_proof = None
+    key_op = None
     for name in names:
         keys, tree = store_tree(stores[name])
         roots[name] = tree.root
         if name == store:
-            key_proof = tree.proof(keys.index(key))
-    if key_proof is None:
+            items = stores[name]
+            key_op = (
+                value_op(key, tree.proof(keys.index(key)))
+                if key in items
+                else absence_op(key, keys, tree, lambda k: _sha256(items[k]).digest())
+            )
+    if key_op is None:
         raise KeyError(store)
     root_tree = MerkleTree.from_leaf_hashes([kv_leaf_hash(n.encode(), roots[n]) for n in names])
-    ops = [value_op(key, key_proof), value_op(store.encode(), root_tree.proof(names.index(store)))]
-    return root_tree.root, ops
+    return root_tree.root, [key_op, value_op(store.encode(), root_tree.proof(names.index(store)))]

@@ -2,7 +2,9 @@
 
 Layout (what CometBFT's light client verifies, see notes/cometbft.md §6): each store is an RFC 6962
 tree over ``kv_leaf(key, value)`` of its pairs sorted by key; the app hash is the tree over
-``kv_leaf(store name, store root)`` of every store, sorted by name. A proof is two ``simple:v`` ops.
+``kv_leaf(store name, store root)`` of every store, sorted by name. A proof is two ``simple:v`` ops;
+a missing key's proof is a ``shelfproof:absent`` op (its two neighbours, merkle.absence_op) and the
+store's ``simple:v`` op.
 
 Execution writes to an ``Overlay``; ``LedgerState.next_version`` turns a block's overlay into a new
 immutable ``AppVersion`` (rebuilding trees only for stores the block changed) and ``commit`` persists
@@ -12,12 +14,14 @@ it atomically in SQLite (state rows, the height's change log, height and app has
 from __future__ import annotations
 
 import bisect
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from shelfproof.ledger.merkle import MerkleTree, Proof, kv_leaf_hash
+from shelfproof.ledger.merkle import MerkleTree, Proof, absence_op, kv_leaf_hash
+from shelfproof.ledger.v1.ledger_pb2 import ProofOp
 
 STORES: tuple[str, ...] = tuple(
     sorted(
@@ -25,6 +29,7 @@ STORES: tuple[str, ...] = tuple(
             "agents",
             "batches",
             "budgets",
+            "consortium",
             "drafts",
             "events",
             "items",
@@ -100,6 +105,10 @@ class StoreVersion:
         if index == len(self.keys) or self.keys[index] != key:
             return None
         return self.tree.proof(index)
+
+    def absence_op(self, key: bytes) -> ProofOp:
+        """The ``shelfproof:absent`` op for a key this store lacks (ValueError if it has it)."""
+        return absence_op(key, self.keys, self.tree, lambda k: hashlib.sha256(self.values[k]).digest())
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ class EngineModel:
         if self._info is None:
             d = await self._call("info")
             # The ledger records bare hex digests.
-            self._info = EngineInfo(d["model"], d["weights_digest"].removeprefix("sha256:"), d["engine"], d["engine_version"])
+            self._info = EngineInfo(
+                d["model"], d["weights_digest"].removeprefix("sha256:"), d["engine"], d["engine_version"], d.get("dtype", "")
+            )
         return self._info
 
     async def generate(self, messages: list[dict[str, str]], json_schema: dict, sampling: Sampling) -> Generation:

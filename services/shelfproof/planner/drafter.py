@@ -25,6 +25,9 @@ class EngineInfo:
     weights_digest: str
     engine: str
     engine_version: str
+    # The weights' number format the engine computed in (bfloat16 or float32 by CPU, see planner.llm):
+    # greedy output depends on it, so replay must use the recorded one.
+    dtype: str = ""
 
 
 @dataclass(frozen=True)

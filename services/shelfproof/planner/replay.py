@@ -34,6 +34,14 @@ async def recorded_draft(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: st
     return record, json.loads(content)
 
 
+def recorded_dtype(decision) -> str:
+    """The dtype a draft was computed in; records from before the field existed were all bfloat16."""
+    return decision.dtype or LEGACY_DTYPE
+
+
+LEGACY_DTYPE = "bfloat16"  # what every engine ran in before the dtype followed the machine
+
+
 async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: LanguageModel) -> dict:
     record, calls = await recorded_draft(ledger, draft_id)
     decision = record.draft.decision_record
@@ -48,12 +56,12 @@ async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: 
         "recorded_output_sha256": decision.output_sha256,
         "replayed_output_sha256": replayed,
         "output_matches": replayed == decision.output_sha256,
-        "same_engine": (info.model, info.weights_digest, info.engine, info.engine_version)
-        == (decision.model, decision.weights_digest, decision.engine, decision.engine_version),
+        "same_engine": (info.model, info.weights_digest, info.engine, info.engine_version, info.dtype or LEGACY_DTYPE)
+        == (decision.model, decision.weights_digest, decision.engine, decision.engine_version, recorded_dtype(decision)),
         "engine": asdict(info),
         "recorded_engine": {
             "model": decision.model, "weights_digest": decision.weights_digest, "engine": decision.engine,
-            "engine_version": decision.engine_version,
+            "engine_version": decision.engine_version, "dtype": recorded_dtype(decision),
         },
         "prompt_template_unchanged": decision.prompt_template_sha256 == template_sha256(),
         "json_schema_unchanged": decision.json_schema_sha256 == schemas_sha256(),
@@ -61,14 +69,19 @@ async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: 
 
 
 async def replay_with_local_engine(ledger_address: str, draft_id: str) -> dict:
-    """Replay on a bare engine started in this process from the planner's settings (``shelfproof planner replay``)."""
+    """Replay on a bare engine started in this process from the planner's settings (``shelfproof planner replay``),
+    in the dtype the draft recorded (whatever this machine would pick by itself)."""
     from shelfproof.planner.app import EngineModel
     from shelfproof.planner.llm import LanguageEngine, LLMSettings
     from shelfproof.runtime.client import insecure_channel
 
-    engine = await asyncio.to_thread(LanguageEngine, LLMSettings().llm_config())
-    try:
-        async with insecure_channel(ledger_address) as channel:
-            return await replay(ledger_pb2_grpc.LedgerServiceStub(channel), draft_id, EngineModel(engine, via_handle=False))
-    finally:
-        engine.shutdown()
+    async with insecure_channel(ledger_address) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        record, _ = await recorded_draft(ledger, draft_id)
+        dtype = recorded_dtype(record.draft.decision_record)
+        config = LLMSettings().llm_config(dtype=dtype, dtype_reason="the dtype the draft recorded")
+        engine = await asyncio.to_thread(LanguageEngine, config)
+        try:
+            return await replay(ledger, draft_id, EngineModel(engine, via_handle=False))
+        finally:
+            engine.shutdown()

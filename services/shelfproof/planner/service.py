@@ -180,7 +180,7 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         sampling = {c.sampling.canonical_json() for c in output.calls}
         draft.decision_record.CopyFrom(txpb.AiDecisionRecord(
             model=info.model, weights_digest=info.weights_digest, engine=info.engine, engine_version=info.engine_version,
-            prompt_template_sha256=template_sha256(), json_schema_sha256=schemas_sha256(),
+            dtype=info.dtype, prompt_template_sha256=template_sha256(), json_schema_sha256=schemas_sha256(),
             prompt_sha256=prompt_hash.hex(), input_snapshot_sha256=snapshot_hash.hex(), output_sha256=output_hash.hex(),
             sampling_params_json=sampling.pop() if len(sampling) == 1 else "[" + ",".join(sorted(sampling)) + "]",
             seed=output.calls[0].sampling.seed if output.calls else 0,

@@ -29,6 +29,7 @@ from shelfproof.runtime.errors import (
     FieldViolation,
     InvalidArgument,
     LedgerRejected,
+    PermissionDenied,
 )
 from shelfproof.runtime.server import ServiceBinding
 
@@ -112,6 +113,7 @@ def _plan_event(index: int, event: dict, context: Any) -> PlannedEvent:
             disposition="" if ledger_key != event_hash else str(event.get("disposition", "")),
             epcs=[] if ledger_key != event_hash else epcs,
             biz_location_gln=location_gln(event.get("bizLocation")) or "",
+            read_point_gln=location_gln(event.get("readPoint")) or "",
         )
     )
     if (size := body.ByteSize()) > MAX_EVENT_BODY_BYTES:
@@ -238,7 +240,8 @@ class EventService(events_pb2_grpc.EventServiceServicer):
                 if isinstance(outcome, LedgerRejected):
                     if outcome.ledger_code == ResultCode.ALREADY_EXISTS:  # captured meanwhile: a no-op
                         continue
-                    raise InvalidArgument(
+                    refusal = PermissionDenied if outcome.ledger_code == ResultCode.PERMISSION_DENIED else InvalidArgument
+                    raise refusal(
                         f"event {plan.index} was refused by the ledger: {outcome.message}",
                         field_violations=[FieldViolation(f"/epcisBody/eventList/{plan.index}", outcome.message)],
                     )

@@ -104,6 +104,12 @@ class PermissionDenied(DomainError):
     default_reason = "ERROR_REASON_PERMISSION_DENIED"
 
 
+class Internal(DomainError):
+    """A bug, ours or a dependency's (the ledger's INTERNAL_ERROR included): never bad input."""
+
+    default_reason = "ERROR_REASON_INTERNAL"
+
+
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
     default_reason = "ERROR_REASON_UNAUTHENTICATED"
@@ -127,6 +133,7 @@ _BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
         AlreadyExists,
         FailedPrecondition,
         PermissionDenied,
+        Internal,
         Unauthenticated,
         Overloaded,
         DependencyUnavailable,

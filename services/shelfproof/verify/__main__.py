@@ -48,9 +48,9 @@ class VerifySettings(BaseSettings):
     # ledger's files under ledger_home (its validator key or CometBFT genesis).
     validators_hash: str = ""
     ledger_home: Path | None = None
-    # The agent that signs RecordScans (needs scan::record), its key from the genesis file;
+    # The consortium verifier agent that signs RecordScans (scan::record), its key from the genesis file;
     # "{worker}" is replaced by the worker's index.
-    signer_agent_id: str = f"{CONSORTIUM_GLN}/admin-{{worker}}"
+    signer_agent_id: str = f"{CONSORTIUM_GLN}/verifier-{{worker}}"
     # Processes serving the port; each takes one core at most (Python's GIL).
     workers: int = Field(default=1, ge=1, le=16)
     # Set by the first worker for the ones it starts.

@@ -1,23 +1,27 @@
 """Ledger evidence for one scanned item: which keys prove what, how to check them, and their JSON.
 
-Proven (each a present key, checked against the app hash in a header the validators signed):
-the signing key (``keys``), the product (``products``), the batch and its serials' Merkle root
-(``batches``, plus the serial's path to that root), the lot's recall (``recalls``), a label void
-(``status``), the item's current status and custody steps (``items``) and its scan history
-(``scans``). An absent key is reported, not proven: the state's tree gives inclusion proofs only.
+Every key a verdict rests on comes proven, present or absent, against the app hash in a header the
+validators signed: the signing key and its revocation (``keys``), the product (``products``), the
+batch and its serials' Merkle root (``batches``, plus the serial's path to that root), the lot's
+recall (``recalls``), a label void (``status``), the item's disposition and custody steps (``items``)
+and its scan history and claim (``scans``). A present key carries a value proof, an absent one an
+absence proof (merkle.verify_absence_proof); a value with neither is refused, so "not recalled" is a
+fact, not a gap in what the server chose to send.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 
 from tendermint.types import types_pb2, validator_pb2
 
 from shelfproof.ledger import light
-from shelfproof.ledger.merkle import Proof, ProofError, keypath_for, verify_value_proof
+from shelfproof.ledger.merkle import Proof, ProofError, keypath_for, verify_store_proof
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.verify.verdict import key_revoked
 
 # What each store's key says about the item, for people reading the evidence.
 FACT_OF_STORE = {
@@ -29,6 +33,17 @@ FACT_OF_STORE = {
     "items": "the item's current status and custody steps",
     "scans": "the item's consumer scan history",
 }
+# What a proven absence of each store's key says, as the page and the verifier print it.
+ABSENCE_OF_STORE = {
+    "keys": "signing key not registered — proven",
+    "products": "product not registered — proven",
+    "batches": "batch not commissioned — proven",
+    "recalls": "not recalled — proven",
+    "status": "label not voided — proven",
+    "items": "no custody events recorded — proven",
+    "scans": "not scanned before — proven",
+}
+KEY_NOT_REVOKED = "key not revoked — proven"
 RECORD_OF_STORE = {
     "keys": st.KeyRecord,
     "products": st.ProductRecord,
@@ -38,6 +53,15 @@ RECORD_OF_STORE = {
     "items": st.ItemRecord,
     "scans": st.ScanRecord,
 }
+
+
+# A label's key id: the first 16 hex digits of its key's fingerprint; anything else reads no key.
+KEY_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+# Bounds on what a verifier decodes: one item's evidence is seven values of two operations each.
+MAX_EVIDENCE_VALUES = 32
+MAX_PROOF_OPS = 4
+# Header time may run this far ahead of the verifier's clock (skew between machines).
+MAX_CLOCK_AHEAD_S = 30.0
 
 
 class EvidenceError(ValueError):
@@ -53,6 +77,10 @@ class ItemRef:
     key_fingerprint: str
     batch_id: str
     lot: str
+
+    @staticmethod
+    def key_id_of(key_id: str | None) -> str:
+        return key_id if key_id and KEY_FINGERPRINT.fullmatch(key_id) else ""
 
     def keys(self) -> list[tuple[str, bytes]]:
         """The keys to read; without a key id or a batch (an unknown item) those are left out."""
@@ -72,6 +100,8 @@ class CheckedHeader:
     commit: light.CommitCheck
     signed_header: bytes
     validator_set: bytes
+    # Header height + 1's BFT time, Unix seconds: how old the evidence is.
+    time_unix_s: float = 0.0
 
 
 def check_header(
@@ -91,21 +121,62 @@ def check_header(
         commit = light.verify_commit(chain_id, header, validators)
     except light.LightVerificationError as err:
         raise EvidenceError(f"header {height + 1}: {err}") from None
-    return CheckedHeader(chain_id, height, bytes(header.header.app_hash), commit, signed_header, validator_set)
+    return CheckedHeader(
+        chain_id, height, bytes(header.header.app_hash), commit, signed_header, validator_set,
+        light.header_unix_s(header.header),
+    )
+
+
+def check_fresh(header: CheckedHeader, now_unix_s: float, max_age_s: float, max_ahead_s: float = MAX_CLOCK_AHEAD_S) -> None:
+    """Refuse evidence whose header is older than ``max_age_s`` by the verifier's clock (an old height
+    can predate a recall), or so far ahead of that clock that one of the two is wrong."""
+    age = now_unix_s - header.time_unix_s
+    if age > max_age_s:
+        raise EvidenceError(
+            f"the evidence is {age:,.0f} s old (header {header.height + 1}); this verifier accepts at most {max_age_s:,.0f} s"
+        )
+    if -age > max_ahead_s:
+        raise EvidenceError(f"header {header.height + 1} is {-age:,.0f} s ahead of this verifier's clock")
 
 
 def check_values(header: CheckedHeader, values: list[pb.StoreValue]) -> dict[str, object]:
-    """Each present value against the header's app hash; returns the decoded records by store."""
+    """Each value's proof against the header's app hash: a value proof when found, an absence proof
+    when not (a value without its proof is refused). Returns the present records by store."""
     records: dict[str, object] = {}
     for value in values:
-        if not value.found:
-            continue
+        name = f"{value.store}/{value.key.decode(errors='replace')}"
+        if value.store not in RECORD_OF_STORE:
+            raise EvidenceError(f"unexpected store {value.store!r} in the evidence")
+        if not value.proof_ops:
+            raise EvidenceError(f"{name} comes without a proof")
+        if not value.found and value.value:
+            raise EvidenceError(f"{name} is said absent but carries a value")
         try:
-            verify_value_proof(value.proof_ops, header.app_hash, keypath_for(value.store, value.key), value.value)
+            verify_store_proof(
+                value.proof_ops, header.app_hash, keypath_for(value.store, value.key), value.value if value.found else None
+            )
         except ProofError as err:
-            raise EvidenceError(f"{value.store}/{value.key.decode(errors='replace')}: {err}") from None
-        records[value.store] = RECORD_OF_STORE[value.store].FromString(value.value)
+            raise EvidenceError(f"{name}: {err}") from None
+        if value.found:
+            try:
+                records[value.store] = RECORD_OF_STORE[value.store].FromString(value.value)
+            except Exception:  # noqa: BLE001 - a proven value that does not decode is not ours to read
+                raise EvidenceError(f"{name}: the proven value is not a {value.store} record") from None
     return records
+
+
+def proven_facts(values: list[pb.StoreValue], records: dict[str, object]) -> list[str]:
+    """What checked values establish, present and absent, in the words the page and CLI print."""
+    facts = []
+    for value in values:
+        if value.found:
+            facts.append(FACT_OF_STORE[value.store])
+            key = records.get("keys") if value.store == "keys" else None
+            if key is not None and not key_revoked(key):
+                facts.append(KEY_NOT_REVOKED)
+        else:
+            facts.append(ABSENCE_OF_STORE[value.store])
+    return facts
 
 
 def check_membership(serial: str, proof: Proof, batch: st.BatchRecord) -> None:
@@ -168,6 +239,10 @@ def evidence_json(header: CheckedHeader, values: list[pb.StoreValue], membership
 
 def parse_evidence_json(data: dict) -> tuple[str, int, bytes, bytes, list[pb.StoreValue], Proof | None]:
     """(chain id, height, signed header, validator set, values, membership path) from evidence_json."""
+    if not isinstance(data, dict) or not isinstance(data.get("proofs"), list) or len(data["proofs"]) > MAX_EVIDENCE_VALUES:
+        raise EvidenceError(f"malformed evidence: expected at most {MAX_EVIDENCE_VALUES} proven values")
+    if any(not isinstance(p, dict) or len(p.get("proof_ops") or ()) > MAX_PROOF_OPS for p in data["proofs"]):
+        raise EvidenceError(f"malformed evidence: at most {MAX_PROOF_OPS} proof operations per value")
     try:
         values = [
             pb.StoreValue(

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from shelfproof.verify.verdict import Assessment, CloneRules, Facts, Verdict, as
 
 log = logging.getLogger(__name__)
 
-_KEY_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 HEADLINES = {
     Verdict.GENUINE: "Genuine product",
     Verdict.COUNTERFEIT: "Not a genuine code",
@@ -376,7 +374,7 @@ class Verifier:
         now = time.time() if now is None else now
         gtin, serial = link.gtin, link.serial or ""
         row = await self.query_model.item(gtin, serial)
-        kid = link.key_id if link.key_id and _KEY_FINGERPRINT.match(link.key_id) else ""
+        kid = ev.ItemRef.key_id_of(link.key_id)
         ref = ev.ItemRef(gtin, serial, kid, row.batch_id if row else "", row.lot if row else "")
         read = await self.reader.read(ref.keys())
         rec = read.records
@@ -429,15 +427,11 @@ class Verifier:
         if last_place and not places.get(last_place):
             # Reported, not proven: the registry knows no such location of a supply-chain member.
             warnings.append(f"Its last custody step was at {last_place}, which is not a registered location.")
-        proven = [ev.FACT_OF_STORE[v.store] for v in read.values if v.found]
+        # Present and absent keys alike are proven (absence by the key's neighbours in its store's tree).
+        proven = ev.proven_facts(read.values, read.records)
         if membership is not None:
             proven.append("the serial is in its batch (Merkle path to the committed root)")
-        reported = [
-            f"no {v.store} record at height {read.header.height} ({ev.FACT_OF_STORE[v.store]}: absent keys are reported, not proven)"
-            for v in read.values
-            if not v.found
-        ]
-        reported.append("product name, brand and location names come from the query model")
+        reported = ["product name, brand and location names come from the query model"]
         if f.batch is None:
             reported.append("the query model knows no batch holding this serial")
         batch = f.batch.batch if f.batch else None

@@ -12,6 +12,7 @@ from datetime import date
 from enum import StrEnum
 
 from shelfproof.ledger.v1 import state_pb2 as st
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.verify import geo
 
 
@@ -62,6 +63,12 @@ class Assessment:
     warnings: list[str] = field(default_factory=list)
 
 
+def key_revoked(key: st.KeyRecord) -> bool:
+    """Revoked by the flag or, where the record has one, a revocation height (read with getattr: the
+    key record's revocation fields belong to the ledger rules)."""
+    return bool(getattr(key, "revoked", False) or getattr(key, "revoked_height", 0))
+
+
 def _counterfeit_reasons(f: Facts) -> list[str]:
     if not f.signature_present:
         return ["The code carries no brand signature."]
@@ -71,7 +78,9 @@ def _counterfeit_reasons(f: Facts) -> list[str]:
         return [f"No product {f.gtin} is registered on the ledger."]
     if f.key.organization_gln != f.product.brand_owner_gln:
         return ["The code is signed by an organization that does not own this product."]
-    if f.key.revoked:
+    if f.key.purpose == txpb.KEY_PURPOSE_APPROVALS:
+        return ["The code is signed with a person's approvals key, not a label key."]
+    if key_revoked(f.key) and not _signed_before_rotation(f):
         return ["The code is signed with a key its owner revoked."]
     if not f.signature_valid:
         return ["The brand signature does not match this product and serial."]
@@ -80,6 +89,16 @@ def _counterfeit_reasons(f: Facts) -> list[str]:
     if f.void is not None:
         return [f"The brand voided this label: {f.void.reason or 'no reason given'}."]
     return []
+
+
+def _signed_before_rotation(f: Facts) -> bool:
+    """A key retired in a rotation still vouches for labels of batches commissioned before its
+    revocation; a compromised key (or one revoked without a reason) vouches for none."""
+    return (
+        f.key.revocation_reason == txpb.REVOCATION_REASON_ROTATED
+        and f.batch is not None
+        and f.batch.height < f.key.revoked_height
+    )
 
 
 def clone_signals(f: Facts, rules: CloneRules) -> list[str]:

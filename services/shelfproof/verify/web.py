@@ -56,7 +56,7 @@ _CSS = """
 color:#111;background:#fff}main{max-width:40rem;margin:0 auto;padding:0 1rem 2rem}
 .banner{padding:1.2rem 1rem;color:#fff;font-weight:700}.banner h1{margin:0;font-size:1.7rem}
 .GENUINE{background:#0a6b2d}.COUNTERFEIT{background:#a50d0d}.SUSPICIOUS{background:#8a4b00}
-.RECALLED{background:#5c0a5c}.ERROR{background:#333}
+.RECALLED{background:#5c0a5c}.ERROR{background:#333}.NEUTRAL{background:#1f3347}
 ul{padding-left:1.2rem}li{margin:.25rem 0}.warn{background:#fff4c2;border-left:6px solid #8a6d00;padding:.5rem .8rem;margin:.8rem 0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 details{margin-top:1rem}code{font-size:.8rem;overflow-wrap:anywhere}button{font:inherit;padding:.6rem 1rem;
@@ -85,6 +85,10 @@ def render_report(report: dict) -> str:
     if report["verdict"] == "RECALLED":
         parts.append(f'<p class=warn id=recall><strong>{e(report["reasons"][0])}</strong></p>')
     parts.append(f"<ul id=reasons>{_items(report['reasons'])}</ul>")
+    # What the ledger proves did not happen ("not recalled — proven"), said where the verdict is read.
+    checks = [f for f in report["facts"]["proven"] if f.endswith("— proven")]
+    if checks:
+        parts.append(f"<ul id=proven-checks>{_items(checks)}</ul>")
     if report["warnings"]:
         parts.append(f'<div class=warn id=warnings><strong>Warnings</strong><ul>{_items(report["warnings"])}</ul></div>')
     parts.append(
@@ -183,7 +187,8 @@ async def home(request: web.Request) -> web.Response:
         "<p>Scan the QR code on a product to check that it is genuine. Each code carries the brand's "
         "signature; this page checks it and the product's record on the shelfproof ledger.</p>"
     )
-    return web.Response(text=_page("shelfproof verify", "GENUINE", body), content_type="text/html", headers=SECURITY_HEADERS)
+    # nothing was verified here: no verdict colour
+    return web.Response(text=_page("shelfproof verify", "NEUTRAL", body), content_type="text/html", headers=SECURITY_HEADERS)
 
 
 async def share_js(request: web.Request) -> web.Response:

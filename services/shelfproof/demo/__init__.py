@@ -1,0 +1,1 @@
+"""The living demo: a small supply chain seeded through the services' gRPC APIs (``seed``)."""

@@ -1,0 +1,83 @@
+import hashlib
+
+import streamlit as st
+
+from shelfproof.console import session
+from shelfproof.console.errors import problem_of
+from shelfproof.console.people import ACTIONS_BY_ROLE
+from shelfproof.ledger.v1 import state_pb2 as stpb
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.planner.v1 import planner_pb2 as ppb
+
+me = session.person()
+api = session.clients()
+may_approve = "approve" in ACTIONS_BY_ROLE[me.role]
+st.title("Drafts and orders")
+
+
+def money(minor: int, currency: str) -> str:
+    return f"{currency} {minor / 100:,.2f}"
+
+
+with session.explained("read the drafts"):
+    names = session.gln_names()
+    drafts = api.drafts(approver_agent_id=me.agent_id) if may_approve else api.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL)
+    st.caption("AI drafts waiting for " + ("you" if may_approve else "approval") + ". Approving signs a transaction with your own key.")
+    if not drafts:
+        st.info("No drafts are waiting for you.")
+    chosen = []
+    for draft in drafts:
+        kind = "Restock" if draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER else "Promotion"
+        summary = (money(draft.total.amount_minor, draft.total.currency_code) if draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER
+                   else f"{draft.promotion.discount_bps / 100:.0f} % off {len(draft.promotion.gtins)} product(s)")
+        label = f"{kind} for {names.get(draft.location_gln, draft.location_gln)} · {summary} · {draft.draft_id}"
+        if may_approve and st.checkbox(label, key=f"pick_{draft.draft_id}"):
+            chosen.append(draft.draft_id)
+        with st.expander(f"Details of {draft.draft_id}" if may_approve else label):
+            st.write(f"Needs {draft.approvals_required} approval(s); has {len(draft.approvers)}. Submitted by `{draft.submitted_by}`; "
+                     f"expires {draft.expire_time.ToDatetime():%Y-%m-%d %H:%M} UTC.")
+            st.markdown("**Rationale**")
+            st.text(draft.rationale)
+            record_bytes = api.query("drafts", draft.draft_id)
+            record = stpb.DraftRecord.FromString(record_bytes) if record_bytes else None
+            if draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER:
+                bounds_bytes = api.query("replenishment", f"{record.draft.organization_gln if record else me.organization_gln}/{draft.location_gln}")
+                bounds = {b.gtin: b for b in txpb.ReplenishmentPolicy.FromString(bounds_bytes).items} if bounds_bytes else {}
+                st.dataframe([
+                    {"gtin": line.gtin, "quantity": line.quantity, "unit cost": money(line.unit_cost.amount_minor, line.unit_cost.currency_code),
+                     "min": bounds[line.gtin].min_order_quantity if line.gtin in bounds else None,
+                     "max": bounds[line.gtin].max_order_quantity if line.gtin in bounds else None,
+                     "case pack": bounds[line.gtin].case_pack if line.gtin in bounds else None}
+                    for line in draft.order_lines
+                ], hide_index=True)
+            else:
+                p = draft.promotion
+                st.write(f"{p.discount_bps / 100:.1f} % off {', '.join(p.gtins)} from {p.start_time.ToDatetime():%Y-%m-%d} to {p.end_time.ToDatetime():%Y-%m-%d}: “{p.customer_copy}”")
+            if draft.adjustments:
+                st.warning("Bounds applied: " + "; ".join(draft.adjustments))
+            st.markdown(f"**Decision record** `sha256:{draft.decision_record_hash}`")
+            if record is not None:
+                dr = record.draft.decision_record
+                assert hashlib.sha256(dr.SerializeToString(deterministic=True)).hexdigest() == draft.decision_record_hash
+                st.dataframe([{"field": k, "value": v} for k, v in (
+                    ("model", dr.model), ("engine", f"{dr.engine} {dr.engine_version}"), ("dtype", dr.dtype), ("weights", dr.weights_digest),
+                    ("prompt template", dr.prompt_template_sha256), ("JSON schema", dr.json_schema_sha256), ("prompts", dr.prompt_sha256),
+                    ("input snapshot", dr.input_snapshot_sha256), ("output", dr.output_sha256), ("sampling", dr.sampling_params_json), ("seed", str(dr.seed)),
+                )], hide_index=True)
+    if may_approve and drafts:
+        reason = st.text_input("Reason (for a rejection)", key="reject_reason")
+        approve, reject = st.columns(2)
+        decided = None
+        if approve.button(f"Approve selected ({len(chosen)})", type="primary", disabled=not chosen, key="approve"):
+            decided = api.decide(me.agent_id, st.session_state[session.KEY], chosen, approve=True)
+        if reject.button(f"Reject selected ({len(chosen)})", disabled=not chosen, key="reject"):
+            decided = api.decide(me.agent_id, st.session_state[session.KEY], chosen, approve=False, reason=reason)
+        for draft_id, outcome in zip(chosen, decided or []):
+            if isinstance(outcome, Exception):
+                st.error(f"{draft_id}: {problem_of(outcome).sentence()}")
+            else:
+                state = ppb.DraftState.Name(outcome.state).removeprefix("DRAFT_STATE_").replace("_", " ").lower()
+                st.success(f"{draft_id}: signed by you; the draft is now {state}.")
+st.subheader("Purchase orders")
+st.info("Purchase orders with their acknowledgements and deliveries are not available yet: the order service has not landed. "
+        "Approved restock drafts stay on the ledger as approved AI decision records.")
