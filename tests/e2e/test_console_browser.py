@@ -28,7 +28,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shelfproof.console.people import PAGES_BY_ROLE, PEOPLE, key_file, unlock_key_file
-from shelfproof.ledger.tx import sign_doc_bytes
+from shelfproof.ledger.core.tx import sign_doc_bytes
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.embedded import EmbeddedEngine
+from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc

@@ -11,12 +11,12 @@ import pytest
 
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger import light, merkle
-from shelfproof.ledger.adapter import LedgerAdapter
-from shelfproof.ledger.comet_engine import CometEngine
+from shelfproof.ledger.proofs import light, merkle
+from shelfproof.ledger.adapter.service import LedgerAdapter
+from shelfproof.ledger.engines.comet_engine import CometEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
-from shelfproof.ledger.local_network import ShelfproofNetwork
-from shelfproof.ledger.network import find_free_base_port
+from shelfproof.ledger.network.local import ShelfproofNetwork
+from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

@@ -9,11 +9,13 @@ import grpc
 import pytest
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger import light, merkle, rules
-from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.proofs import light, merkle
+
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient, ledger_error
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.embedded import EmbeddedEngine
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc

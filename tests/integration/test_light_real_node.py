@@ -17,8 +17,10 @@ import httpx
 import pytest
 from tendermint.types import types_pb2
 
-from shelfproof.ledger import light, rpc_json
-from shelfproof.ledger.light import LightVerificationError, header_hash, verify_commit
+from shelfproof.ledger.proofs import light
+
+from shelfproof.ledger.engines import rpc_json
+from shelfproof.ledger.proofs.light import LightVerificationError, header_hash, verify_commit
 from tests.conftest import free_port
 
 COMETBFT = Path(__file__).resolve().parents[2] / ".tools/bin/cometbft"

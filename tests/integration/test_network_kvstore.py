@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from shelfproof.ledger.network import (
+from shelfproof.ledger.network.config import (
     CometNode,
     LocalNetwork,
     find_free_base_port,

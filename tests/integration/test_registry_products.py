@@ -159,7 +159,7 @@ async def _commission(stub, **fields) -> tuple[list[int], pb.CommissionedBatch]:
 
 async def test_commissioning_issues_serials_commits_their_root_and_projects_items(tmp_path, database_dsn, postgres_cluster):
     from shelfproof.gs1.serials import ALPHABET
-    from shelfproof.ledger.merkle import MerkleTree
+    from shelfproof.ledger.proofs.merkle import MerkleTree
     from shelfproof.ledger.v1 import ledger_pb2 as lpb
     from shelfproof.ledger.v1 import state_pb2 as st
 

@@ -12,13 +12,13 @@ import hashlib
 from google.protobuf import json_format, timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.merkle import uvarint
+from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.proofs.merkle import uvarint
 from shelfproof.ledger.genesis import (
     CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, DEMO_RETAILER_GLN, DEMO_RETAILER_PREFIX, DEMO_RETAILER_STORE_GLN,
     Genesis, Member, build_genesis,
 )
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 CHAIN = "security-chain"

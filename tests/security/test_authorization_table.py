@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shelfproof.ledger import rules
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from tests.security.world import (
@@ -283,8 +283,8 @@ def test_genesis_cannot_start_from_a_state_its_rules_forbid():
     from google.protobuf import json_format
     from tendermint.abci import types_pb2 as abci
 
-    from shelfproof.ledger.app import LedgerApplication
-    from shelfproof.ledger.codes import TxRejected
+    from shelfproof.ledger.core.app import LedgerApplication
+    from shelfproof.ledger.core.codes import TxRejected
     from shelfproof.ledger.genesis import build_genesis
 
     overlapping = build_genesis(CHAIN, [(BRAND, "brand", ["0614141"]), (RETAILER, "squatter", ["06141415"])])

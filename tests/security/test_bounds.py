@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from shelfproof.ledger import bounds, tx
-from shelfproof.ledger.codes import ResultCode, TxRejected
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core import bounds, tx
+from shelfproof.ledger.core.codes import ResultCode, TxRejected
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import BRAND, CHAIN, GTIN, RETAILER, block, body, check, draft, genesis, node, policy, signers

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from shelfproof.ledger import tx
-from shelfproof.ledger.codes import ResultCode, TxRejected
-from shelfproof.ledger.merkle import uvarint
-from shelfproof.ledger.tx import AccountSigner, sign_doc_bytes
+from shelfproof.ledger.core import tx
+from shelfproof.ledger.core.codes import ResultCode, TxRejected
+from shelfproof.ledger.proofs.merkle import uvarint
+from shelfproof.ledger.core.tx import sign_doc_bytes
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import (

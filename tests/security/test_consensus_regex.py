@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from shelfproof.ledger import rules
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import BRAND, GTIN, block, body, genesis, node, product, signers

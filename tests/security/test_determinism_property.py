@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.rules import prove_possession
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.core.rules import prove_possession
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as state
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 

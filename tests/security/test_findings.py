@@ -7,9 +7,10 @@ from datetime import date
 
 import pytest
 
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.genesis import ALL_PERMISSIONS
-from shelfproof.ledger.tx import AccountSigner, key_id_for
+from shelfproof.ledger.core.tx import key_id_for
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.verify.verdict import Facts, Verdict, assess

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger.tx import MAX_TX_BYTES
+from shelfproof.ledger.core.tx import MAX_TX_BYTES
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import BRAND, RETAILER, body, genesis, node, policy, product, relayer_copies, signers

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from nacl.signing import SigningKey
 
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.rules import prove_possession
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.core.rules import prove_possession
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import BRAND, CHAIN, OTHER_GTIN, block, body, check, genesis, node, product, signers

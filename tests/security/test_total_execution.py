@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger import rules
-from shelfproof.ledger.abci_server import AbciSocketServer
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.merkle import uvarint
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.engines.abci_server import AbciSocketServer
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.proofs.merkle import uvarint
 
 from tests.security.ledger_nodes import (
     BRAND, OTHER_GTIN, RETAILER, T0, block, check, draft, genesis, node, policy, product, replenishment, signers,

@@ -18,7 +18,7 @@ import pytest
 from tendermint.crypto import proof_pb2
 
 from shelfproof.cli.main import main as shelfproof_main
-from shelfproof.ledger.merkle import PROOF_OP_ABSENT
+from shelfproof.ledger.proofs.merkle import PROOF_OP_ABSENT
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.product.v1 import product_pb2 as ppb
 from shelfproof.verify import evidence as ev

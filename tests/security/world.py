@@ -9,13 +9,13 @@ from google.protobuf import json_format, timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
 from shelfproof.gs1.keys import check_digit
-from shelfproof.ledger.app import LedgerApplication
+from shelfproof.ledger.core.app import LedgerApplication
 from shelfproof.ledger.genesis import (
     CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_DISTRIBUTOR_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN,
     DEMO_SECOND_STORE_GLN, DEMO_SUPPLIER_GLN, development_genesis,
 )
-from shelfproof.ledger.rules import prove_possession
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core.rules import prove_possession
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 

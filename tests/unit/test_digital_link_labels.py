@@ -11,7 +11,7 @@ from shelfproof.gs1 import labels
 from tests.qr import decode_qr_png
 from shelfproof.gs1.digital_link import DigitalLink, InvalidDigitalLink, canonical_item_uri, parse_digital_link
 from shelfproof.gs1.serials import generate_serials
-from shelfproof.ledger.tx import key_id_for
+from shelfproof.ledger.core.tx import key_id_for
 
 KEY = SigningKey(bytes(range(32)))
 

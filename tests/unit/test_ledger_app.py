@@ -8,12 +8,15 @@ import pytest
 from google.protobuf import json_format, timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger import merkle, rules
-from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.proofs import merkle
+
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.storage import StateDB
+from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.genesis import build_genesis
-from shelfproof.ledger.rules import prove_possession
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core.rules import prove_possession
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
@@ -279,14 +282,14 @@ def test_query_proof_verifies_against_the_app_hash_and_tampering_fails(chain):
 
 def test_state_survives_restart_and_bad_input_is_answered_in_band(tmp_path):
     genesis = _genesis()
-    app = LedgerApplication(tmp_path)
+    app = LedgerApplication(StateDB(tmp_path / "state.db"))
     _start(app, genesis)
     brand = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
     assert _block(app, [brand.sign(_product()), b"\x00garbage", b""]) == [0, ResultCode.MALFORMED, ResultCode.MALFORMED]
     assert _block(app, [brand.sign(_body(register_product=txpb.RegisterProduct(gtin="00614141123453", name="bad check digit")))]) == [ResultCode.INVALID_ARGUMENT]
     height, app_hash = app.height, app.app_hash
     app.state.db.close()
-    reopened = LedgerApplication(tmp_path)
+    reopened = LedgerApplication(StateDB(tmp_path / "state.db"))
     assert (reopened.height, reopened.app_hash, reopened.chain_id) == (height, app_hash, CHAIN)
     info = reopened.info(abci.RequestInfo())
     assert info.last_block_height == height and info.last_block_app_hash == app_hash
@@ -297,7 +300,7 @@ def test_checktx_after_a_restart_checks_scans_against_the_last_committed_block_t
     """The last block's time is committed with the state: a restarted node accepts a scan stamped
     now in CheckTx (before the next block), and still refuses one stamped past the skew."""
     genesis = _genesis()
-    app = LedgerApplication(tmp_path)
+    app = LedgerApplication(StateDB(tmp_path / "state.db"))
     _start(app, genesis)
     brand = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
     commission = _body(commission_batch=txpb.CommissionBatch(
@@ -307,7 +310,7 @@ def test_checktx_after_a_restart_checks_scans_against_the_last_committed_block_t
     assert _block(app, [brand.sign(_product()), brand.sign(commission)], time_s=last_block_time) == [0, 0]
     app.state.db.close()
 
-    reopened = LedgerApplication(tmp_path)
+    reopened = LedgerApplication(StateDB(tmp_path / "state.db"))
     verifier = genesis.accounts[f"{OPERATOR}/verifier-0"].signer(CHAIN)
 
     def scan_at(t: int) -> bytes:  # the verifier's first transaction (nothing of its is committed)
@@ -320,6 +323,6 @@ def test_checktx_after_a_restart_checks_scans_against_the_last_committed_block_t
     assert _block(reopened, [], time_s=last_block_time + 100) == []
     reopened.finalize_block(abci.RequestFinalizeBlock(height=reopened.height + 1, time=timestamp_pb2.Timestamp(seconds=T0 + 10_000)))
     reopened.state.db.close()
-    again = LedgerApplication(tmp_path)
+    again = LedgerApplication(StateDB(tmp_path / "state.db"))
     assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew + 1))).code == ResultCode.INVALID_ARGUMENT
     assert again.check_tx(abci.RequestCheckTx(tx=scan_at(last_block_time + 100 + skew))).code == 0

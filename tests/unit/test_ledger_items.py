@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger import merkle
-from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.tx import AccountSigner, key_id_for
+from shelfproof.ledger.proofs import merkle
+from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.core.tx import key_id_for
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

@@ -13,8 +13,10 @@ from tendermint.crypto import keys_pb2
 from tendermint.types import canonical_pb2, types_pb2, validator_pb2
 from tendermint.version import types_pb2 as version_pb2
 
-from shelfproof.ledger import light, rpc_json
-from shelfproof.ledger.light import (
+from shelfproof.ledger.proofs import light
+
+from shelfproof.ledger.engines import rpc_json
+from shelfproof.ledger.proofs.light import (
     LightVerificationError,
     block_id_for,
     header_hash,
@@ -24,8 +26,8 @@ from shelfproof.ledger.light import (
     verify_query,
     vote_sign_bytes,
 )
-from shelfproof.ledger.merkle import MerkleTree, ProofError, keypath_for, store_root_and_proofs
-from shelfproof.ledger.rpc_json import format_time, parse_time
+from shelfproof.ledger.proofs.merkle import MerkleTree, ProofError, keypath_for, store_root_and_proofs
+from shelfproof.ledger.engines.rpc_json import format_time, parse_time
 
 CHAIN = "shelfproof-test"
 

@@ -8,7 +8,7 @@ import os
 import pytest
 from tendermint.crypto import proof_pb2
 
-from shelfproof.ledger.merkle import (
+from shelfproof.ledger.proofs.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     Proof,
@@ -265,7 +265,7 @@ def test_large_tree_proofs_spot_check() -> None:
 
 # --- absence: adjacent neighbours in the sorted tree ---------------------------------------------------
 
-from shelfproof.ledger.merkle import (  # noqa: E402 - grouped with the tests that use them
+from shelfproof.ledger.proofs.merkle import (  # noqa: E402 - grouped with the tests that use them
     PROOF_OP_ABSENT,
     absence_op,
     absent_store_root,
@@ -273,7 +273,7 @@ from shelfproof.ledger.merkle import (  # noqa: E402 - grouped with the tests th
     verify_absence_proof,
     verify_store_proof,
 )
-from shelfproof.ledger.state import StoreVersion  # noqa: E402
+from shelfproof.ledger.core.state import StoreVersion  # noqa: E402
 from shelfproof.ledger.v1.ledger_pb2 import AbsenceNeighbour, AbsenceProof  # noqa: E402
 
 

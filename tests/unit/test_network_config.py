@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shelfproof.ledger.network import (
+from shelfproof.ledger.network.config import (
     ConsensusTimeouts,
     NetworkLayout,
     find_free_base_port,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shelfproof.ledger.rules import BPS, margin_floor_ok
+from shelfproof.ledger.core.rules import BPS, margin_floor_ok
 from shelfproof.planner import prompts
 from shelfproof.planner.drafter import Drafter, EngineInfo, Generation, parse
 from shelfproof.planner.guard import PriceFacts, RestockCandidate, bound_promotion, bound_restock, max_discount_bps

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 
 from shelfproof.bench.stats import percentile
 from shelfproof.ledger.client import ledger_error
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.runtime import errors
 from shelfproof.runtime.log import JsonLineFormatter
 from shelfproof.runtime.request_context import bind_request_id, unbind_request_id

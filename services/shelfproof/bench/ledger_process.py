@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shelfproof.cli.health import grpc_health
 from shelfproof.ledger.genesis import Genesis
-from shelfproof.ledger.network import find_free_base_port
+from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.runtime.processes import descendants, free_port, process_cpu_seconds
 
 

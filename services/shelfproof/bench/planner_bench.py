@@ -26,9 +26,9 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.bench import Benchmark
 from shelfproof.db.migrate import upgrade
 from shelfproof.gs1.keys import check_digit
-from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.embedded import EmbeddedEngine
+from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

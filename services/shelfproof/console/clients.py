@@ -11,9 +11,9 @@ import grpc
 from nacl.signing import SigningKey
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger import light
-from shelfproof.ledger.merkle import keypath_for
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.proofs import light
+from shelfproof.ledger.proofs.merkle import keypath_for
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st

@@ -15,7 +15,7 @@ from reportlab.pdfgen import canvas
 
 from shelfproof.gs1.digital_link import DigitalLink
 from shelfproof.gs1.keys import normalize_gtin
-from shelfproof.ledger.tx import key_id_for
+from shelfproof.ledger.core.tx import key_id_for
 
 # Domain-separated, so a label signature can never be replayed as a ledger transaction or vice versa.
 LABEL_DOMAIN = b"shelfproof-label-v1\n"

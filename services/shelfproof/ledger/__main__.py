@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shelfproof.ledger.adapter import LedgerAdapter
+from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.genesis import Genesis, development_genesis
 from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.server import GrpcServer, run_until_signalled
@@ -72,16 +72,16 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
     engine_name, why = choose_engine(settings)
     network = None
     if engine_name == "embedded":
-        from shelfproof.ledger.embedded import EmbeddedEngine
+        from shelfproof.ledger.engines.embedded import EmbeddedEngine
 
         engine = EmbeddedEngine(home / "embedded", genesis.chain_id, genesis.state)
         await engine.start()
     else:
-        from shelfproof.ledger.comet_engine import CometEngine
+        from shelfproof.ledger.engines.comet_engine import CometEngine
 
         urls = [u.strip() for u in settings.cometbft_rpc.split(",") if u.strip()]
         if not urls:
-            from shelfproof.ledger.local_network import start_local_network
+            from shelfproof.ledger.network.local import start_local_network
 
             network = await start_local_network(
                 home / "cometbft", genesis, settings.validators, settings.base_port, settings.cometbft_bin

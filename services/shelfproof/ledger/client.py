@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.tx import AccountSigner
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st

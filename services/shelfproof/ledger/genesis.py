@@ -18,8 +18,9 @@ from pathlib import Path
 from google.protobuf import json_format
 from nacl.signing import SigningKey
 
-from shelfproof.ledger.rules import CONSORTIUM_PERMISSIONS, PERMISSIONS
-from shelfproof.ledger.tx import AccountSigner, key_id_for
+from shelfproof.ledger.core.rules import CONSORTIUM_PERMISSIONS, PERMISSIONS
+from shelfproof.ledger.core.tx import key_id_for
+from shelfproof.ledger.signer import AccountSigner
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shelfproof.ledger.rules import BPS, margin_floor_ok
+from shelfproof.ledger.core.rules import BPS, margin_floor_ok
 from shelfproof.runtime.errors import GuardrailViolated
 
 

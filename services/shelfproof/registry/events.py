@@ -18,7 +18,7 @@ from shelfproof.common.v1 import common_pb2
 from shelfproof.gs1 import epcis
 from shelfproof.gs1.epcis import InvalidEpcisEvent, epcs_of, location_gln, parse_event_time
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.codes import ResultCode
+from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.product.v1 import events_pb2_grpc
@@ -39,7 +39,7 @@ MAX_EVENTS = 10_000
 MAX_EXPORT = 10_000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-# What the ledger accepts (ledger/rules.py record_event, ledger/tx.py MAX_TX_BYTES less the envelope).
+# What the ledger accepts (ledger/core/rules.py record_event, ledger/core/tx.py MAX_TX_BYTES less the envelope).
 LEDGER_EVENT_TYPES = frozenset(("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent",
                                 "AssociationEvent"))
 MAX_EPCS_PER_EVENT = 1_000

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.db.projection import Projector, block_time
 from shelfproof.gs1.epcis import epcs_of, event_hash_id, item_of, location_gln, parse_event_time
-from shelfproof.ledger.merkle import MerkleTree
+from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

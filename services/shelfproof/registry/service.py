@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.gs1.keys import CSET82_VALUE
 from shelfproof.gs1.serials import generate_serials
-from shelfproof.ledger.merkle import MerkleTree
+from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger import light
-from shelfproof.ledger.merkle import Proof, ProofError, keypath_for, verify_store_proof
+from shelfproof.ledger.proofs import light
+from shelfproof.ledger.proofs.merkle import Proof, ProofError, keypath_for, verify_store_proof
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.verify.verdict import key_revoked

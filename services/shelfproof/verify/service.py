@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.gs1.digital_link import DigitalLink
 from shelfproof.gs1.labels import verify_label
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.merkle import MerkleTree
+from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st

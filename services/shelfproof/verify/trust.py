@@ -18,7 +18,7 @@ from pathlib import Path
 from tendermint.crypto import keys_pb2
 from tendermint.types import validator_pb2
 
-from shelfproof.ledger import light
+from shelfproof.ledger.proofs import light
 
 
 class TrustError(ValueError):
@@ -66,9 +66,7 @@ def validators_hash_of_file(path: Path) -> bytes:
     if "validators" in data:
         validators = [_validator(v["pub_key"], int(v["power"])) for v in data["validators"]]
     elif "pub_key" in data:
-        from shelfproof.ledger.embedded import VALIDATOR_POWER
-
-        validators = [_validator(data["pub_key"], VALIDATOR_POWER)]
+        validators = [_validator(data["pub_key"], light.EMBEDDED_VALIDATOR_POWER)]
     else:
         raise TrustError(f"{path} names no validators")
     if not validators:

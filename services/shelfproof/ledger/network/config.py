@@ -323,7 +323,7 @@ def _port_is_free(port: int) -> bool:
 
 def default_cometbft_bin() -> Path:
     """The pinned binary built by ``make cometbft`` in this checkout, else ``cometbft`` on PATH."""
-    pinned = Path(__file__).resolve().parents[3] / ".tools" / "bin" / "cometbft"
+    pinned = Path(__file__).resolve().parents[4] / ".tools" / "bin" / "cometbft"
     if pinned.exists():
         return pinned
     found = shutil.which("cometbft")

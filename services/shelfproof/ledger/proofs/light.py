@@ -25,7 +25,10 @@ from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 from tendermint.types import types_pb2, validator_pb2
 
-from shelfproof.ledger.merkle import MerkleTree, ProofOpLike, leaf_hash, uvarint, verify_store_proof
+from shelfproof.ledger.proofs.merkle import MerkleTree, ProofOpLike, leaf_hash, uvarint, verify_store_proof
+
+# The voting power the embedded engine gives its one validator: a trust file names only that key.
+EMBEDDED_VALIDATOR_POWER = 10
 
 PRECOMMIT = types_pb2.SIGNED_MSG_TYPE_PRECOMMIT  # 2
 FLAG_ABSENT = validator_pb2.BLOCK_ID_FLAG_ABSENT  # 1

@@ -17,9 +17,9 @@ from nacl.signing import SigningKey, VerifyKey
 
 from shelfproof.gs1.epcis import item_of
 from shelfproof.gs1.keys import CSET82_VALUE, InvalidGs1Key, normalize_gtin, validate_gln
-from shelfproof.ledger.codes import ResultCode, TxRejected
-from shelfproof.ledger.state import Overlay
-from shelfproof.ledger.tx import key_id_for
+from shelfproof.ledger.core.codes import ResultCode, TxRejected
+from shelfproof.ledger.core.state import Overlay
+from shelfproof.ledger.core.tx import key_id_for
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 

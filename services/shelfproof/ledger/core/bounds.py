@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from shelfproof.ledger.codes import ResultCode, TxRejected
+from shelfproof.ledger.core.codes import ResultCode, TxRejected
 
 SAFE_INTEGER = 2**53
 MAX_STRING_CHARS = 4096

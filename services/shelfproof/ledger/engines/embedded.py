@@ -25,9 +25,11 @@ from tendermint.crypto import keys_pb2
 from tendermint.types import params_pb2, types_pb2, validator_pb2
 from tendermint.version import types_pb2 as version_pb2
 
-from shelfproof.ledger import light, merkle
-from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.engine import Block, TxOutcome
+from shelfproof.ledger.proofs import light, merkle
+from shelfproof.ledger.proofs.light import EMBEDDED_VALIDATOR_POWER
+from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.storage import StateDB
+from shelfproof.ledger.engines.engine import Block, TxOutcome
 from shelfproof.ledger.v1 import state_pb2 as st
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ BLOCK_PROTOCOL = 11  # CometBFT v0.38 block version
 MAX_BLOCK_TXS = 10_000
 MAX_TX_BYTES_PER_BLOCK = 21 * 1024 * 1024
 MEMPOOL_SIZE = 50_000
-VALIDATOR_POWER = 10
 
 
 def _timestamp(unix_ns: int) -> timestamp_pb2.Timestamp:
@@ -90,10 +91,10 @@ class ValidatorKey:
         validator = validator_pb2.Validator(
             address=self.address,
             pub_key=keys_pb2.PublicKey(ed25519=self.public_key),
-            voting_power=VALIDATOR_POWER,
+            voting_power=EMBEDDED_VALIDATOR_POWER,
             proposer_priority=0,
         )
-        return validator_pb2.ValidatorSet(validators=[validator], proposer=validator, total_voting_power=VALIDATOR_POWER)
+        return validator_pb2.ValidatorSet(validators=[validator], proposer=validator, total_voting_power=EMBEDDED_VALIDATOR_POWER)
 
 
 class BlockStore:
@@ -148,7 +149,7 @@ class EmbeddedEngine:
         self.key = ValidatorKey.load_or_create(home / "priv_validator_key.json")
         self.validator_set = self.key.validator_set()
         self.validators_hash = light.validator_set_hash(self.validator_set.validators)
-        self.app = LedgerApplication(home / "app")
+        self.app = LedgerApplication(StateDB(home / "app" / "state.db"))
         self.blocks = BlockStore(home / "blocks.db")
         self.mempool: dict[bytes, bytes] = {}  # tx hash -> tx, in arrival order
         self._new_block = asyncio.Condition()

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from shelfproof.ledger.comet_engine import MAX_BROADCAST_BATCH
+from shelfproof.ledger.engines.comet_engine import MAX_BROADCAST_BATCH
 from shelfproof.ledger.genesis import Genesis
-from shelfproof.ledger.network import ConsensusTimeouts, LocalNetwork, NetworkLayout, NodeLayout, generate_network
+from shelfproof.ledger.network.config import ConsensusTimeouts, LocalNetwork, NetworkLayout, NodeLayout, generate_network
 
 # Fewer, larger blocks than the network default: our application's per-block work (Merkle roots of
 # the changed stores, one fsync'd commit) is then spread over more transactions.
@@ -46,7 +46,7 @@ class AppProcess:
         }
         with open(self.node.home / "app.log", "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shelfproof.ledger.abci_server"],
+                [sys.executable, "-m", "shelfproof.ledger.engines.abci_server"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=die_with_parent,
             )

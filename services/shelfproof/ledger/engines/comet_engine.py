@@ -17,8 +17,8 @@ import websockets
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import proof_pb2
 
-from shelfproof.ledger import rpc_json
-from shelfproof.ledger.engine import Block, EngineUnavailable, TxOutcome
+from shelfproof.ledger.engines import rpc_json
+from shelfproof.ledger.engines.engine import Block, EngineUnavailable, TxOutcome
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ for the one deliberate raise, a FinalizeBlock for the wrong height; the applicat
 transaction in-band, so no transaction can get here. Only a broken frame (a length
 beyond the limit) closes that connection, since nothing after it can be read; the process lives on.
 
-Run one process per validator: ``python -m shelfproof.ledger.abci_server`` (settings below).
+Run one process per validator: ``python -m shelfproof.ledger.engines.abci_server`` (settings below).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tendermint.abci import types_pb2 as abci
 
-from shelfproof.ledger.app import LedgerApplication
-from shelfproof.ledger.merkle import uvarint
+from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.storage import StateDB
+from shelfproof.ledger.proofs.merkle import uvarint
 from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.server import run_until_signalled
 from shelfproof.runtime.settings import CommonSettings
@@ -154,7 +155,7 @@ def main() -> None:
     common = CommonSettings()
     configure_logging(common.log_level, common.log_format)
     settings = AbciSettings()
-    app = LedgerApplication(settings.home)
+    app = LedgerApplication(StateDB(settings.home / "state.db"))
     server = AbciSocketServer(app, settings.host, settings.port)
     asyncio.run(run_until_signalled(server.start, server.stop))
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from shelfproof.ledger.app import MAX_KEYS_PER_QUERY
-from shelfproof.ledger.codes import ResultCode
-from shelfproof.ledger.content import ContentError, ContentStore
-from shelfproof.ledger.engine import EngineUnavailable, LedgerEngine, TxOutcome
-from shelfproof.ledger.index import IndexedTx, TxIndex
-from shelfproof.ledger.state import STORES
-from shelfproof.ledger.tx import MAX_TX_BYTES, tx_hash
+from shelfproof.ledger.core.app import MAX_KEYS_PER_QUERY
+from shelfproof.ledger.core.codes import ResultCode
+from shelfproof.ledger.adapter.content import ContentError, ContentStore
+from shelfproof.ledger.engines.engine import EngineUnavailable, LedgerEngine, TxOutcome
+from shelfproof.ledger.adapter.index import IndexedTx, TxIndex
+from shelfproof.ledger.core.state import STORES
+from shelfproof.ledger.core.tx import MAX_TX_BYTES, tx_hash
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

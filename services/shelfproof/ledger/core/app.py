@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from pathlib import Path
 
 from google.protobuf import json_format
 from nacl.exceptions import BadSignatureError
@@ -23,11 +22,11 @@ from nacl.signing import VerifyKey
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import proof_pb2
 
-from shelfproof.ledger import rules
-from shelfproof.ledger.codes import ResultCode, TxRejected
-from shelfproof.ledger.merkle import uvarint, value_op
-from shelfproof.ledger.state import STORES, AppVersion, LedgerState, Overlay, StateDB
-from shelfproof.ledger.tx import ParsedTx, parse, sign_doc_bytes
+from shelfproof.ledger.core import rules
+from shelfproof.ledger.core.codes import ResultCode, TxRejected
+from shelfproof.ledger.proofs.merkle import uvarint, value_op
+from shelfproof.ledger.core.state import STORES, AppVersion, LedgerState, Overlay, StateStore
+from shelfproof.ledger.core.tx import ParsedTx, parse, sign_doc_bytes
 from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -42,11 +41,11 @@ MAX_KEYS_PER_QUERY = 256
 
 
 class LedgerApplication:
-    """State machine + ABCI handlers. ``home`` None keeps state in memory (unit tests)."""
+    """State machine + ABCI handlers. ``db`` (``shelfproof.ledger.storage.StateDB``) persists the
+    committed state; None keeps it in memory (unit tests)."""
 
-    def __init__(self, home: Path | None = None) -> None:
-        self.home = home
-        self.state = LedgerState(StateDB(home / "state.db") if home else None)
+    def __init__(self, db: StateStore | None = None) -> None:
+        self.state = LedgerState(db)
         self.chain_id = self.state.meta.get("chain_id", b"").decode()
         # The time of the last committed block: CheckTx checks against it (a scan may be stamped at
         # most MAX_SCAN_SKEW_S after it), so it is committed with the state and survives a restart.
