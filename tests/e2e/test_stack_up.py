@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shelfproof.ledger.network.config import find_free_base_port
+from shelfproof.ledger.network.config.config import find_free_base_port
 from shelfproof.planner.model import default_model_dir, gguf_source
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
@@ -48,6 +48,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
+        "SHELFPROOF_CONSOLE_PORT": str(free_port()),
         # The converted model is shared with the integration tests (converted once, read-only after).
         "SHELFPROOF_PLANNER_MODEL_DIR": str(default_model_dir(gguf_source().package_version).resolve()),
     }

@@ -16,10 +16,12 @@ from streamlit.testing.v1 import AppTest
 
 from shelfproof.console.people import PEOPLE, WrongPassphrase, key_file, unlock_key_file
 from shelfproof.demo.seed import STORE_A_GLN, DemoSize, seed_demo
+from shelfproof.ledger.genesis import development_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.planner.drafter import Drafter
 from shelfproof.planner.v1 import planner_pb2 as ppb
 from shelfproof.product.v1 import events_pb2 as epb
+from tests.integration.harness import CHAIN
 from tests.integration.planner_harness import PlannerStack
 from tests.integration.test_planner_service import ScriptedModel
 
@@ -38,7 +40,12 @@ def module_dsn(postgres_cluster, migrated_template):
 
 
 class SeededStack(PlannerStack):
-    """Ledger, registry and planner on loopback, seeded with the small demo."""
+    """Ledger, registry and planner on loopback over the development genesis (every organisation of the
+    demo, with its people), seeded with the small demo."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.genesis = development_genesis(CHAIN)
 
     async def __aenter__(self):
         await super().__aenter__()

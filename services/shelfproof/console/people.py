@@ -22,7 +22,7 @@ import nacl.secret
 import nacl.utils
 from nacl.signing import SigningKey
 
-from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_RETAILER_GLN
+from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_DISTRIBUTOR_GLN, DEMO_RETAILER_GLN, DEMO_SUPPLIER_GLN
 
 WAREHOUSE_STAFF = "warehouse staff"
 STORE_MANAGER = "store manager"
@@ -43,17 +43,19 @@ class Person:
         return self.agent_id.split("/", 1)[0]
 
 
-# person -> ledger agent. The planner signs drafts as the retailer's admin-1 and a submitter cannot
-# approve its own draft, so the store managers are admin-2 and admin-3. The development genesis has
-# no supplier organisation yet, so no supplier logs in.
+# person -> ledger agent: each person signs as a PERSON agent of the genesis (``<org GLN>/person-N``)
+# with that person's approvals key, so an approval counts a distinct person (the planner submits drafts
+# as the retailer's admin-1 service agent). Everything else a person does goes through the services,
+# which sign with their own service agents (the registry as the brand).
 PEOPLE: dict[str, Person] = {
     p.login: p
     for p in (
-        Person("maria", "Maria Rossi", STORE_MANAGER, f"{DEMO_RETAILER_GLN}/admin-2"),
-        Person("sam", "Sam Okafor", STORE_MANAGER, f"{DEMO_RETAILER_GLN}/admin-3"),
-        Person("wes", "Wes Lindqvist", WAREHOUSE_STAFF, f"{DEMO_RETAILER_GLN}/admin-0"),
-        Person("bea", "Bea Novak", BRAND_ADMIN, f"{DEMO_BRAND_GLN}/admin-0"),
-        Person("ada", "Ada Mensah", AUDITOR, f"{CONSORTIUM_GLN}/admin-3"),
+        Person("maria", "Maria Rossi", STORE_MANAGER, f"{DEMO_RETAILER_GLN}/person-0"),
+        Person("sam", "Sam Okafor", STORE_MANAGER, f"{DEMO_RETAILER_GLN}/person-1"),
+        Person("wes", "Wes Lindqvist", WAREHOUSE_STAFF, f"{DEMO_DISTRIBUTOR_GLN}/person-0"),
+        Person("bea", "Bea Novak", BRAND_ADMIN, f"{DEMO_BRAND_GLN}/person-0"),
+        Person("sol", "Sol Janssen", SUPPLIER, f"{DEMO_SUPPLIER_GLN}/person-0"),
+        Person("ada", "Ada Mensah", AUDITOR, f"{CONSORTIUM_GLN}/person-0"),
     )
 }
 

@@ -1,10 +1,14 @@
 """Seed the demo supply chain once, through the gRPC services only (development only).
 
-A brand with its plant, the retailer's distribution centre and two stores, a few dozen products with
-labels, custody events (EPCIS through the registry's EventService), three months of daily sales, a
-recall, voided labels, the retailer's guardrail and replenishment policies and prices (signed
-transactions through LedgerService), pending AI drafts (PlannerService.DraftRestock / DraftPromotion),
-and the people's encrypted key files with development passphrases.
+Each organisation writes only in its own scope (README, "Trust model"): the brand registers its plant
+and a few dozen products under its company prefix, commissions and labels them (the registry signs as
+the brand); the distributor registers its distribution centre, the retailer its two stores and the
+corner-store organisation its shop, each under its own prefix (signed transactions through
+LedgerService). Custody events plant -> DC -> stores and three months of daily sales are EPCIS through
+the registry's EventService: the brand may record its own items anywhere. Then a recall and voided
+labels (brand), the retailer's guardrail and replenishment policies and prices at its own stores,
+pending AI drafts (PlannerService.DraftRestock / DraftPromotion), and the people's encrypted key files
+(their approvals keys) with development passphrases.
 
 Idempotent: every write carries a request id or is a no-op when repeated, and the last step registers
 the marker location ``SEEDED_MARKER_GLN``; when the ledger has it, seeding is skipped.
@@ -25,7 +29,9 @@ from shelfproof.gs1 import epcis
 from shelfproof.gs1.digital_link import canonical_item_uri
 from shelfproof.gs1.keys import check_digit
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, Genesis
+from shelfproof.ledger.genesis import (
+    DEMO_BRAND_GLN, DEMO_DISTRIBUTOR_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, DEMO_SECOND_STORE_GLN, Genesis,
+)
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -45,12 +51,14 @@ def _gln(body: str) -> str:
     return body + str(check_digit(body))
 
 
-PLANT_GLN = _gln("061414100007")
-DC_GLN = _gln("061414100004")
-STORE_A_GLN = _gln("061414100005")
-STORE_B_GLN = _gln("061414100006")
-SEEDED_MARKER_GLN = _gln("061414100009")
-STORES = (STORE_A_GLN, STORE_B_GLN)
+# Every GLN carries the company prefix of the organisation whose site it is.
+PLANT_GLN = _gln("061414100007")  # the brand's (0614141)
+DC_GLN = _gln("541234500001")  # the distributor's (5412345)
+STORE_A_GLN = DEMO_RETAILER_STORE_GLN  # the retailer's (4012345)
+STORE_B_GLN = _gln("401234500002")
+CORNER_STORE_GLN = _gln("409876500001")  # the corner-store organisation's (4098765)
+SEEDED_MARKER_GLN = _gln("401234500009")
+STORES = (STORE_A_GLN, STORE_B_GLN)  # the retailer's: its prices, policies and the planner's drafts
 CATEGORIES = ("Coffee", "Tea", "Chocolate", "Olive oil", "Honey", "Pasta")
 PASSPHRASE_FILE = "dev-passphrases.json"
 
@@ -71,7 +79,7 @@ class DemoResult:
 
 
 def demo_gtin(n: int) -> str:
-    body = f"0061414{200 + n:06d}"
+    body = f"00614141{200 + n:05d}"  # indicator 0, the brand's prefix 0614141
     return body + str(check_digit(body))
 
 
@@ -105,7 +113,8 @@ class DemoSeeder:
         self.events = events_pb2_grpc.EventServiceStub(registry)
         self.labels = labels_pb2_grpc.LabelServiceStub(registry)
         self.planner = planner_pb2_grpc.PlannerServiceStub(planner)
-        self.retailer = LedgerClient(self.ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-0"].signer(genesis.chain_id))
+        self.genesis = genesis
+        self.retailer = self._client(DEMO_RETAILER_GLN)
         self.size = size
         self.gtins = [demo_gtin(n) for n in range(size.products)]
         self.now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -118,8 +127,17 @@ class DemoSeeder:
         reply = await call(self.ledger.Query, lpb.QueryRequest(store="locations", key=SEEDED_MARKER_GLN.encode()), idempotent=True)
         return reply.found
 
+    def _client(self, org_gln: str) -> LedgerClient | None:
+        """A ledger client signing as the organisation's admin-0, or None when this genesis lacks it."""
+        account = self.genesis.accounts.get(f"{org_gln}/admin-0")
+        return LedgerClient(self.ledger, account.signer(self.genesis.chain_id)) if account else None
+
     async def _retailer_submit(self, bodies: list[txpb.TransactionBody]) -> None:
-        for outcome in await self.retailer.submit_many(bodies):
+        await self._submit(self.retailer, bodies)
+
+    @staticmethod
+    async def _submit(client: LedgerClient, bodies: list[txpb.TransactionBody]) -> None:
+        for outcome in await client.submit_many(bodies):
             if isinstance(outcome, DomainError) and "already" not in outcome.message:
                 raise outcome
 
@@ -127,16 +145,18 @@ class DemoSeeder:
         await call(self.products.CreateLocation, prpb.CreateLocationRequest(
             location=prpb.Location(gln=PLANT_GLN, organization_gln=DEMO_BRAND_GLN, name="Demo Brand plant", city="Lyon", country_code="FR"),
             request_id="demo-location-plant"), idempotent=True, deadline_s=30)
-        places = [(DC_GLN, "Distribution centre North", "Utrecht", "NL"), (STORE_A_GLN, "Store Amsterdam Centraal", "Amsterdam", "NL"),
-                  (STORE_B_GLN, "Store Rotterdam Zuid", "Rotterdam", "NL")]
-        bodies = []
-        for gln, name, city, country in places:
+        places = [(DEMO_DISTRIBUTOR_GLN, DC_GLN, "Distribution centre North", "Utrecht", "NL"),
+                  (DEMO_RETAILER_GLN, STORE_A_GLN, "Store Amsterdam Centraal", "Amsterdam", "NL"),
+                  (DEMO_RETAILER_GLN, STORE_B_GLN, "Store Rotterdam Zuid", "Rotterdam", "NL"),
+                  (DEMO_SECOND_STORE_GLN, CORNER_STORE_GLN, "Corner store Delft", "Delft", "NL")]
+        for org, gln, name, city, country in places:
+            client = self._client(org)
+            if client is None:
+                continue  # this genesis has no such organisation (a test ledger): its site stays unregistered
             found = await call(self.ledger.Query, lpb.QueryRequest(store="locations", key=gln.encode()), idempotent=True)
             if not found.found:
-                bodies.append(txpb.TransactionBody(register_location=txpb.RegisterLocation(
-                    gln=gln, organization_gln=DEMO_RETAILER_GLN, name=name, city=city, country_code=country)))
-        if bodies:
-            await self._retailer_submit(bodies)
+                await self._submit(client, [txpb.TransactionBody(register_location=txpb.RegisterLocation(
+                    gln=gln, organization_gln=org, name=name, city=city, country_code=country))])
 
     async def products_and_policies(self) -> None:
         for n, gtin in enumerate(self.gtins):
