@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shelfproof.ledger.network.config.config import find_free_base_port
+from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.planner.model import default_model_dir, gguf_source
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
