@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,16 +24,27 @@ async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0) 
 
 
 async def http_health(address: str, path: str = "/healthz", deadline_s: float = 1.0) -> str:
-    """SERVING when ``http://address/path`` answers 200 with {"status": "SERVING"}, else UNREACHABLE."""
-    import httpx
-
+    """SERVING when ``http://address/path`` answers 200 with {"status": "SERVING"} (or Streamlit's plain
+    ``ok``), else NOT_SERVING or UNREACHABLE. One HTTP/1.0 GET on asyncio's streams: an HTTP client
+    library would cost `shelfproof status` more to import than the whole probe takes."""
+    host, _, port = address.rpartition(":")
     try:
-        async with httpx.AsyncClient(timeout=deadline_s) as client:
-            reply = await client.get(f"http://{address}{path}")
-            if reply.status_code == 200 and reply.text == "ok":  # Streamlit's /_stcore/health (the console)
-                return "SERVING"
-            return reply.json().get("status", "UNKNOWN") if reply.status_code == 200 else "NOT_SERVING"
-    except (httpx.HTTPError, ValueError):
+        async with asyncio.timeout(deadline_s):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(f"GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
+                await writer.drain()
+                reply = await reader.read(64 * 1024)
+            finally:
+                writer.close()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b""
+        if status != b"200":
+            return "NOT_SERVING"
+        if body.strip() == b"ok":  # Streamlit's /_stcore/health (the console)
+            return "SERVING"
+        return json.loads(body).get("status", "UNKNOWN")
+    except (OSError, TimeoutError, ValueError, IndexError, AttributeError):
         return "UNREACHABLE"
 
 
