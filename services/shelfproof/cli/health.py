@@ -34,7 +34,9 @@ async def http_health(address: str, path: str = "/healthz", deadline_s: float = 
             try:
                 writer.write(f"GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()
-                reply = await reader.read(64 * 1024)
+                reply = b""
+                while len(reply) < 64 * 1024 and (chunk := await reader.read(64 * 1024)):
+                    reply += chunk  # to the end: headers and body may come in separate segments
             finally:
                 writer.close()
         head, _, body = reply.partition(b"\r\n\r\n")
