@@ -1,4 +1,4 @@
-"""Issue 11's findings 1, 6, 7, 8 and 9, each replayed against the ledger in memory: the attack now
+"""Issue 11's findings 1, 4, 6, 7, 8 and 9, each replayed against the ledger in memory: the attack now
 gets the exact code named here and leaves the state as it was."""
 
 from __future__ import annotations
@@ -147,3 +147,17 @@ def test_finding_9_approval_quorums_count_distinct_people_never_the_submitter(wo
     world.ok(retailer, world.policy(max_discount_bps=1_000))
     world.refused(person_0, world.approve("promo"), ResultCode.GUARDRAIL_VIOLATED)
     assert world.read("promotions", "promo-promo", st.PromotionRecord) is None
+
+
+def test_finding_4_a_64kb_epc_costs_checktx_milliseconds_not_seconds(world):
+    """The Digital Link pattern backtracked for 26 s of CPU on one 64 KB EPC, on the loop all four ABCI
+    connections share. Now every consensus pattern is linear and inputs are bounded before matching."""
+    import time
+
+    brand = world.agent(BRAND, "admin-0")
+    hostile = "https://a/" + "01/1/" * 12_500 + "\n?"  # 62.5 KB: the transaction still fits
+    event = world.event("https://ref.gs1.org/cbv/BizStep-shipping", "in_transit", ["S1"])
+    event.record_event.epcs[:] = [hostile]
+    started = time.perf_counter()
+    world.refused(brand, event, ResultCode.INVALID_ARGUMENT)  # CheckTx and FinalizeBlock, state unchanged
+    assert time.perf_counter() - started < 0.5
