@@ -3,10 +3,8 @@ nothing left behind."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.planner.model import default_model_dir, gguf_source
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
+from tests.sockets import is_loopback, listening_sockets
 
 SHELFPROOF = Path(sys.executable).with_name("shelfproof")
 # Screenshots and other things a person may want to look at after a run (gitignored).
@@ -119,24 +118,6 @@ def openai_models(env: dict[str, str]) -> None:
         "model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello."}],
     }).json()
     assert reply["choices"][0]["message"]["content"] and reply["usage"]["completion_tokens"] >= 1
-
-
-def listening_sockets(pids: set[int]) -> list[tuple[int, str, str]]:
-    """(pid, process name, local address) of every TCP socket listening and every UDP socket bound by ``pids``."""
-    out = []
-    for conn in psutil.net_connections(kind="inet"):
-        if conn.pid in pids and conn.laddr and (conn.status == psutil.CONN_LISTEN or conn.type == socket.SOCK_DGRAM):
-            try:
-                name = psutil.Process(conn.pid).name()
-            except psutil.Error:
-                name = "?"
-            out.append((conn.pid, name, f"{conn.laddr.ip}:{conn.laddr.port}"))
-    return out
-
-
-def is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
-    return ip.is_loopback or (isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
 
 
 def stop_stack(up: subprocess.Popen, pidfile: Path) -> None:

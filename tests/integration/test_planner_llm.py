@@ -20,6 +20,7 @@ from ray.exceptions import RayTaskError
 
 from shelfproof.planner.llm import APP_NAME, LanguageEngine, LLMConfig, LocalLLM, engine_distribution
 from shelfproof.planner.model import MODEL_NAME, prepare_model, weights_digest
+from tests.sockets import is_loopback, listening_sockets
 
 # Starting the engine happens inside the first test that asks for it.
 pytestmark = pytest.mark.timeout(900)
@@ -184,6 +185,17 @@ async def test_health_check_passes_and_weights_digest_is_reported(planner_llm: L
     assert info["weights_digest"] == prepared.weights_digest == weights_digest(prepared.path)
     assert info["weights_digest"].startswith("sha256:") and len(info["weights_digest"]) == 7 + 64
     assert info["model"] == MODEL_NAME
+
+
+async def test_every_socket_of_the_local_ray_and_engine_listens_on_loopback(planner_llm: LocalLLM) -> None:
+    """Ray's GCS, raylet, agents and workers, the Serve proxy and replicas (their inter-deployment gRPC
+    servers included) and vLLM's processes: nothing of this session's planner listens beyond 127.0.0.1."""
+    tree = {p.pid for p in psutil.Process().children(recursive=True)}
+    sockets = listening_sockets(tree)
+    names = {name for _, name, _ in sockets}
+    assert any(n.startswith("ray::ServeReplica") for n in names) and "raylet" in names and "gcs_server" in names, sockets
+    exposed = [s for s in sockets if not is_loopback(s[2])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
 
 
 def _engine_core_of_this_session() -> psutil.Process:

@@ -576,6 +576,24 @@ def stop_processes_under(folder: Path) -> None:
             pass
 
 
+def bind_serve_replicas_to_loopback() -> None:
+    """Ray's ``worker_process_setup_hook`` for every worker of our local Ray: Serve 2.60 starts each
+    replica's inter-deployment gRPC server on ``[::]:0`` (``serve/_private/replica.py``), every
+    interface, with no setting for it; this makes it 127.0.0.1:0 (its clients dial the node IP, which
+    is 127.0.0.1 here). Checked by the socket listings of tests/e2e and tests/integration."""
+    from ray.serve._private import replica
+
+    bind = replica.add_port_to_grpc_server
+    if getattr(bind, "loopback_only", False):
+        return
+
+    def loopback(server, address: str):
+        return bind(server, "127.0.0.1:0" if address == "[::]:0" else address)
+
+    loopback.loopback_only = True
+    replica.add_port_to_grpc_server = loopback
+
+
 def ray_loopback_only() -> None:
     """One local Ray node whose servers all listen on 127.0.0.1: cluster mode off for the processes Ray
     starts (environment) and for this one (which imported Ray before the variable could be read)."""
@@ -628,6 +646,7 @@ def start_local_llm(
                     _temp_dir=str(temp_dir),
                     configure_logging=False,
                     log_to_driver=False,
+                    runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
                 )
                 break
             except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
