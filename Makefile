@@ -106,8 +106,17 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
+# The e2e tier runs beside the others: most of its time is waiting on the stack it started (the
+# planner's engine starts while the other tiers run tests that need no engine). Its output follows.
 test: deps lint-proto
-	$(PYTEST) --durations=15 tests
+	@mkdir -p .local
+	@$(PYTEST) --durations=15 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
+	$(PYTEST) --durations=15 --ignore=tests/e2e tests; others=$$?; \
+	wait $$e2e; e2e_rc=$$?; \
+	echo "================================ e2e tier ================================"; \
+	cat .local/test-e2e.log; \
+	echo "tiers: unit/integration/security/gpu exit $$others, e2e exit $$e2e_rc"; \
+	test $$others -eq 0 -a $$e2e_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit

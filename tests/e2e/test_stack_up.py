@@ -48,6 +48,9 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
         "SHELFPROOF_CONSOLE_PORT": str(free_port()),
+        # The demo seed (three real-model drafts, about a minute here) is tested through the same
+        # seed_demo in tests/integration/test_console_pages.py and the console's browser test.
+        "SHELFPROOF_DEMO_SEED": "0",
         # The converted model is shared with the integration tests (converted once, read-only after).
         "SHELFPROOF_PLANNER_MODEL_DIR": str(default_model_dir(gguf_source().package_version).resolve()),
     }

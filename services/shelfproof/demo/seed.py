@@ -114,6 +114,9 @@ class DemoSeeder:
         self.labels = labels_pb2_grpc.LabelServiceStub(registry)
         self.planner = planner_pb2_grpc.PlannerServiceStub(planner)
         self.genesis = genesis
+        # One client per signing agent: each keeps its own next nonce. (A second client for the same agent
+        # reads the nonce from the last provable height, one block behind, and reuses a nonce.)
+        self._clients: dict[str, LedgerClient | None] = {}
         self.retailer = self._client(DEMO_RETAILER_GLN)
         self.size = size
         self.gtins = [demo_gtin(n) for n in range(size.products)]
@@ -128,9 +131,11 @@ class DemoSeeder:
         return reply.found
 
     def _client(self, org_gln: str) -> LedgerClient | None:
-        """A ledger client signing as the organisation's admin-0, or None when this genesis lacks it."""
-        account = self.genesis.accounts.get(f"{org_gln}/admin-0")
-        return LedgerClient(self.ledger, account.signer(self.genesis.chain_id)) if account else None
+        """The ledger client signing as the organisation's admin-0, or None when this genesis lacks it."""
+        if org_gln not in self._clients:
+            account = self.genesis.accounts.get(f"{org_gln}/admin-0")
+            self._clients[org_gln] = LedgerClient(self.ledger, account.signer(self.genesis.chain_id)) if account else None
+        return self._clients[org_gln]
 
     async def _retailer_submit(self, bodies: list[txpb.TransactionBody]) -> None:
         await self._submit(self.retailer, bodies)
