@@ -106,17 +106,23 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# The e2e tier runs beside the others: most of its time is waiting on the stack it started (the
-# planner's engine starts while the other tiers run tests that need no engine). Its output follows.
+# Three groups side by side, each its own pytest session (its own PostgreSQL, its own leftover check):
+# the e2e tier, the planner's real-model tests (one vLLM engine on one Ray), and everything else. The
+# suite mostly waits on processes it started (engines, Ray, validators): one after the other it used
+# under a third of two cores. Each group's output follows, then one line per group with its exit code.
+# (in this order: the last test of test_planner_llm.py kills the engine)
+PLANNER_TESTS := tests/integration/test_planner_drafting.py tests/integration/test_planner_llm.py
+
 test: deps lint-proto
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
-	$(PYTEST) --durations=15 --ignore=tests/e2e tests; others=$$?; \
-	wait $$e2e; e2e_rc=$$?; \
-	echo "================================ e2e tier ================================"; \
-	cat .local/test-e2e.log; \
-	echo "tiers: unit/integration/security/gpu exit $$others, e2e exit $$e2e_rc"; \
-	test $$others -eq 0 -a $$e2e_rc -eq 0
+	$(PYTEST) --durations=15 $(PLANNER_TESTS) > .local/test-planner.log 2>&1 & planner=$$!; \
+	$(PYTEST) --durations=15 --ignore=tests/e2e $(addprefix --ignore=,$(PLANNER_TESTS)) tests; others=$$?; \
+	wait $$planner; planner_rc=$$?; wait $$e2e; e2e_rc=$$?; \
+	for group in planner e2e; do echo "=============================== $$group ==============================="; \
+		cat .local/test-$$group.log; done; \
+	echo "exit codes: unit/integration/security/gpu $$others, planner $$planner_rc, e2e $$e2e_rc"; \
+	test $$others -eq 0 -a $$planner_rc -eq 0 -a $$e2e_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit
