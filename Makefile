@@ -106,23 +106,20 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# Three groups side by side, each its own pytest session (its own PostgreSQL, its own leftover check):
-# the e2e tier, the planner's real-model tests (one vLLM engine on one Ray), and everything else. The
-# suite mostly waits on processes it started (engines, Ray, validators): one after the other it used
-# under a third of two cores. Each group's output follows, then one line per group with its exit code.
-# (in this order: the last test of test_planner_llm.py kills the engine)
-PLANNER_TESTS := tests/integration/test_planner_drafting.py tests/integration/test_planner_llm.py
-
+# The e2e tier runs as a session of its own beside the others (each session has its own PostgreSQL and
+# leftover check): the suite mostly waits on the engines, Ray and validators it starts, and one session
+# after the other it used under a third of two cores. The planner's real-model tests run last in their
+# session (tests/conftest.py), when the e2e stack's engine has long started: two Rays starting at once on
+# two cores have failed to start. The e2e output follows the others, then both exit codes.
 test: deps lint-proto
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
-	$(PYTEST) --durations=15 $(PLANNER_TESTS) > .local/test-planner.log 2>&1 & planner=$$!; \
-	$(PYTEST) --durations=15 --ignore=tests/e2e $(addprefix --ignore=,$(PLANNER_TESTS)) tests; others=$$?; \
-	wait $$planner; planner_rc=$$?; wait $$e2e; e2e_rc=$$?; \
-	for group in planner e2e; do echo "=============================== $$group ==============================="; \
-		cat .local/test-$$group.log; done; \
-	echo "exit codes: unit/integration/security/gpu $$others, planner $$planner_rc, e2e $$e2e_rc"; \
-	test $$others -eq 0 -a $$planner_rc -eq 0 -a $$e2e_rc -eq 0
+	$(PYTEST) --durations=15 --ignore=tests/e2e tests; others=$$?; \
+	wait $$e2e; e2e_rc=$$?; \
+	echo "================================ e2e tier ================================"; \
+	cat .local/test-e2e.log; \
+	echo "exit codes: unit/integration/security/gpu $$others, e2e $$e2e_rc"; \
+	test $$others -eq 0 -a $$e2e_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit

@@ -31,7 +31,10 @@ def _has_gpu() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tier (the folder it lives in); skip the GPU tier without a GPU."""
+    """Mark each test with its tier (the folder it lives in); skip the GPU tier without a GPU; run the
+    tests of the real model (the session's vLLM engine) last, in their files' order, so the engine
+    starts once the rest is done (and after the e2e session's engine, which `make test` runs beside)."""
+    items.sort(key=lambda item: "planner_llm" in getattr(item, "fixturenames", ()))
     skip_gpu = None if _has_gpu() else pytest.mark.skip(reason="no NVIDIA GPU on this machine")
     for item in items:
         parts = Path(str(item.fspath)).parts
