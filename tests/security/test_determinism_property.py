@@ -177,7 +177,8 @@ MUST_COMMIT = {
 
 
 @settings(
-    max_examples=150, deadline=None, database=None,
+    # derandomize: the same 150 sequences every run, so the coverage floor below cannot flake in CI.
+    max_examples=150, deadline=None, database=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(block_spec, min_size=1, max_size=5))

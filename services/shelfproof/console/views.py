@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from shelfproof.gs1 import epcis
-from shelfproof.ledger.core.rules import cbv_word
+from shelfproof.ledger.core.rules.catalogue import cbv_word
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb

@@ -39,7 +39,7 @@ MAX_EVENTS = 10_000
 MAX_EXPORT = 10_000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-# What the ledger accepts (ledger/core/rules.py record_event, ledger/core/tx.py MAX_TX_BYTES less the envelope).
+# What the ledger accepts (ledger/core/rules/catalogue.py record_event, ledger/core/tx.py MAX_TX_BYTES less the envelope).
 LEDGER_EVENT_TYPES = frozenset(("ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent",
                                 "AssociationEvent"))
 MAX_EPCS_PER_EVENT = 1_000
