@@ -40,8 +40,11 @@ $(BIN)/uv:
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # uv.lock pins every package; --frozen installs exactly that and fails if pyproject drifted from it.
+# --compile-bytecode writes every .pyc once at install: where PYTHONDONTWRITEBYTECODE is set (it is on
+# machines of this kind) nothing caches bytecode, and each process that imports vLLM, torch and Ray
+# would compile them from source again (vLLM's import: 20.7 s without, 11.4 s with, measured here).
 $(VENV)/.synced: $(BIN)/uv pyproject.toml uv.lock
-	$(BIN)/uv sync --frozen --quiet
+	$(BIN)/uv sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 venv: $(VENV)/.synced
