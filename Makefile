@@ -109,20 +109,22 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# The e2e tier runs as a session of its own beside the others (each session has its own PostgreSQL and
-# leftover check): the suite mostly waits on the engines, Ray and validators it starts, and one session
-# after the other it used under a third of two cores. The planner's real-model tests run last in their
-# session (tests/conftest.py), when the e2e stack's engine has long started: two Rays starting at once on
-# two cores have failed to start. The e2e output follows the others, then both exit codes.
+# Two sessions side by side (each with its own PostgreSQL and leftover check): the tests of the real model
+# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) in the background, the
+# rest in the foreground with the e2e tier last, so the e2e stack's Ray starts long after the real-model
+# session's (two Rays starting at once on two cores have failed to start). The suite mostly waits on the
+# engines, Ray and validators it starts: one session after the other used under a third of two cores.
+# The real-model output follows the others, then both exit codes.
+TIERS := tests/unit tests/integration tests/security tests/e2e
 test: deps lint-proto
 	@mkdir -p .local
-	@$(PYTEST) --durations=15 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
-	$(PYTEST) --durations=15 --ignore=tests/e2e tests; others=$$?; \
-	wait $$e2e; e2e_rc=$$?; \
-	echo "================================ e2e tier ================================"; \
-	cat .local/test-e2e.log; \
-	echo "exit codes: unit/integration/security/gpu $$others, e2e $$e2e_rc"; \
-	test $$others -eq 0 -a $$e2e_rc -eq 0
+	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
+	$(PYTEST) --durations=15 -m "not real_model" $(TIERS); others=$$?; \
+	wait $$model; model_rc=$$?; \
+	echo "============================ real-model tests ============================"; \
+	cat .local/test-real-model.log; \
+	echo "exit codes: unit/integration/security/e2e $$others, real-model $$model_rc"; \
+	test $$others -eq 0 -a $$model_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit

@@ -31,12 +31,15 @@ def _has_gpu() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tier (the folder it lives in); skip the GPU tier without a GPU; run the
-    tests of the real model (the session's vLLM engine) last, in their files' order, so the engine
-    starts once the rest is done (and after the e2e session's engine, which `make test` runs beside)."""
+    """Mark each test with its tier (the folder it lives in) and ``real_model`` where it uses the session's
+    vLLM engine (`make test` runs those in a session of their own, beside the rest); skip the GPU tier
+    without a GPU; run the real-model tests last, in their files' order, so that a session holding both
+    starts the engine once the rest is done."""
     items.sort(key=lambda item: "planner_llm" in getattr(item, "fixturenames", ()))
     skip_gpu = None if _has_gpu() else pytest.mark.skip(reason="no NVIDIA GPU on this machine")
     for item in items:
+        if "planner_llm" in getattr(item, "fixturenames", ()):
+            item.add_marker("real_model")
         parts = Path(str(item.fspath)).parts
         for tier in TIERS:
             if tier in parts:
