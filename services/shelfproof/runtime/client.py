@@ -18,7 +18,7 @@ from shelfproof.runtime.request_context import (
     current_request_id,
     new_request_id,
 )
-from shelfproof.runtime.server import MAX_MESSAGE_BYTES
+from shelfproof.runtime.server import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES
 
 DEFAULT_DEADLINE_S = 5.0
 
@@ -32,7 +32,7 @@ def insecure_channel(target: str) -> grpc.aio.Channel:
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
             ("grpc.enable_retries", 0),  # retries are ours, decided per call below
         ],
     )

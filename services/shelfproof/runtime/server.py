@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # 16 MiB: a commissioning batch's progress or a block can exceed gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Clients (runtime/client.py) ping an idle connection this often, so a long-lived stream (a projector
+# following the ledger) notices a dead peer; servers accept pings at twice that rate.
+KEEPALIVE_TIME_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                # Accept our clients' keepalive pings on streams that carry no data for a while (gRPC's
+                # default allows one per 5 min and answered a quiet projector stream with GOAWAY
+                # "too_many_pings" every few minutes).
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
             ],
         )
         self._health = health.aio.HealthServicer()
