@@ -111,15 +111,17 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 # Two sessions side by side (each with its own PostgreSQL and leftover check): the tests of the real model
 # (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) in the background, the
-# rest in the foreground with the e2e tier last, so the e2e stack's Ray starts long after the real-model
-# session's (two Rays starting at once on two cores have failed to start). The suite mostly waits on the
-# engines, Ray and validators it starts: one session after the other used under a third of two cores.
-# The real-model output follows the others, then both exit codes.
+# rest in the foreground on TEST_WORKERS processes (pytest-xdist, whole files per worker), the e2e files
+# handed out last, so the e2e stack's Ray starts long after the real-model session's (two Rays starting
+# at once on two cores have failed to start). The suite mostly waits on the engines, Ray and validators
+# it starts: one test after the other it used under a third of two cores. The real-model output follows
+# the others, then both exit codes.
 TIERS := tests/unit tests/integration tests/security tests/e2e
+TEST_WORKERS ?= 2
 test: deps lint-proto
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
-	$(PYTEST) --durations=15 -m "not real_model" $(TIERS); others=$$?; \
+	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
 	wait $$model; model_rc=$$?; \
 	echo "============================ real-model tests ============================"; \
 	cat .local/test-real-model.log; \
