@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -143,14 +144,21 @@ def migrated_template(postgres_cluster: LocalPostgres) -> str:
     return name
 
 
+@contextmanager
+def fresh_database(cluster: LocalPostgres, template: str) -> Iterator[str]:
+    """A migrated database copied from ``template``, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield cluster.dsn(name)
+    finally:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def database_dsn(postgres_cluster: LocalPostgres, migrated_template: str) -> Iterator[str]:
-    """A fresh, migrated database of its own for one test, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
-    try:
-        yield postgres_cluster.dsn(name)
-    finally:
-        with psycopg.connect(postgres_cluster.dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh, migrated database of its own for one test."""
+    with fresh_database(postgres_cluster, migrated_template) as dsn:
+        yield dsn

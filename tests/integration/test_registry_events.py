@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -308,3 +309,28 @@ async def test_a_document_larger_than_one_ledger_batch(tmp_path, database_dsn):
         with psycopg.connect(database_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1_050
             assert conn.execute("SELECT quantity FROM inventory_positions WHERE location_gln = %s", (STORE,)).fetchone()[0] == 1_050
+
+
+async def test_an_event_recorded_without_valid_epcis_json_is_left_out_of_exports(tmp_path, database_dsn):
+    """The ledger does not parse an event's JSON, so a member's own client can record one that is not EPCIS
+    (found by tests/security/test_fuzz_grpc.py: ExportEvents answered INTERNAL for every filter covering
+    it). The export leaves it out, names it, and stays a valid EPCIS document with the rest."""
+    from shelfproof.ledger.client import LedgerClient
+    from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+    async with Registry(tmp_path, database_dsn) as registry:
+        await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document(JOURNEY[:1])), timeout=30)
+        bogus = "ni:///sha-256;" + "e" * 64 + "?ver=CBV2.0"
+        member = LedgerClient(registry.ledger, registry.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"].signer("registry-test"))
+        await member.submit(txpb.TransactionBody(record_event=txpb.RecordEvent(
+            event_hash=bogus, epcis_event_json=b'{"eventTimeZoneOffset": "+00:00"}', event_type="ObjectEvent",
+            epcs=[_item("A1")])))
+        for _ in range(100):
+            reply = await registry.events.ExportEvents(pb.ExportEventsRequest(filter=pb.EventFilter(gtin=GTIN)), timeout=10)
+            if reply.unexportable_event_hashes:
+                break
+            await asyncio.sleep(0.05)
+        assert list(reply.unexportable_event_hashes) == [bogus]
+        document = json.loads(reply.epcis_document)
+        epcis.validate_document(document)
+        assert [e["bizStep"] for e in document["epcisBody"]["eventList"]] == ["commissioning"]

@@ -93,3 +93,21 @@ def test_percentile_nearest_rank():
     assert percentile(samples, 0.5) == 50
     assert percentile(samples, 0.99) == 99
     assert percentile(samples, 1.0) == 100
+
+
+def test_nul_in_any_text_field_is_found_with_its_path():
+    from google.protobuf import timestamp_pb2
+
+    from shelfproof.product.v1 import events_pb2, product_pb2
+    from shelfproof.runtime.fields import nul_in_text, time_field
+
+    clean = product_pb2.Product(gtin="00614141123452", name="Tea", attributes={"colour": "green"})
+    assert nul_in_text(clean) is None
+    assert nul_in_text(product_pb2.Product(name="Te\x00a")) == "name"
+    assert nul_in_text(product_pb2.Product(attributes={"colour": "gr\x00een"})) == "attributes['colour']"
+    assert nul_in_text(product_pb2.Product(attributes={"col\x00our": "green"})).startswith("attributes[")
+    nested = events_pb2.ListEventsRequest(filter=events_pb2.EventFilter(serial="S\x00"))
+    assert nul_in_text(nested) == "filter.serial"
+    with pytest.raises(errors.InvalidArgument):
+        time_field(timestamp_pb2.Timestamp(seconds=2**62), "filter.from_time")
+    assert time_field(timestamp_pb2.Timestamp(seconds=0), "t").year == 1970

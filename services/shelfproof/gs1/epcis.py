@@ -303,6 +303,10 @@ def _fast_validator() -> Any:
     return jsonschema_rs.validator_for(schema, validate_formats=True)
 
 
+def is_valid_document(doc: Mapping[str, Any]) -> bool:
+    return _fast_validator().is_valid(doc)
+
+
 def validate_document(doc: Mapping[str, Any]) -> None:
     """Check a document against GS1's EPCIS 2.0 JSON schema with `date-time`/`uri` formats enforced.
 

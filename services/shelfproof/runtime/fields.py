@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, timezone
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from shelfproof.gs1.keys import InvalidGs1Key, normalize_gtin, validate_gln
 from shelfproof.runtime.errors import FieldViolation, InvalidArgument
@@ -53,3 +55,43 @@ def timestamp_of(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def time_field(value: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A request's Timestamp as an aware UTC datetime; one outside 0001-01-01..9999-12-31 (or with nanos
+    outside 0..999,999,999) is INVALID_ARGUMENT, not the ValueError protobuf raises."""
+    try:
+        return value.ToDatetime(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as err:
+        raise InvalidArgument(f"{field} is not a valid time", field_violations=[FieldViolation(field, str(err)[:200])]) from None
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    flag = getattr(field, "is_repeated", None)
+    return flag if isinstance(flag, bool) else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def nul_in_text(message: Message, path: str = "") -> str | None:
+    """The path of the first text field of ``message`` (nested, repeated and map fields included) that
+    holds a NUL character, or None. No shelfproof API takes NUL in text (GS1 character sets exclude it,
+    PostgreSQL's text cannot store it); documents travel as bytes."""
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                if key_field.type == FieldDescriptor.TYPE_STRING and "\x00" in key:
+                    return f"{name}[{key[:40]!r}]"
+                if value_field.type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                    return f"{name}[{key!r}]"
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE and (found := nul_in_text(item, f"{name}[{key!r}].")):
+                    return found
+            continue
+        items = value if _repeated(field) else [value]
+        for index, item in enumerate(items):
+            where = f"{name}[{index}]" if _repeated(field) else name
+            if field.type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                return where
+            if field.type == FieldDescriptor.TYPE_MESSAGE and (found := nul_in_text(item, f"{where}.")):
+                return found
+    return None

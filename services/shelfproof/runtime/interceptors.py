@@ -1,4 +1,5 @@
-"""The one server interceptor: binds a request id and maps domain exceptions to google.rpc.Status.
+"""The one server interceptor: binds a request id, refuses text with NUL characters in any request, and
+maps domain exceptions to google.rpc.Status.
 
 Unexpected exceptions become INTERNAL with the request id and no stack trace on the wire; the trace
 goes to the log.
@@ -11,10 +12,12 @@ import logging
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from shelfproof.runtime.errors import DomainError
+from shelfproof.runtime.errors import DomainError, FieldViolation, InvalidArgument
+from shelfproof.runtime.fields import nul_in_text
 from shelfproof.runtime.request_context import (
     REQUEST_ID_METADATA_KEY,
     bind_request_id,
@@ -30,6 +33,12 @@ def _request_id_from(details: grpc.HandlerCallDetails) -> str:
         if key == REQUEST_ID_METADATA_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return new_request_id()
+
+
+def _check_text(request: Any) -> None:
+    """Bad text is refused here, once for every RPC, before a handler can store or compare it."""
+    if isinstance(request, Message) and (field := nul_in_text(request)):
+        raise InvalidArgument(f"{field} contains a NUL character", field_violations=[FieldViolation(field, "no NUL characters")])
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
@@ -61,6 +70,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
             async def unary_response(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
                 token = bind_request_id(request_id)
                 try:
+                    _check_text(request_or_iterator)
                     return await behavior(request_or_iterator, context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
                     raise
@@ -88,6 +98,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
             async def stream_by_write(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
                 token = bind_request_id(request_id)
                 try:
+                    _check_text(request_or_iterator)
                     await behavior(request_or_iterator, context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
                     raise
@@ -102,6 +113,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
             async def stream_by_yield(request_or_iterator: Any, context: grpc.aio.ServicerContext):
                 token = bind_request_id(request_id)
                 try:
+                    _check_text(request_or_iterator)
                     async for response in behavior(request_or_iterator, context):
                         yield response
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
