@@ -24,7 +24,7 @@ PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
 .PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
-	test-security test-gpu bench lock clean
+	test-security test-gpu fuzz bench lock clean
 
 help:
 	@echo "make run     install what is missing, start the whole platform (Ctrl-C stops it)"
@@ -139,6 +139,13 @@ test-e2e: deps
 
 test-security: deps
 	$(PYTEST) tests/security
+
+# A long fuzz run of every RPC and every byte/text entry point (tests/security/test_fuzz_*.py; `make test`
+# runs them short). Hypothesis' statistics, printed per test, count the inputs each one ran.
+FUZZ_EXAMPLES ?= 2000
+fuzz: deps
+	SHELFPROOF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) --hypothesis-show-statistics \
+		tests/security/test_fuzz_grpc.py tests/security/test_fuzz_inputs.py
 
 test-gpu: deps
 	$(PYTEST) -m gpu tests
