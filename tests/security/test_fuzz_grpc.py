@@ -19,14 +19,14 @@ from typing import Any
 
 import grpc
 import pytest
+import shelfproof
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from hypothesis import given
-
-import shelfproof
 from shelfproof.planner.drafter import Drafter
+
 from tests.conftest import fresh_database
 from tests.integration.planner_harness import PlannerStack
 from tests.integration.test_planner_service import ScriptedModel

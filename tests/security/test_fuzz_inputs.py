@@ -17,14 +17,13 @@ import httpx
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from tendermint.abci import types_pb2 as abci
-
 from shelfproof.gs1.digital_link import InvalidDigitalLink, parse_digital_link
 from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.core.state import Overlay
 from shelfproof.ledger.v1 import state_pb2 as stpb
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
 from tests.conftest import fresh_database
 from tests.integration.verify_harness import VerifyStack
 from tests.security.ledger_nodes import GTIN, block, check, genesis, node, product, signers
