@@ -603,3 +603,24 @@ def test_kubeconform_strict_accepts_the_overlay_and_rejects_a_misspelt_field(ove
     assert "Skipped: 0" in good.stdout  # every kind had a schema
     bad = kubeconform(text.replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:", 1))
     assert bad.returncode != 0 and "readOnlyRootFileSystem" in bad.stdout
+
+
+def image_user_violations(dockerfile: str, docs: Docs) -> list[str]:
+    """The image's final USER is the non-root uid the pods run as (runAsNonRoot needs a numeric uid)."""
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    if not users:
+        return ["the Dockerfile sets no USER"]
+    uid = users[-1].split(":")[0]
+    if not uid.isdigit() or uid == "0":
+        return [f"USER {users[-1]} is not a numeric non-root uid"]
+    uids = {str(pod.get("securityContext", {}).get("runAsUser")) for _, pod in pod_specs(docs)}
+    return [] if uids == {uid} else [f"pods run as {sorted(uids)}, the image as {uid}"]
+
+
+def test_image_runs_as_the_pods_user(rendered):
+    dockerfile = (ROOT / "infra" / "docker" / "Dockerfile").read_text()
+    for docs in rendered.values():
+        assert image_user_violations(dockerfile, docs) == []
+    assert image_user_violations(dockerfile.replace("USER 10001:10001", "USER root"), rendered["gpu"]) != []
+    assert image_user_violations(dockerfile, broken(rendered["cpu"], lambda d: dict(pod_specs(d))["Deployment/verify"][
+        "securityContext"].update(runAsUser=20000))) != []
