@@ -24,7 +24,7 @@ PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
 .PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
-	test-security test-gpu fuzz bench lock clean
+	test-security test-gpu fuzz bench lock clean infra-check infra-tools
 
 help:
 	@echo "make run     install what is missing, start the whole platform (Ctrl-C stops it)"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench   every benchmark, one JSON object per line"
 	@echo "make proto   generate Python code from proto/ (never committed)"
 	@echo "make lock    re-resolve uv.lock after editing pyproject.toml"
+	@echo "make infra-check  validate infra/k8s (every overlay) against the Kubernetes and CRD schemas"
 
 # --- installation ------------------------------------------------------------------------------
 
@@ -97,6 +98,49 @@ $(TOOLS)/node_modules/.bin/buf:
 lint-proto: $(TOOLS)/node_modules/.bin/buf
 	cd proto && ../$(TOOLS)/node_modules/.bin/buf lint
 
+# --- Kubernetes manifests (infra/k8s) ----------------------------------------------------------
+
+# kubeconform and kustomize from their Go modules; the schemas they check against are ours, generated
+# offline from the pinned Kubernetes OpenAPI and the operators' CRDs in the Go module cache
+# (infra/tools/k8s_schemas.py), since kubeconform's default schema location is not reachable here.
+KUBECONFORM_VERSION := v0.7.0
+KUSTOMIZE_VERSION := v5.7.1
+K8S_VERSION := v1.33.5
+KUBERAY_VERSION := v1.4.2
+CNPG_VERSION := v1.27.0
+KUBECONFORM := $(TOOLS)/bin/kubeconform
+KUSTOMIZE := $(TOOLS)/bin/kustomize
+K8S_SCHEMAS := $(TOOLS)/k8s-schemas/$(K8S_VERSION)
+K8S_OVERLAYS := $(sort $(wildcard infra/k8s/overlays/*))
+
+$(KUBECONFORM):
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/$(TOOLS)/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+$(K8S_SCHEMAS)/.done: infra/tools/k8s_schemas.py $(VENV)/.synced
+	go mod download k8s.io/kubernetes@$(K8S_VERSION) github.com/ray-project/kuberay/ray-operator@$(KUBERAY_VERSION) \
+		github.com/cloudnative-pg/cloudnative-pg@$(CNPG_VERSION)
+	@rm -rf $(K8S_SCHEMAS)
+	$(BIN)/python infra/tools/k8s_schemas.py --out $(K8S_SCHEMAS) \
+		--swagger $(GOMODCACHE)/k8s.io/kubernetes@$(K8S_VERSION)/api/openapi-spec/swagger.json \
+		--crd $(GOMODCACHE)/github.com/ray-project/kuberay/ray-operator@$(KUBERAY_VERSION)/config/crd/bases \
+		--crd $(GOMODCACHE)/github.com/cloudnative-pg/cloudnative-pg@$(CNPG_VERSION)/config/crd/bases
+	@touch $@
+
+# What the manifest tests need (`make test` installs it; tests/unit/test_k8s_manifests.py runs kubeconform).
+infra-tools: $(KUBECONFORM) $(KUSTOMIZE) $(K8S_SCHEMAS)/.done
+
+# Every overlay, built by kustomize, validated strictly (unknown fields fail), then the manifest tests.
+infra-check: infra-tools proto
+	@for overlay in $(K8S_OVERLAYS); do \
+		echo "kubeconform -strict $$overlay"; \
+		$(KUSTOMIZE) build $$overlay | $(KUBECONFORM) -strict -summary \
+			-schema-location '$(K8S_SCHEMAS)/{{ .ResourceKind }}{{ .KindSuffix }}.json' - || exit 1; \
+	done
+	$(PYTEST) -q tests/unit/test_k8s_manifests.py
+
 # --- running -----------------------------------------------------------------------------------
 
 run: deps
@@ -118,7 +162,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # the others, then both exit codes.
 TIERS := tests/unit tests/integration tests/security tests/e2e
 TEST_WORKERS ?= 2
-test: deps lint-proto
+test: deps lint-proto infra-tools
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \

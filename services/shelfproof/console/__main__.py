@@ -1,4 +1,4 @@
-"""``python -m shelfproof.console``: the Streamlit console on 127.0.0.1 (``SHELFPROOF_CONSOLE_PORT``),
+"""``python -m shelfproof.console``: the Streamlit console on 127.0.0.1 (``SHELFPROOF_CONSOLE_HOST``, ``_PORT``),
 headless, without usage statistics, reaching the services at ``SHELFPROOF_CONSOLE_*_ADDRESS``."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ ENTRY = Path(__file__).resolve().parents[3] / "ui" / "console.py"
 
 class ConsoleSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_CONSOLE_", extra="ignore")
+    # 0.0.0.0 only in a container, where the pod's network namespace is the boundary.
+    host: str = "127.0.0.1"
     port: int = Field(default=8501, ge=1, le=65535)
 
 
@@ -23,7 +25,7 @@ def main() -> None:
     # exec, so `shelfproof up`'s SIGTERM (and the parent-death signal) reach Streamlit itself
     os.execv(sys.executable, [
         sys.executable, "-m", "streamlit", "run", str(ENTRY),
-        "--server.address", "127.0.0.1", "--server.port", str(settings.port), "--server.headless", "true",
+        "--server.address", settings.host, "--server.port", str(settings.port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--global.developmentMode", "false",
         "--client.toolbarMode", "minimal",
     ])

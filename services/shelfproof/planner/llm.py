@@ -125,6 +125,8 @@ class LLMConfig(BaseModel):
     cpu_kv_cache_gib: int | None = Field(default=None, ge=1)
     omp_threads: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
+    # GPUs one replica shards the model over (vLLM's tensor parallelism); Ray reserves that many for it.
+    tensor_parallel_size: int = Field(default=1, ge=1, le=8)
     # CPUs Ray reserves for the engine replica.
     num_cpus: float = Field(default=1, ge=0)
 
@@ -222,7 +224,8 @@ class LanguageEngine:
                 backend=self.config.structured_outputs_backend, disable_any_whitespace=self.config.compact_json
             ),
             disable_log_stats=True,
-            **({"gpu_memory_utilization": self.config.gpu_memory_utilization} if self.config.accelerator == "gpu" else {}),
+            **({"gpu_memory_utilization": self.config.gpu_memory_utilization,
+                "tensor_parallel_size": self.config.tensor_parallel_size} if self.config.accelerator == "gpu" else {}),
         )
         started = time.monotonic()
         self.engine = AsyncLLM.from_engine_args(args)
@@ -557,7 +560,7 @@ def build_llm_app(config: LLMConfig):
     config = config.resolved()
     actor_options: dict[str, Any] = {"num_cpus": config.num_cpus, "runtime_env": {"env_vars": _engine_env(config)}}
     if config.accelerator == "gpu":
-        actor_options["num_gpus"] = 1
+        actor_options["num_gpus"] = config.tensor_parallel_size
     server = LLMServer.options(ray_actor_options=actor_options).bind(config)
     return OpenAIIngress.bind(server)
 
