@@ -292,7 +292,7 @@ class ScanRecorder:
         self.dropped = 0
         self.max_buffer = 200_000
 
-    def record(self, client: str, gtin: str, serial: str, cell: str, unix_s: int) -> bool:
+    def record(self, client: str, gtin: str, serial: str, cell: str, unix_s: int, batch_id: str = "") -> bool:
         """True when this scan counts (it is not a repeat from the same client)."""
         who = hashlib.blake2b(self._salt + client.encode() + b"\0" + gtin.encode() + b"/" + serial.encode(), digest_size=16).digest()
         earlier = self._recent.get(who)
@@ -300,7 +300,7 @@ class ScanRecorder:
             if cell and not earlier.cell:
                 earlier.cell = cell  # the consumer shared a location after the first look
             return False
-        scan = txpb.Scan(gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s)
+        scan = txpb.Scan(gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s, batch_id=batch_id)
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
             return False
@@ -398,12 +398,14 @@ class Verifier:
             signature_valid=self._signature_ok(link, key) if key is not None and link.signature is not None else None,
             key=key, product=rec.get("products"), batch=batch, in_batch=in_batch,
             recall=rec.get("recalls"), void=rec.get("status"), item=rec.get("items"), scans=rec.get("scans"),
+            markets=rec.get("markets"),
             scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
         )
         verdict = assess(facts, self.rules)
         recorded = False
-        if verdict.verdict != Verdict.COUNTERFEIT:
-            recorded = self.scans.record(client, gtin, serial, cell, int(now))
+        # Scans of voided labels are recorded too: the ledger turns them into the brand's alerts.
+        if verdict.verdict != Verdict.COUNTERFEIT or (facts.void is not None and in_batch):
+            recorded = self.scans.record(client, gtin, serial, cell, int(now), batch.batch.batch_id if in_batch else "")
         return await self._report(link, facts, verdict, read, membership, recorded, now)
 
     async def _report(

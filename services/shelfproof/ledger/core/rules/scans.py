@@ -80,10 +80,9 @@ def expected_scans(batch: st.BatchRecord | None, product: st.ProductRecord | Non
     return DEFAULT_EXPECTED_SCANS
 
 
-def markets_of(state: Overlay, gtin: str, lot: str) -> st.MarketsRecord | None:
-    """The lot's declaration, else the product's."""
-    record = read(state, "markets", f"{gtin}/{lot}", st.MarketsRecord) if lot else None
-    return record if record is not None else read(state, "markets", gtin, st.MarketsRecord)
+def markets_of(state: Overlay, gtin: str) -> list[str]:
+    record = read(state, "markets", gtin, st.MarketsRecord)
+    return list(record.markets.cells) if record is not None else []
 
 
 # --- the judgement (pure) ----------------------------------------------------------------------
@@ -264,7 +263,7 @@ def _record_scan(
     record = read(state, "scans", key, st.ScanRecord) or st.ScanRecord()
     item = read(state, "items", key, st.ItemRecord)
     sold = item.sold_unix_s if item is not None else 0
-    markets = markets_of(state, scan.gtin, lot)
+    markets = markets_of(state, scan.gtin)
 
     def alert(kind: int, **fields) -> None:
         sink.raise_(st.AlertRecord(
@@ -280,7 +279,7 @@ def _record_scan(
         if recall is not None:
             alert(st.ALERT_KIND_RECALLED_SCANNED, detail=recall.reason)
     judgement = judge_scan(
-        record, scan.cell, scan.scan_unix_s, expected_scans(batch, product), list(markets.markets.cells) if markets else [], sold,
+        record, scan.cell, scan.scan_unix_s, expected_scans(batch, product), markets, sold,
     )
     for kind, text in judgement.signals:
         alert(kind, detail=text)
@@ -345,16 +344,13 @@ def _remember(record: st.ScanRecord, scan: txpb.Scan, sold_unix_s: int) -> None:
 
 def declare_markets(state: Overlay, ctx: TxContext, a: txpb.DeclareMarkets) -> None:
     _owned_product(state, ctx, a.gtin)
-    if a.lot and not CSET82_VALUE.fullmatch(a.lot):
-        raise _invalid(f"lot {a.lot!r} is not 1-20 GS1 CSET 82 characters")
     if len(a.cells) > MAX_MARKET_CELLS:
         raise _invalid(f"at most {MAX_MARKET_CELLS} market cells")
     for cell in a.cells:
         if not (cells.is_cell(cell) and len(cell) <= cells.DISTANCE_CHARS):
             raise _invalid(f"market {cell!r} must be a geohash prefix of 1-{cells.DISTANCE_CHARS} characters")
-    declared = txpb.DeclareMarkets(gtin=a.gtin, lot=a.lot, cells=sorted(set(a.cells)))
-    write(state, "markets", f"{a.gtin}/{a.lot}" if a.lot else a.gtin,
-          st.MarketsRecord(markets=declared, declared_by=ctx.signer.agent_id, height=ctx.height))
+    declared = txpb.DeclareMarkets(gtin=a.gtin, cells=sorted(set(a.cells)))
+    write(state, "markets", a.gtin, st.MarketsRecord(markets=declared, declared_by=ctx.signer.agent_id, height=ctx.height))
 
 
 def clear_compromise(state: Overlay, ctx: TxContext, a: txpb.ClearCompromise) -> None:
