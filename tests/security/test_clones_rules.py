@@ -4,6 +4,8 @@ brand clearing a false alarm; derived alerts; and what each abuse of them gets."
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from shelfproof.ledger.core.codes import ResultCode
@@ -57,7 +59,7 @@ def verdict(world: World, serial: str, cell: str, at: int) -> Verdict:
         key=st.KeyRecord(organization_gln=BRAND), product=world.read("products", GTIN, st.ProductRecord),
         batch=world.read("batches", "B1", st.BatchRecord), in_batch=True, recall=None, void=None,
         item=world.read("items", f"{GTIN}/{serial}", st.ItemRecord), scans=scans_of(world, serial),
-        markets=world.read("markets", GTIN, st.MarketsRecord), scan_cell=cell, scan_unix_s=at, today=__import__("datetime").date(2026, 6, 1),
+        markets=world.read("markets", GTIN, st.MarketsRecord), scan_cell=cell, scan_unix_s=at, today=date(2026, 6, 1),
     )
     return assess(facts).verdict
 

@@ -171,8 +171,8 @@ def compromise_text(c: st.Compromise) -> str:
     """The reason a compromise gives (integers only: the ledger writes it into alerts)."""
     if c.reason == st.COMPROMISE_REASON_IMPOSSIBLE_TRAVEL:
         return (
-            f"This code was scanned {c.distance_km:,} km apart within {_duration(abs(c.second.unix_s - c.first.unix_s))} "
-            "(faster than any flight): two copies of one code."
+            f"This code was scanned {c.distance_km:,} km away from an earlier scan within "
+            f"{_duration(abs(c.second.unix_s - c.first.unix_s))} (faster than any flight): two copies of one code."
         )
     if c.reason == st.COMPROMISE_REASON_SCAN_COUNT:
         return f"This code has been scanned {c.scans} times; about {c.expected_scans} is expected for one item."
