@@ -60,7 +60,7 @@ class Registry:
         return [
             EventService(self.pool, ledger_client, self.projector),
             LabelService(self.pool, ledger_client, self.projector, RESOLVER),
-            AlertService(self.ledger),
+            AlertService(self.ledger, ledger_client),
         ]
 
     async def __aexit__(self, *exc):

@@ -11,6 +11,7 @@ import pytest
 
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN
+from shelfproof.runtime.errors import LedgerRejected
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import alerts_pb2 as apb
@@ -89,13 +90,22 @@ async def test_brand_clears_a_false_alarm_on_the_real_ledger_and_the_verdict_fol
         await _get(url + f"&cell={SHANGHAI}", client="127.0.7.2")
         record = await stack.scans_on_ledger(GTIN, serial, 2)
         assert record.HasField("compromise")
-        # Another organisation (the consortium itself) cannot clear the brand's code.
+        # Another organisation (the consortium itself, which holds clone::clear) cannot clear the brand's code.
         clear = txpb.TransactionBody(clear_compromise=txpb.ClearCompromise(gtin=GTIN, serial=serial, reason="two demo units"))
         consortium = LedgerClient(stack.ledger, stack.genesis.accounts[f"{CONSORTIUM_GLN}/admin-0"].signer(CHAIN))
-        with pytest.raises(Exception, match="belongs to"):
+        with pytest.raises(LedgerRejected, match="belongs to"):
             await consortium.submit(clear)
-        brand = LedgerClient(stack.ledger, stack.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"].signer(CHAIN))
-        committed = await brand.submit(clear)
-        await stack.provable(committed.height)
+        alerts = alerts_pb2_grpc.AlertServiceStub(stack.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await alerts.ClearCompromise(apb.ClearCompromiseRequest(gtin=GTIN, serial=serial, reason=" "), timeout=20)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        cleared = await alerts.ClearCompromise(apb.ClearCompromiseRequest(gtin=GTIN, serial=serial, reason="two demo units"), timeout=20)
+        await stack.provable(cleared.ledger_ref.height)
+        record = await stack.scans_on_ledger(GTIN, serial, 2)
+        assert record.cleared.reason == "two demo units" and not record.HasField("compromise")
+        # Clearing it again: nothing compromised to clear (FAILED_PRECONDITION, not INTERNAL).
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await alerts.ClearCompromise(apb.ClearCompromiseRequest(gtin=GTIN, serial=serial, reason="again"), timeout=20)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         _, report = await _get(url + f"&cell={SHANGHAI}", client="127.0.7.3")
         assert report["verdict"] == "GENUINE", report

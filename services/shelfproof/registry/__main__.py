@@ -45,7 +45,7 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     products = ProductService(pool, ledger_client, projector, account.organization_gln)
     events = EventService(pool, ledger_client, projector)
     label_service = LabelService(pool, ledger_client, projector, settings.resolver)
-    alerts = AlertService(ledger)
+    alerts = AlertService(ledger, ledger_client)
     server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()])
 
     async def start() -> None:

@@ -10,6 +10,8 @@ can ask the ledger for a proof of any alert it received.
 from __future__ import annotations
 
 from shelfproof.common.v1 import common_pb2
+from shelfproof.gs1.keys import CSET82_VALUE
+from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -17,8 +19,8 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import alerts_pb2 as pb
 from shelfproof.product.v1 import alerts_pb2_grpc
 from shelfproof.runtime.client import call
-from shelfproof.runtime.errors import FieldViolation, InvalidArgument
-from shelfproof.runtime.fields import gln_field
+from shelfproof.runtime.errors import FieldViolation, InvalidArgument, LedgerRejected
+from shelfproof.runtime.fields import gln_field, gtin_field
 from shelfproof.runtime.server import ServiceBinding
 
 
@@ -28,8 +30,34 @@ def alerts_key(height: int, tx_hash: bytes) -> bytes:
 
 
 class AlertService(alerts_pb2_grpc.AlertServiceServicer):
-    def __init__(self, ledger: ledger_pb2_grpc.LedgerServiceStub) -> None:
+    def __init__(self, ledger: ledger_pb2_grpc.LedgerServiceStub, writer: LedgerClient) -> None:
         self.ledger = ledger
+        # Signs as the registry's organisation (the brand): the ledger scopes both writes to its GTINs.
+        self.writer = writer
+
+    async def _commit(self, body: txpb.TransactionBody) -> common_pb2.LedgerRef:
+        try:
+            result = await self.writer.submit(body)
+        except LedgerRejected as err:
+            raise ledger_error(err) from err
+        return common_pb2.LedgerRef(height=result.height, tx_hash=result.tx_hash)
+
+    async def DeclareMarkets(self, request: pb.DeclareMarketsRequest, context) -> pb.DeclareMarketsResponse:
+        gtin = gtin_field(request.gtin, "gtin")
+        body = txpb.TransactionBody(declare_markets=txpb.DeclareMarkets(gtin=gtin, cells=list(request.cells)))
+        return pb.DeclareMarketsResponse(ledger_ref=await self._commit(body))
+
+    async def ClearCompromise(self, request: pb.ClearCompromiseRequest, context) -> pb.ClearCompromiseResponse:
+        gtin = gtin_field(request.gtin, "gtin")
+        violations = []
+        if not CSET82_VALUE.fullmatch(request.serial):
+            violations.append(FieldViolation("serial", "1-20 GS1 CSET 82 characters"))
+        if not request.reason.strip() or len(request.reason) > 512:
+            violations.append(FieldViolation("reason", "required, at most 512 characters"))
+        if violations:
+            raise InvalidArgument("clearing is invalid", field_violations=violations)
+        body = txpb.TransactionBody(clear_compromise=txpb.ClearCompromise(gtin=gtin, serial=request.serial, reason=request.reason))
+        return pb.ClearCompromiseResponse(ledger_ref=await self._commit(body))
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
