@@ -9,7 +9,7 @@ The scenario (seeded, so two runs with one seed scan the same codes at the same 
 - ``--copy-rate`` of the codes (5%) are copied: each copy is scanned 2-5 times in one of Shanghai,
   Lagos or São Paulo (20 km jitter), the first copy scan minutes, hours, days or weeks (a quarter
   each) after the code's last genuine scan, the next ones 10 minutes to 2 days apart;
-- ``--sold`` of the genuine items are sold at the Paris store now; the buyer's first look (its claim)
+- ``--sold`` of the genuine items (1-3 looks before) are sold at the Paris store now; the buyer's first look (its claim)
   shares no cell half the time; then half of them are looked at from the neighbouring cell (must stay
   GENUINE) and the other half turn up 300-900 km away (must be flagged);
 - ``--forgeries`` codes are forged: a wrong signature, a key the ledger does not know, or a brand-signed
@@ -85,6 +85,7 @@ class PlannedScan:
     cell: str
     kind: str  # "genuine", "copy", "neighbour", "elsewhere"
     verdict: str = ""
+    reason: str = ""
     latency_s: float = 0.0
 
 
@@ -112,7 +113,9 @@ def plan(rng: random.Random, serials: list[str], args: argparse.Namespace, now: 
 
     for n, code in enumerate(codes):
         t = start + rng.uniform(0, 10 * DAY)
-        for _ in range(rng.choices([1, 2, 3, 4], weights=[30, 30, 25, 15])[0]):
+        # Items sold later get 1-3 looks before the sale (the buyer adds two): at most 5 in all, as the rest.
+        looks = rng.choices([1, 2, 3], weights=[35, 35, 30])[0] if n < args.sold else rng.choices([1, 2, 3, 4], weights=[30, 30, 25, 15])[0]
+        for _ in range(looks):
             code.scans.append(PlannedScan(t, cell(PARIS, 40), "genuine"))
             t += rng.uniform(10 * MINUTE, DAY)
         if n in copied:
@@ -125,7 +128,7 @@ def plan(rng: random.Random, serials: list[str], args: argparse.Namespace, now: 
     return codes, codes[: args.sold]
 
 
-async def _rounds(codes: list[Code], verifier: Verifier, links: dict[str, object], ledger, concurrency: int) -> None:
+async def _rounds(codes: list[Code], verifier: Verifier, links: dict[str, object], ledger, probe, concurrency: int) -> None:
     """Each code's scans in order: round r verifies the r-th scan of every code, then commits them."""
     gate = asyncio.Semaphore(concurrency)
 
@@ -135,19 +138,38 @@ async def _rounds(codes: list[Code], verifier: Verifier, links: dict[str, object
             # A distinct phone per scan (the verifier counts one phone once per 10 minutes).
             report = await verifier.verify(links[code.serial], client=f"{code.serial}@{scan.unix_s}", cell=scan.cell, now=scan.unix_s)
             scan.latency_s = time.perf_counter() - began
-            scan.verdict = report["verdict"]
+            scan.verdict, scan.reason = report["verdict"], (report["reasons"] or [""])[0]
 
     for r in range(max((len(c.scans) for c in codes), default=0)):
         await asyncio.gather(*(one(c, c.scans[r]) for c in codes if r < len(c.scans)))
         await verifier.scans.flush()
-        await _provable(ledger)
+        await _provable(ledger, probe)
 
 
-async def _provable(ledger) -> None:
-    """Wait until what is committed now can be read with proofs (its header is committed too)."""
-    target = (await ledger.GetLedgerStatus(lpb.GetLedgerStatusRequest(), timeout=5)).latest_height + 1
-    while (await ledger.GetLedgerStatus(lpb.GetLedgerStatusRequest(), timeout=5)).latest_height < target:
+async def _provable(ledger, probe: lpb.StoreKey) -> None:
+    """Wait until what is committed now is what a proven read answers (the verifier's next reads rest
+    on it): a QueryMany with proofs at or above the latest height seen now."""
+    status = await call(ledger.GetLedgerStatus, lpb.GetLedgerStatusRequest(), idempotent=True, deadline_s=10)
+    while True:
+        # Idempotent: retried while the engine is briefly UNAVAILABLE (CometBFT between blocks).
+        reply = await call(ledger.QueryMany, lpb.QueryManyRequest(keys=[probe], prove=True), idempotent=True, deadline_s=10)
+        if reply.height >= status.latest_height:
+            return
         await asyncio.sleep(0.05)
+
+
+async def _projected(pool: AsyncConnectionPool, batch_id: str, count: int, timeout_s: float = 120) -> None:
+    """Wait until the registry's query model holds every item of the batch (the verifier maps a
+    serial to its batch there; an item it does not know yet reads as never commissioned)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with pool.connection() as conn:
+            row = await (await conn.execute("SELECT count(*) FROM items WHERE batch_id = %s", (batch_id,))).fetchone()
+        if row[0] >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the query model holds {row[0]} of {count} items after {timeout_s} s")
+        await asyncio.sleep(0.2)
 
 
 def _sale_document(gtin: str, serials: list[str]) -> bytes:
@@ -186,14 +208,17 @@ async def run(args: argparse.Namespace) -> dict:
 
         pool = AsyncConnectionPool(stack.dsn, min_size=2, max_size=8, open=False)
         await pool.open(wait=True)
+        await _projected(pool, batch.batch_id, args.items)
         verifier_account = stack.genesis.accounts[f"{CONSORTIUM_GLN}/verifier-0"].signer(stack.genesis.chain_id)
         recorder = ScanRecorder(LedgerClient(ledger, verifier_account), flush_interval_s=3600)  # flushed per round
         reader = LedgerReader(ledger, stack.genesis.chain_id, local_trusted_hashes(stack.tmp / "ledger"))
         verifier = Verifier(QueryModel(pool), reader, recorder, CloneRules())
         try:
+            probe = lpb.StoreKey(store="batches", key=batch.batch_id.encode())
+            await _provable(ledger, probe)
             scanned, sold = plan(rng, serials, args, time.time())
-            await _rounds(scanned, verifier, links, ledger, args.concurrency)
-            sold_results = await _sold_then_elsewhere(rng, sold, gtin, channel, verifier, links, ledger, args)
+            await _rounds(scanned, verifier, links, ledger, probe, args.concurrency)
+            sold_results = await _sold_then_elsewhere(rng, sold, gtin, channel, verifier, links, ledger, probe, args)
             forged = await _forgeries(rng, gtin, serials, brand_key, verifier, args.forgeries)
             compromised_on_ledger = 0
             for code in (c for c in scanned if c.copy_city):
@@ -204,7 +229,7 @@ async def run(args: argparse.Namespace) -> dict:
     return _summary(args, scanned, sold, sold_results, forged, compromised_on_ledger)
 
 
-async def _sold_then_elsewhere(rng, sold: list[Code], gtin: str, channel, verifier: Verifier, links, ledger, args) -> list[PlannedScan]:
+async def _sold_then_elsewhere(rng, sold: list[Code], gtin: str, channel, verifier: Verifier, links, ledger, probe, args) -> list[PlannedScan]:
     """Items shoppers looked at weeks ago are sold now at the Paris store. The buyer's first look (its
     claim) shares no cell half the time; then half of the buyers look again from the neighbouring cell
     (about 33 km: must stay GENUINE) and the other half's code turns up 300-900 km away. All within
@@ -213,7 +238,7 @@ async def _sold_then_elsewhere(rng, sold: list[Code], gtin: str, channel, verifi
         return []
     await events_pb2_grpc.EventServiceStub(channel).CaptureEvents(
         epb.CaptureEventsRequest(epcis_document=_sale_document(gtin, [c.serial for c in sold])), timeout=60)
-    await _provable(ledger)
+    await _provable(ledger, probe)
     t0 = time.time()
     elsewhere = []
     for n, code in enumerate(sold):
@@ -225,7 +250,7 @@ async def _sold_then_elsewhere(rng, sold: list[Code], gtin: str, channel, verifi
             city = ELSEWHERE[sorted(ELSEWHERE)[n // 2 % len(ELSEWHERE)]]
             code.scans.append(PlannedScan(t0 + 2, geo.encode(*_near(rng, city, 20)), "elsewhere"))
             elsewhere.append(code.scans[-1])
-    await _rounds([Code(c.serial, [s for s in c.scans if s.unix_s >= t0]) for c in sold], verifier, links, ledger, args.concurrency)
+    await _rounds([Code(c.serial, [s for s in c.scans if s.unix_s >= t0]) for c in sold], verifier, links, ledger, probe, args.concurrency)
     return elsewhere
 
 
@@ -271,9 +296,13 @@ def _summary(args, scanned: list[Code], sold: list[Code], elsewhere: list[Planne
             later = copies[first + 1 :]
             after_total += len(later)
             after_flagged += sum(s.verdict == "SUSPICIOUS" for s in later)
-    false_positive = sum(
-        any(s.verdict != "GENUINE" for s in c.scans if s.kind in ("genuine", "neighbour")) for c in genuine_codes
-    )
+    flagged = [[s for s in c.scans if s.kind in ("genuine", "neighbour") and s.verdict != "GENUINE"] for c in genuine_codes]
+    false_positive = sum(bool(f) for f in flagged)
+    reasons: dict[str, int] = {}
+    for c, scans in zip(genuine_codes, flagged):
+        for s in scans[:1]:
+            key = f"{s.kind}: {s.verdict}: {s.reason}".replace(c.serial, "<serial>")
+            reasons[key] = reasons.get(key, 0) + 1
     latencies = [s.latency_s for c in scanned for s in c.scans if s.verdict]
     all_scans = [s for c in scanned for s in c.scans]
     return {
@@ -296,6 +325,7 @@ def _summary(args, scanned: list[Code], sold: list[Code], elsewhere: list[Planne
         "clones_missed": missed,
         "copy_scans_flagged_fraction": _fraction(after_flagged, after_total),
         "genuine_false_positive_fraction": _fraction(false_positive, len(genuine_codes)),
+        "false_positive_reasons": reasons,
         "forgeries_detected_fraction": _fraction(sum(v == "COUNTERFEIT" for v in forged), len(forged)),
         "sold_elsewhere_detected_fraction": _fraction(sum(s.verdict == "SUSPICIOUS" for s in elsewhere), len(elsewhere)),
         "verdict_latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),

@@ -1,7 +1,7 @@
 """Coarse location cells (geohash) in integer arithmetic, so that every validator computes the same
-distance: cell centres in microdegrees, sines by Bhaskara's rational approximation (error under 0.2%
-of the Earth's radius), and the chord between two points (a lower bound of the great-circle distance,
-so a travel check built on it can only under-report speed).
+distance: cell centres in microdegrees, sines by Bhaskara's rational approximation (a distance within
+40 km of the exact chord), and the chord between two points (shorter than the great circle: 1% at
+2,500 km, 9% at 9,000 km), so a travel check built on it under-reports speed rather than over.
 """
 
 from __future__ import annotations
