@@ -110,7 +110,8 @@ def test_copies_surfacing_a_week_later_are_caught_by_the_declared_markets(world)
     # S2 was never seen in a cell inside: outside the markets is a signal (diversion or copy), not proof.
     assert not s2.HasField("compromise")
     assert verdict(world, "S2", SAO_PAULO, t + 8 * DAY) == Verdict.SUSPICIOUS
-    assert verdict(world, "S2", PARIS, t + 8 * DAY) == Verdict.GENUINE
+    assert verdict(world, "S2", "", t + 8 * DAY) == Verdict.SUSPICIOUS  # a code seen outside, no cell now
+    assert verdict(world, "S2", PARIS, t + 8 * DAY) == Verdict.SUSPICIOUS  # now inside too: two places
     kinds = sorted((a.serial, a.kind) for a in alerts(world))
     assert kinds == [("S1", st.ALERT_KIND_CLONE_SUSPECTED), ("S1", st.ALERT_KIND_OUTSIDE_MARKETS), ("S2", st.ALERT_KIND_OUTSIDE_MARKETS)]
     assert all(a.brand_owner_gln == BRAND and a.lot == "L1" for a in alerts(world))
@@ -222,3 +223,18 @@ def test_abuse_of_markets_and_scans_is_refused_without_a_trace(world):
         world.refused(verifier, body(record_scans=txpb.RecordScans(scans=[s])), ResultCode.INVALID_ARGUMENT, T0 + 200)
     # A brand cannot record scans (only the consortium's verifier).
     world.refused(brand, body(record_scans=txpb.RecordScans(scans=[scan("S1", PARIS, T0 + 100)])), ResultCode.PERMISSION_DENIED, T0 + 200)
+
+
+def test_markets_work_in_either_order_and_a_cellless_scan_of_a_code_seen_outside_is_flagged(world):
+    world.ok(world.agent(BRAND, "admin-0"), body(declare_markets=txpb.DeclareMarkets(gtin=GTIN, cells=["u0"])))
+    t = T0 + 100
+    record(world, scan("S1", LAGOS, t))  # a copy surfaces first (or a diverted item)
+    assert not scans_of(world, "S1").HasField("compromise")
+    assert verdict(world, "S1", "", t + DAY) == Verdict.SUSPICIOUS  # no cell, but the code was seen outside
+    record(world, scan("S1", PARIS, t + 3 * DAY))  # the genuine item, at home, days later
+    r = scans_of(world, "S1")
+    assert r.compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS and (r.compromise.first.cell, r.compromise.second.cell) == (LAGOS, PARIS)
+    record(world, scan("S2", "", t), scan("S2", PARIS, t + 60))
+    assert verdict(world, "S2", "", t + DAY) == Verdict.GENUINE  # seen only inside
+    # One alert per sighting outside, none for the cell-less looks at it.
+    assert [a.kind for a in alerts(world) if a.serial == "S1"] == [st.ALERT_KIND_OUTSIDE_MARKETS, st.ALERT_KIND_CLONE_SUSPECTED]

@@ -82,3 +82,16 @@ def test_expected_scans_default_from_the_category(category, expected):
     assert rules.expected_scans(None, product) == expected
     batch = st.BatchRecord(batch=txpb.CommissionBatch(expected_scans_per_item=12))
     assert rules.expected_scans(batch, product) == 12
+
+
+def test_scan_transactions_stay_under_the_ledgers_size_bound():
+    from shelfproof.ledger.core.tx import MAX_TX_BYTES
+    from shelfproof.verify.service import scan_transactions
+
+    scans = [txpb.Scan(gtin="00614141123452", serial=f"S{n:011d}", cell="u09t", scan_unix_s=NOW, batch_id="9a6b316aca3d4aa8b5ad43380cff657b")
+             for n in range(2500)]
+    bodies = scan_transactions(scans)
+    assert [s for b in bodies for s in b.record_scans.scans] == scans  # none lost, order kept
+    assert all(b.ByteSize() + 1024 <= MAX_TX_BYTES and len(b.record_scans.scans) <= 1000 for b in bodies)
+    assert len(bodies) > 3  # 1,000 such scans (about 75 KB) would not have fit one transaction
+    assert len(scan_transactions([txpb.Scan(gtin="00614141123452", serial="A", scan_unix_s=NOW)] * 1500)) == 2

@@ -132,18 +132,8 @@ def judge_scan(
             )
     if out.compromise is None and count > expected:
         out.compromise = st.Compromise(reason=st.COMPROMISE_REASON_SCAN_COUNT, scans=count, expected_scans=expected)
-    if cell and markets and not cells.in_markets(cell, markets):
-        out.signals.append((st.ALERT_KIND_OUTSIDE_MARKETS, "It was scanned outside the regions its brand sells it in."))
-        inside = [s for s in sightings if cells.in_markets(s.cell, markets)]
-        far = [(cells.distance_km(s.cell, cell), s) for s in inside]
-        far = [(km, s) for km, s in far if km >= rules.min_distance_km]
-        if out.compromise is None and far:
-            km, s = max(far, key=lambda pair: pair[0])
-            out.compromise = st.Compromise(
-                reason=st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS,
-                first=st.ScanPoint(cell=s.cell, unix_s=s.last_unix_s), second=st.ScanPoint(cell=cell, unix_s=unix_s),
-                distance_km=km,
-            )
+    if markets:
+        _judge_markets(out, sightings, cell, unix_s, markets, rules)
     if cell and sold_unix_s and unix_s >= sold_unix_s and record.claimed_unix_s >= sold_unix_s:
         # The buyer's places: the claim's cell; else where the item was up to the claim (the store);
         # else where it was seen since.
@@ -167,6 +157,32 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86_400} days"
 
 
+def _judge_markets(
+    out: ScanJudgement, sightings: list[st.CellSighting], cell: str, unix_s: int, markets: list[str], rules: CloneRules
+) -> None:
+    """Inside and far outside the declared markets, in either order, is two places: compromised. A
+    scan outside with no sighting inside is a signal (a diverted item or a copy), and so is a scan
+    without a cell of a code already seen outside."""
+    outside = [s for s in sightings if not cells.in_markets(s.cell, markets)]
+    if not cell:
+        if outside:
+            out.signals.append((st.ALERT_KIND_OUTSIDE_MARKETS, "Its code was seen outside the regions its brand sells it in."))
+        return
+    here_inside = cells.in_markets(cell, markets)
+    if not here_inside:
+        out.signals.append((st.ALERT_KIND_OUTSIDE_MARKETS, "It was scanned outside the regions its brand sells it in."))
+    others = [s for s in sightings if cells.in_markets(s.cell, markets)] if not here_inside else outside
+    far = [(cells.distance_km(s.cell, cell), s) for s in others]
+    far = [(km, s) for km, s in far if km >= rules.min_distance_km]
+    if out.compromise is None and far:
+        km, s = max(far, key=lambda pair: pair[0])
+        out.compromise = st.Compromise(
+            reason=st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS,
+            first=st.ScanPoint(cell=s.cell, unix_s=_nearest_time(s, unix_s)), second=st.ScanPoint(cell=cell, unix_s=unix_s),
+            distance_km=km,
+        )
+
+
 def compromise_text(c: st.Compromise) -> str:
     """The reason a compromise gives (integers only: the ledger writes it into alerts)."""
     if c.reason == st.COMPROMISE_REASON_IMPOSSIBLE_TRAVEL:
@@ -178,8 +194,8 @@ def compromise_text(c: st.Compromise) -> str:
         return f"This code has been scanned {c.scans} times; about {c.expected_scans} is expected for one item."
     if c.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS:
         return (
-            f"This code was seen where its brand sells it and {c.distance_km:,} km away outside those regions: "
-            "it is likely copied."
+            f"This code was seen both where its brand sells it and {c.distance_km:,} km away outside those "
+            "regions: it is likely copied."
         )
     return "This code is recorded as compromised."
 
@@ -282,7 +298,8 @@ def _record_scan(
         record, scan.cell, scan.scan_unix_s, expected_scans(batch, product), markets, sold,
     )
     for kind, text in judgement.signals:
-        alert(kind, detail=text)
+        if scan.cell or kind != st.ALERT_KIND_OUTSIDE_MARKETS:  # the sighting outside raised its alert already
+            alert(kind, detail=text)
         if kind == st.ALERT_KIND_SOLD_ELSEWHERE:
             record.scans_elsewhere_after_claim += 1
     if record.HasField("compromise"):
