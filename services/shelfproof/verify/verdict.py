@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
-from shelfproof.ledger.core.rules.scans import CloneRules, compromise_text, expected_scans, judge_scan
+from shelfproof.ledger.core.clones import CloneRules, compromise_text, expected_scans, judge_scan
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
@@ -43,12 +43,12 @@ class Facts:
     void: st.StatusRecord | None
     item: st.ItemRecord | None
     scans: st.ScanRecord | None
-    # The brand's declared markets (None: none declared).
-    markets: st.MarketsRecord | None
     # This scan: the consumer's coarse cell ("" when not shared) and when it happened.
     scan_cell: str
     scan_unix_s: int
     today: date
+    # The brand's declared markets (None: none declared).
+    markets: st.MarketsRecord | None = None
 
 
 @dataclass
