@@ -31,6 +31,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from nacl.signing import SigningKey
+from psycopg_pool import AsyncConnectionPool
+
 from shelfproof.bench import Benchmark
 from shelfproof.bench.registry_bench import _valid, add_engine
 from shelfproof.bench.registry_stack import RegistryStack
@@ -53,9 +56,6 @@ from shelfproof.verify import geo
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
 from shelfproof.verify.trust import local_trusted_hashes
 from shelfproof.verify.verdict import CloneRules
-
-from nacl.signing import SigningKey
-from psycopg_pool import AsyncConnectionPool
 
 ORIGIN = "https://id.shelfproof.example"
 PARIS = (48.8566, 2.3522)
