@@ -1,5 +1,5 @@
 // Command loadgen plays many HTTP consumers for `shelfproof bench verify`: each on its own loopback
-// address with one keep-alive connection, all together sending at a fixed offered rate (open loop:
+// address with one keep-alive connection (or a new connection per scan), all together sending at a fixed offered rate (open loop:
 // latency counts from when a request was due). It reads a JSON spec on stdin and writes samples as
 // JSON on stdout. Written in Go so that the load itself costs little of a small machine's CPU.
 package main
@@ -25,6 +25,8 @@ type spec struct {
 	Clients int      `json:"clients"`
 	Seconds float64  `json:"seconds"`
 	Warmup  float64  `json:"warmup"`
+	// A new TCP connection for every scan, as phones opening a QR link do (no keep-alive).
+	ConnectionPerScan bool `json:"connection_per_scan"`
 }
 
 type sample struct {
@@ -40,8 +42,11 @@ func consumer(n int, s spec, paths []string, start, measureFrom, end time.Time, 
 	defer wg.Done()
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientAddress(n))}, Timeout: 10 * time.Second}
 	client := &http.Client{
-		Transport: &http.Transport{DialContext: dialer.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true},
-		Timeout:   30 * time.Second,
+		Transport: &http.Transport{
+			DialContext: dialer.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true,
+			DisableKeepAlives: s.ConnectionPerScan,
+		},
+		Timeout: 30 * time.Second,
 	}
 	interval := time.Duration(float64(s.Clients) / s.Rate * float64(time.Second))
 	due := start.Add(time.Duration(rand.Int63n(int64(interval))))

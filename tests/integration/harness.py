@@ -11,6 +11,7 @@ from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
+from shelfproof.registry.alerts import AlertService
 from shelfproof.registry.events import EventService
 from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
@@ -59,6 +60,7 @@ class Registry:
         return [
             EventService(self.pool, ledger_client, self.projector),
             LabelService(self.pool, ledger_client, self.projector, RESOLVER),
+            AlertService(self.ledger, ledger_client),
         ]
 
     async def __aexit__(self, *exc):

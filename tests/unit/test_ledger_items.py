@@ -88,13 +88,13 @@ def test_first_scan_after_a_sale_claims_the_item_and_scans_elsewhere_are_counted
     assert _block(app, [verifier.sign(scan("u33d", T0 + 10))], T0 + 20) == [0]  # before the sale: no claim
     assert _read(app, "scans", f"{GTIN}/A1", st.ScanRecord).claimed_unix_s == 0
     _block(app, [brand.sign(_event(1, ["A1"], "retail_selling", "retail_sold"))], T0 + 100)
-    _block(app, [verifier.sign(scan("", T0 + 150))], T0 + 160)  # claimed without a cell ...
-    _block(app, [verifier.sign(scan("u33d", T0 + 170))], T0 + 180)  # ... whose first shared cell becomes the claim's
+    _block(app, [verifier.sign(scan("", T0 + 150))], T0 + 160)  # claimed without a cell: the claim stays cell-less,
+    _block(app, [verifier.sign(scan("u33d", T0 + 170))], T0 + 180)  # later scans compare with the places before it
     _block(app, [verifier.sign(scan("u33d", T0 + 190))], T0 + 200)
     _block(app, [verifier.sign(scan("u09t", T0 + 210))], T0 + 220)
     record = _read(app, "scans", f"{GTIN}/A1", st.ScanRecord)
-    assert (record.scans, record.claimed_unix_s, record.claimed_cell, record.scans_elsewhere_after_claim) == (5, T0 + 150, "u33d", 1)
-    assert record.cells == ["u09t", "u33d"] and record.last_cell == "u09t"
+    assert (record.scans, record.claimed_unix_s, record.claimed_cell, record.scans_elsewhere_after_claim) == (5, T0 + 150, "", 1)
+    assert [s.cell for s in record.sightings] == ["u33d", "u09t"] and record.last_cell == "u09t"
 
 
 def test_query_many_proves_every_present_key_against_one_app_hash(chain):

@@ -23,7 +23,7 @@ def _facts(**changes) -> Facts:
         key=st.KeyRecord(fingerprint="00" * 8, organization_gln=BRAND),
         product=st.ProductRecord(brand_owner_gln=BRAND),
         batch=st.BatchRecord(batch=txpb.CommissionBatch(batch_id="b1", lot="L1", expiry="2030-01-01", count=10)),
-        in_batch=True, recall=None, void=None, item=None, scans=None, scan_cell="", scan_unix_s=NOW, today=date(2026, 11, 25),
+        in_batch=True, recall=None, void=None, item=None, scans=None, markets=None, scan_cell="", scan_unix_s=NOW, today=date(2026, 11, 25),
     )
     base.update(changes)
     return Facts(**base)
@@ -69,25 +69,29 @@ def test_scan_count_uses_the_batchs_expectation_or_the_default():
     assert assess(_facts(batch=batch, scans=st.ScanRecord(scans=20)), rules).verdict == Verdict.GENUINE
 
 
+def _seen(cell: str, at: int, scans: int = 1, **fields) -> st.ScanRecord:
+    return st.ScanRecord(scans=scans, last_cell=cell, last_scan_unix_s=at,
+                         sightings=[st.CellSighting(cell=cell, first_unix_s=at, last_unix_s=at, scans=scans)], **fields)
+
+
 def test_impossible_travel_but_not_a_short_or_slow_trip():
-    berlin_an_hour_ago = st.ScanRecord(scans=1, last_cell="u33d", last_scan_unix_s=NOW - 3600)
+    berlin_an_hour_ago = _seen("u33d", NOW - 3600)
     assert assess(_facts(scans=berlin_an_hour_ago, scan_cell="dr5r")).verdict == Verdict.SUSPICIOUS  # New York
     assert assess(_facts(scans=berlin_an_hour_ago, scan_cell="u33e")).verdict == Verdict.GENUINE  # next door
-    berlin_last_week = st.ScanRecord(scans=1, last_cell="u33d", last_scan_unix_s=NOW - 7 * 86400)
+    berlin_last_week = _seen("u33d", NOW - 7 * 86400)
     assert assess(_facts(scans=berlin_last_week, scan_cell="dr5r")).verdict == Verdict.GENUINE
     assert assess(_facts(scans=berlin_an_hour_ago, scan_cell="")).verdict == Verdict.GENUINE  # no cell shared
 
 
 def test_sold_and_claimed_then_seen_elsewhere():
     sold = st.ItemRecord(disposition="retail_sold", sold_unix_s=NOW - 1000)
-    claimed = st.ScanRecord(scans=2, claimed_unix_s=NOW - 900, claimed_cell="u33d")
+    claimed = _seen("u33d", NOW - 900, scans=2, claimed_unix_s=NOW - 900, claimed_cell="u33d")
     assert assess(_facts(item=sold, scans=claimed, scan_cell="u33d")).verdict == Verdict.GENUINE
+    assert assess(_facts(item=sold, scans=claimed, scan_cell="u33e")).verdict == Verdict.GENUINE  # the neighbourhood
     result = assess(_facts(item=sold, scans=claimed, scan_cell="u09t"))
     assert result.verdict == Verdict.SUSPICIOUS and "Already sold." in result.warnings
-    earlier = st.ScanRecord(scans=3, claimed_unix_s=NOW - 900, claimed_cell="u33d", scans_elsewhere_after_claim=1)
-    assert assess(_facts(item=sold, scans=earlier)).verdict == Verdict.SUSPICIOUS
-    before_this_sale = st.ScanRecord(scans=3, claimed_unix_s=NOW - 5000, claimed_cell="u33d", scans_elsewhere_after_claim=1)
-    assert assess(_facts(item=sold, scans=before_this_sale)).verdict == Verdict.GENUINE
+    before_this_sale = _seen("u33d", NOW - 5000, scans=3, claimed_unix_s=NOW - 5000, claimed_cell="u33d")
+    assert assess(_facts(item=sold, scans=before_this_sale, scan_cell="u09t")).verdict == Verdict.GENUINE
 
 
 def test_warnings_stolen_expired_sold():
@@ -100,9 +104,9 @@ def test_warnings_stolen_expired_sold():
 def test_geohash_round_trip_and_distances():
     assert geo.encode(52.52, 13.405) == "u33d"  # Berlin
     assert geo.encode(40.7128, -74.006) == "dr5r"  # New York
-    lat, lon = geo.center("u33d")
-    assert abs(lat - 52.52) < 0.2 and abs(lon - 13.405) < 0.2
-    assert 6300 < geo.distance_km("u33d", "dr5r") < 6500
+    assert geo.encode(48.8566, 2.3522) == "u09t"  # Paris
+    # The chord (a lower bound of the 6,385 km great circle), in integers.
+    assert 6000 < geo.distance_km("u33d", "dr5r") < 6385 and geo.distance_km("u09t", "u09t") == 0
     assert geo.normalize_cell(" U33DBZ ") == "u33d"
     for bad in ("", "abc!", "a" * 13, "u33i"):
         with pytest.raises(geo.InvalidCell):

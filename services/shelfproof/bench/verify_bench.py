@@ -2,8 +2,8 @@
 
 The stack (PostgreSQL, ledger, registry, verify) runs as separate processes on loopback. The load
 generator (infra/loadgen, Go, so that the load costs little CPU) plays ``--clients`` consumers, each
-on its own loopback address (so the per-client rate limiter sees real distinct clients) with one
-keep-alive connection, sending at a fixed offered rate in total (open loop: latency counts from the
+on its own loopback address (so the per-client rate limiter sees real distinct clients) opening a new
+connection per scan as phones do (``--connections keep-alive``: one kept per consumer), sending at a fixed offered rate in total (open loop: latency counts from the
 moment a request was due, so a slow server cannot hide behind a slowed-down client). Meanwhile the
 ledger keeps committing: the verifier's scan records and a stream of price changes.
 """
@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=10_000, help="distinct items scanned")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--workers", type=int, default=1, help="verify processes sharing the port")
+    parser.add_argument(
+        "--connections", choices=["per-scan", "keep-alive"], default="per-scan",
+        help="a new TCP connection for every scan (as phones opening a QR link do) or one kept per consumer",
+    )
 
 
 # --- the benchmark -------------------------------------------------------------------------------------
@@ -133,7 +137,10 @@ async def run(args: argparse.Namespace) -> dict:
             committer = asyncio.create_task(_keep_committing(retailer, stop))
             height_before = (await ledger.GetLedgerStatus(lpb.GetLedgerStatusRequest(), timeout=5)).latest_height
             cpu_before = {"verify": _tree_cpu(verify.pid), **stack.ledger.cpu_seconds()}
-            spec = {"port": port, "paths": paths, "rate": args.rate, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup}
+            spec = {
+                "port": port, "paths": paths, "rate": args.rate, "clients": args.clients, "seconds": args.seconds,
+                "warmup": args.warmup, "connection_per_scan": args.connections == "per-scan",
+            }
             load = await asyncio.create_subprocess_exec(str(loadgen), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             out, _ = await load.communicate(json.dumps(spec).encode())
             cpu_after = {"verify": _tree_cpu(verify.pid), **stack.ledger.cpu_seconds()}
@@ -153,6 +160,7 @@ async def run(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "verify",
         "engine": args.engine,
+        "connections": args.connections,
         "offered_rate": args.rate,
         "clients": args.clients,
         "items": args.items,

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.registry.alerts import AlertService
 from shelfproof.registry.events import EventService
 from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
@@ -44,7 +45,8 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     products = ProductService(pool, ledger_client, projector, account.organization_gln)
     events = EventService(pool, ledger_client, projector)
     label_service = LabelService(pool, ledger_client, projector, settings.resolver)
-    server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding()])
+    alerts = AlertService(ledger, ledger_client)
+    server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()])
 
     async def start() -> None:
         await projector.start()

@@ -128,6 +128,7 @@ def check_report(url: str, report: dict, trust: TrustRoot, policy: VerifierPolic
         signature_valid=verify_label(link, key.public_key) if key is not None and link.signature is not None else None,
         key=key, product=records.get("products"), batch=batch, in_batch=in_batch,
         recall=records.get("recalls"), void=records.get("status"), item=records.get("items"), scans=records.get("scans"),
+        markets=records.get("markets"),
         scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
     )
     mine = assess(facts, policy.rules)

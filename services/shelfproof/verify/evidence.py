@@ -4,7 +4,7 @@ Every key a verdict rests on comes proven, present or absent, against the app ha
 validators signed: the signing key and its revocation (``keys``), the product (``products``), the
 batch and its serials' Merkle root (``batches``, plus the serial's path to that root), the lot's
 recall (``recalls``), a label void (``status``), the item's disposition and custody steps (``items``)
-and its scan history and claim (``scans``). A present key carries a value proof, an absent one an
+its scan history, claim and compromise (``scans``) and the brand's declared markets (``markets``). A present key carries a value proof, an absent one an
 absence proof (merkle.verify_absence_proof); a value with neither is refused, so "not recalled" is a
 fact, not a gap in what the server chose to send.
 """
@@ -32,6 +32,7 @@ FACT_OF_STORE = {
     "status": "the brand voided this label",
     "items": "the item's current status and custody steps",
     "scans": "the item's consumer scan history",
+    "markets": "the regions the brand sells the product in",
 }
 # What a proven absence of each store's key says, as the page and the verifier print it.
 ABSENCE_OF_STORE = {
@@ -42,6 +43,7 @@ ABSENCE_OF_STORE = {
     "status": "label not voided — proven",
     "items": "no custody events recorded — proven",
     "scans": "not scanned before — proven",
+    "markets": "no markets declared — proven",
 }
 KEY_NOT_REVOKED = "key not revoked — proven"
 RECORD_OF_STORE = {
@@ -52,6 +54,7 @@ RECORD_OF_STORE = {
     "status": st.StatusRecord,
     "items": st.ItemRecord,
     "scans": st.ScanRecord,
+    "markets": st.MarketsRecord,
 }
 
 
@@ -86,7 +89,7 @@ class ItemRef:
         """The keys to read; without a key id or a batch (an unknown item) those are left out."""
         item = f"{self.gtin}/{self.serial}".encode()
         keys = [("keys", self.key_fingerprint.encode())] if self.key_fingerprint else []
-        keys.append(("products", self.gtin.encode()))
+        keys += [("products", self.gtin.encode()), ("markets", self.gtin.encode())]
         if self.batch_id:
             keys += [("batches", self.batch_id.encode()), ("recalls", f"{self.gtin}/{self.lot}".encode())]
         return keys + [("status", item), ("items", item), ("scans", item)]

@@ -22,6 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from shelfproof.gs1.digital_link import DigitalLink
 from shelfproof.gs1.labels import verify_label
 from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.core.rules.common import MAX_SCANS_PER_TX
+from shelfproof.ledger.core.tx import MAX_TX_BYTES
 from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
@@ -275,9 +277,29 @@ class BatchTrees:
 # --- scans: recorded without personal data, batched into ledger transactions ------------------------
 
 
+# Room for the envelope around a body (signer, key id, nonce, signature) under the ledger's bound.
+_ENVELOPE_BYTES = 1024
+
+
+def scan_transactions(scans: list[txpb.Scan]) -> list[txpb.TransactionBody]:
+    """RecordScans bodies of at most MAX_SCANS_PER_TX scans each and small enough to be one ledger
+    transaction (a scan with its batch id is about 75 bytes: 1,000 of them would not fit)."""
+    bodies, chunk, size = [], [], 0
+    for scan in scans:
+        cost = scan.ByteSize() + 4  # the field's tag and length
+        if chunk and (len(chunk) == MAX_SCANS_PER_TX or size + cost > MAX_TX_BYTES - _ENVELOPE_BYTES):
+            bodies.append(txpb.TransactionBody(record_scans=txpb.RecordScans(scans=chunk)))
+            chunk, size = [], 0
+        chunk.append(scan)
+        size += cost
+    if chunk:
+        bodies.append(txpb.TransactionBody(record_scans=txpb.RecordScans(scans=chunk)))
+    return bodies
+
+
 class ScanRecorder:
     """Buffers scans (GTIN, serial, coarse cell, time: nothing about the person) and commits them as
-    RecordScans transactions of up to 1,000 scans, once a second. Repeats of one item by one client
+    RecordScans transactions of up to 1,000 scans (``scan_transactions``), once a second. Repeats of one item by one client
     within ``repeat_window_s`` count once; the client key is a salted hash kept in memory only."""
 
     def __init__(self, ledger: LedgerClient | None, flush_interval_s: float = 1.0, repeat_window_s: float = 600.0) -> None:
@@ -292,7 +314,7 @@ class ScanRecorder:
         self.dropped = 0
         self.max_buffer = 200_000
 
-    def record(self, client: str, gtin: str, serial: str, cell: str, unix_s: int) -> bool:
+    def record(self, client: str, gtin: str, serial: str, cell: str, unix_s: int, batch_id: str = "") -> bool:
         """True when this scan counts (it is not a repeat from the same client)."""
         who = hashlib.blake2b(self._salt + client.encode() + b"\0" + gtin.encode() + b"/" + serial.encode(), digest_size=16).digest()
         earlier = self._recent.get(who)
@@ -300,7 +322,7 @@ class ScanRecorder:
             if cell and not earlier.cell:
                 earlier.cell = cell  # the consumer shared a location after the first look
             return False
-        scan = txpb.Scan(gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s)
+        scan = txpb.Scan(gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s, batch_id=batch_id)
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
             return False
@@ -335,10 +357,7 @@ class ScanRecorder:
         if not self._buffer or self.ledger is None:
             return
         scans, self._buffer = self._buffer, []
-        bodies = [
-            txpb.TransactionBody(record_scans=txpb.RecordScans(scans=scans[i : i + 1000]))
-            for i in range(0, len(scans), 1000)
-        ]
+        bodies = scan_transactions(scans)
         results = await self.ledger.submit_many(bodies)
         for body, result in zip(bodies, results):
             if isinstance(result, Exception):
@@ -398,12 +417,14 @@ class Verifier:
             signature_valid=self._signature_ok(link, key) if key is not None and link.signature is not None else None,
             key=key, product=rec.get("products"), batch=batch, in_batch=in_batch,
             recall=rec.get("recalls"), void=rec.get("status"), item=rec.get("items"), scans=rec.get("scans"),
+            markets=rec.get("markets"),
             scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
         )
         verdict = assess(facts, self.rules)
         recorded = False
-        if verdict.verdict != Verdict.COUNTERFEIT:
-            recorded = self.scans.record(client, gtin, serial, cell, int(now))
+        # Scans of voided labels are recorded too: the ledger turns them into the brand's alerts.
+        if verdict.verdict != Verdict.COUNTERFEIT or (facts.void is not None and in_batch):
+            recorded = self.scans.record(client, gtin, serial, cell, int(now), batch.batch.batch_id if in_batch else "")
         return await self._report(link, facts, verdict, read, membership, recorded, now)
 
     async def _report(

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
+from shelfproof.ledger.core.clones import CloneRules, compromise_text, expected_scans, judge_scan
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
-from shelfproof.verify import geo
+
+__all__ = ["Assessment", "CloneRules", "Facts", "Verdict", "assess", "clone_signals", "key_revoked"]
 
 
 class Verdict(StrEnum):
@@ -21,15 +23,6 @@ class Verdict(StrEnum):
     COUNTERFEIT = "COUNTERFEIT"
     SUSPICIOUS = "SUSPICIOUS"
     RECALLED = "RECALLED"
-
-
-@dataclass(frozen=True)
-class CloneRules:
-    # Scans per item expected over its life when the batch names none.
-    default_expected_scans: int = 25
-    # Faster than an airliner between two scans is not one item travelling.
-    max_speed_kmh: float = 900.0
-    min_distance_km: float = 150.0
 
 
 @dataclass
@@ -54,6 +47,8 @@ class Facts:
     scan_cell: str
     scan_unix_s: int
     today: date
+    # The brand's declared markets (None: none declared).
+    markets: st.MarketsRecord | None = None
 
 
 @dataclass
@@ -102,25 +97,17 @@ def _signed_before_rotation(f: Facts) -> bool:
 
 
 def clone_signals(f: Facts, rules: CloneRules) -> list[str]:
-    signals: list[str] = []
+    """The ledger's clone rules on the proven record plus this scan: a compromise the ledger already
+    holds (sticky, wherever this scan comes from), else what this scan proves or signals."""
     scans = f.scans or st.ScanRecord()
-    expected = (f.batch.batch.expected_scans_per_item if f.batch else 0) or rules.default_expected_scans
-    if scans.scans + 1 > expected:
-        signals.append(f"This code has been scanned {scans.scans + 1} times; about {expected} is expected for one item.")
-    speed = geo.impossible_travel(
-        scans.last_cell, scans.last_scan_unix_s, f.scan_cell, f.scan_unix_s,
-        max_speed_kmh=rules.max_speed_kmh, min_distance_km=rules.min_distance_km,
+    if scans.HasField("compromise"):
+        return [compromise_text(scans.compromise)]
+    judgement = judge_scan(
+        scans, f.scan_cell, f.scan_unix_s, expected_scans(f.batch, f.product, rules),
+        list(f.markets.markets.cells) if f.markets else [], f.item.sold_unix_s if f.item else 0, rules,
     )
-    if speed is not None:
-        km = geo.distance_km(scans.last_cell, f.scan_cell)
-        signals.append(f"It was scanned {km:,.0f} km away shortly before (about {speed:,.0f} km/h): two copies of one code.")
-    if f.item is not None and f.item.sold_unix_s and scans.claimed_unix_s >= f.item.sold_unix_s:
-        elsewhere = scans.scans_elsewhere_after_claim
-        if f.scan_cell and scans.claimed_cell and f.scan_cell != scans.claimed_cell:
-            elsewhere += 1
-        if elsewhere:
-            signals.append("It was sold and claimed by its buyer, yet scanned again somewhere else.")
-    return signals
+    signals = [compromise_text(judgement.compromise)] if judgement.compromise is not None else []
+    return signals + [text for _, text in judgement.signals]
 
 
 def warnings_for(f: Facts) -> list[str]:

@@ -43,6 +43,10 @@ STORES: tuple[str, ...] = tuple(
             "roles",
             "scans",
             "status",
+            # clones: derived alerts, declared markets, per-lot compromise windows
+            "alerts",
+            "markets",
+            "lot_compromises",
         )
     )
 )

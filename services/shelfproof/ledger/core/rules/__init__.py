@@ -47,7 +47,7 @@ from shelfproof.ledger.core.rules.membership import (
     revoke_role,
 )
 from shelfproof.ledger.core.rules.pricing import change_price, create_promotion, margin_floor_ok, set_guardrail_policy
-from shelfproof.ledger.core.rules.scans import record_scans
+from shelfproof.ledger.core.rules.scans import clear_compromise, declare_markets, record_scans
 from shelfproof.ledger.core.state import Overlay
 
 HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
@@ -75,6 +75,8 @@ HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
     "approve_draft": approve_draft,
     "reject_draft": reject_draft,
     "record_scans": record_scans,
+    "declare_markets": declare_markets,
+    "clear_compromise": clear_compromise,
 }
 assert set(HANDLERS) == set(AUTHORIZATION)
 

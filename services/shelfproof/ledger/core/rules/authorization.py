@@ -91,6 +91,12 @@ AUTHORIZATION: dict[str, Authorization] = {
     "record_scans": Authorization(
         "scan::record", "the consortium's verifier; commissioned products only; scan time at most "
         "MAX_SCAN_SKEW_S after block time", CONSORTIUM),
+    # clones
+    "declare_markets": Authorization(
+        "market::declare", "products of the signer organisation (the brand owning the GTIN)", ORGANISATION),
+    "clear_compromise": Authorization(
+        "clone::clear", "codes of products of the signer organisation, with a reason; only a code the ledger holds "
+        "compromised", ORGANISATION),
 }
 # Permission each action needs (genesis builds its roles from these).
 PERMISSIONS: dict[str, str] = {action: rule.permission for action, rule in AUTHORIZATION.items()}
