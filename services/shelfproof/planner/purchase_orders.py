@@ -65,10 +65,11 @@ def purchase_order_from_record(record: st.PurchaseOrderRecord, today: date | Non
     )
 
 
-async def on_order(pool: AsyncConnectionPool, location_gln: str, gtins: list[str]) -> dict[str, int]:
+async def on_order(pool: AsyncConnectionPool, location_gln: str, gtins: list[str], *, pending_drafts: bool = False) -> dict[str, int]:
     """Units on their way to the location: confirmed and not yet received on the open lines of its
-    purchase orders, and the lines of its restock drafts still waiting for people (counted so that a
-    held draft is not drafted again; they stop counting when rejected or expired)."""
+    purchase orders; with ``pending_drafts`` also the lines of its restock drafts still waiting for
+    people (the restock loop counts them, so that a held draft is not drafted again every period; they
+    stop counting when rejected or expired)."""
     async with pool.connection() as conn:
         rows = await (await conn.execute(
             """SELECT gtin, SUM(GREATEST(confirmed_quantity - received_quantity, 0)) FROM purchase_order_lines
@@ -82,7 +83,7 @@ async def on_order(pool: AsyncConnectionPool, location_gln: str, gtins: list[str
         )).fetchall()
     units = {gtin: int(total) for gtin, total in rows}
     wanted = set(gtins)
-    for (raw,) in pending:
+    for (raw,) in pending if pending_drafts else []:
         for line in st.DraftRecord.FromString(raw).draft.order_lines:
             if line.gtin in wanted:
                 units[line.gtin] = units.get(line.gtin, 0) + line.quantity

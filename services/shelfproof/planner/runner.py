@@ -111,7 +111,7 @@ class RestockRunner:
             return False
         if bounds is None or not bounds.items:
             return False
-        candidates, due = await self.service.restock_candidates(location, list(bounds.items), budget_left, with_reorder_points=True)
+        candidates, due = await self.service.restock_candidates(location, list(bounds.items), budget_left, with_reorder_points=True, pending_drafts=True)
         return any(c.quantity > 0 and at_point for c, at_point in zip(candidates, due))
 
     async def run(self, location: str, trigger: str, period: int) -> RunOutcome | None:

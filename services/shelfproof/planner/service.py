@@ -327,7 +327,8 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
     async def draft_restock(self, location: str, wanted: list[str], draft_id: str, *, model_fallback: bool = False) -> "RestockResult":
         """Draft, bound and commit a restock order for ``location``. With ``model_fallback`` (the
         autonomous runs), a model that cannot be reached leaves the policy's quantities, and the
-        rationale says the model was not asked and why; otherwise that is UNAVAILABLE."""
+        rationale says the model was not asked and why (otherwise that is UNAVAILABLE), and drafts still
+        waiting for people count as on order."""
         policy, bounds, budget_left = await self._policies(location)
         if bounds is None:
             raise FailedPrecondition(f"no replenishment policy for {location} on the ledger")
@@ -336,7 +337,7 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         if missing:
             raise InvalidArgument(f"{sorted(missing)[0]} is not in the location's replenishment policy",
                                   field_violations=[FieldViolation("gtins", "GTINs of the replenishment policy")])
-        candidates, mase = await self.restock_candidates(location, items, budget_left, with_accuracy=True)
+        candidates, mase = await self.restock_candidates(location, items, budget_left, with_accuracy=True, pending_drafts=model_fallback)
         if not any(c.quantity > 0 for c in candidates):
             raise NothingToOrder("stock covers the forecast for every product: nothing to order")
         not_asked = ""
@@ -372,16 +373,17 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
 
     async def restock_candidates(
         self, location: str, items: list[txpb.ItemBounds], budget_left: int, *, with_accuracy: bool = False,
-        with_reorder_points: bool = False,
+        with_reorder_points: bool = False, pending_drafts: bool = False,
     ):
         """Quantities for every line from the forecast and the inventory policy (vectorized), the stock on
         order counted in the inventory position. ``with_accuracy``: also the forecast's scaled error on
         the last days of the history (``forecast.scaled_error``), as (candidates, error);
         ``with_reorder_points``: also whether each line's inventory position is at or below its reorder
-        point, as (candidates, flags)."""
+        point, as (candidates, flags). ``pending_drafts``: restock drafts waiting for people count as on
+        order (the autonomous runs; a person asking for a draft gets one whatever else waits)."""
         gtins = [i.gtin for i in items]
         stock, names = await self._stock_and_names(location, gtins)
-        ordered = await purchase_orders.on_order(self.pool, location, gtins)
+        ordered = await purchase_orders.on_order(self.pool, location, gtins, pending_drafts=pending_drafts)
         sales = await load_daily_sales(
             self.pool, last_day=datetime.now(timezone.utc).date(), days=self.history_days, series=[(g, location) for g in gtins]
         )
