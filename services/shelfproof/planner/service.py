@@ -16,8 +16,8 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Protocol
+from datetime import date, datetime, timezone
+from typing import Callable, Protocol
 
 import numpy as np
 from psycopg.rows import dict_row
@@ -223,6 +223,7 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
     def __init__(
         self, pool: AsyncConnectionPool, ledger: LedgerClient, drafter: DraftingBackend, projector: DraftProjector, *,
         service_level: float = 0.95, review_period_days: int = 7, history_days: int = 56,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
@@ -232,6 +233,8 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         self.service_level = service_level
         self.review_period_days = review_period_days
         self.history_days = history_days
+        # The last day of the sales history a restock draft forecasts from (a simulation moves it).
+        self.today = today or (lambda: datetime.now(timezone.utc).date())
         self._agent_orgs: dict[str, str] = {}
 
     def binding(self) -> ServiceBinding:
@@ -384,9 +387,7 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         gtins = [i.gtin for i in items]
         stock, names = await self._stock_and_names(location, gtins)
         ordered = await purchase_orders.on_order(self.pool, location, gtins, pending_drafts=pending_drafts)
-        sales = await load_daily_sales(
-            self.pool, last_day=datetime.now(timezone.utc).date(), days=self.history_days, series=[(g, location) for g in gtins]
-        )
+        sales = await load_daily_sales(self.pool, last_day=self.today(), days=self.history_days, series=[(g, location) for g in gtins])
         forecast = forecast_demand(sales.units)
         n = len(items)
         plan = plan_replenishment(
