@@ -269,3 +269,28 @@ def test_the_supplier_removed_from_the_consortium_blocks_approval_of_its_orders(
     for org in (BRAND, DISTRIBUTOR, RETAILER):
         world.ok(world.agent(org, "admin-0"), body(approve_membership=txpb.ApproveMembership(gln=SUPPLIER)))
     world.refused(world.agent(RETAILER, "admin-1"), draft(world, "gone", 5), NOT_FOUND)
+
+
+def test_what_a_cut_rejected_or_short_closed_order_will_not_cost_goes_back_to_the_budget(orders):
+    world = orders.world
+    spent = lambda: world.read("budgets", RETAILER, st.BudgetRecord).spent_minor  # noqa: E731
+    cut = orders.issue("d1", 5, 3)  # 800 spent on approval
+    assert spent() == 800
+    world.ok(world.agent(BRAND, "person-0"), orders.answer(cut.order_id, txpb.ORDER_RESPONSE_STATUS_MODIFIED,
+             txpb.OrderLineResponse(gtin=GTIN, action=txpb.ORDER_LINE_ACTION_CHANGED, confirmed_quantity=2),
+             txpb.OrderLineResponse(gtin=SECOND_GTIN, action=txpb.ORDER_LINE_ACTION_REJECTED)))
+    assert spent() == 200  # 3 of 5 cut and 3 rejected, at 100 each
+    retailer = world.agent(RETAILER, "admin-0")
+    world.ok(retailer, orders.receive(cut, {GTIN: 1}))
+    world.ok(retailer, body(close_purchase_order=txpb.ClosePurchaseOrder(order_id=cut.order_id)))
+    assert spent() == 100  # one of the two confirmed came
+    rejected = orders.issue("d2", 4)
+    world.ok(world.agent(BRAND, "person-0"), orders.answer(rejected.order_id, txpb.ORDER_RESPONSE_STATUS_REJECTED))
+    assert spent() == 100
+    # An order of a past budget period gives nothing back to the current one.
+    old = orders.issue("d3", 6)
+    assert spent() == 700
+    brand_person = world.sync_nonce(world.agent(BRAND, "person-0"))
+    next_day = T0 + 86_400
+    assert world.block([brand_person.sign(orders.answer(old.order_id, txpb.ORDER_RESPONSE_STATUS_REJECTED))], next_day) == [0]
+    assert spent() == 700

@@ -27,6 +27,7 @@ from shelfproof.ledger.core.rules.common import (
     TxContext,
     _denied,
     _invalid,
+    _policy,
     _require_org,
     _same_org,
     _text,
@@ -139,6 +140,35 @@ def _not_live(order: st.PurchaseOrderRecord) -> TxRejected:
     )
 
 
+def _undelivered_minor(order: st.PurchaseOrderRecord, before: list[int]) -> int:
+    """What the lines will no longer cost: the drop of each line's confirmed-or-outstanding quantity."""
+    return sum(max(0, was - now) * line.unit_cost.amount_minor for line, was, now in zip(order.lines, before, _committed(order)))
+
+
+def _committed(order: st.PurchaseOrderRecord) -> list[int]:
+    """Per line, the units the buyer still pays for: the confirmed quantity, or what came once closed."""
+    return [
+        line.confirmed_quantity if line.status in (OPEN, st.PURCHASE_ORDER_LINE_STATUS_RECEIVED) else
+        line.received_quantity if line.status == st.PURCHASE_ORDER_LINE_STATUS_CLOSED_SHORT else 0
+        for line in order.lines
+    ]
+
+
+def _release_budget(state: Overlay, ctx: TxContext, order: st.PurchaseOrderRecord, amount_minor: int) -> None:
+    """Give back to the buyer's budget what a cut, rejected or short-closed order will not cost, while
+    the budget period it was approved in lasts (a past period's spending stays as it was)."""
+    policy = _policy(state, order.buyer_gln)
+    budget = read(state, "budgets", order.buyer_gln, st.BudgetRecord)
+    if amount_minor <= 0 or policy is None or budget is None or policy.budget_period_s <= 0:
+        return
+    period = policy.budget_period_s
+    issued_in = order.issued_unix_s - order.issued_unix_s % period
+    if not budget.period_start_unix_s == issued_in == ctx.time_unix_s - ctx.time_unix_s % period:
+        return
+    budget.spent_minor = max(0, budget.spent_minor - amount_minor)
+    write(state, "budgets", order.buyer_gln, budget)
+
+
 def _close_if_done(order: st.PurchaseOrderRecord, ctx: TxContext) -> None:
     if all(line.status != OPEN for line in order.lines):
         order.status = st.PURCHASE_ORDER_STATUS_CLOSED
@@ -158,6 +188,7 @@ def acknowledge_purchase_order(state: Overlay, ctx: TxContext, a: txpb.Acknowled
     if order.status != st.PURCHASE_ORDER_STATUS_ISSUED:
         raise _not_live(order)
     reason = _text(a.reason, "reason", 512, required=False)
+    before = _committed(order)
     if a.status in (txpb.ORDER_RESPONSE_STATUS_ACCEPTED, txpb.ORDER_RESPONSE_STATUS_REJECTED):
         if a.lines:
             raise _invalid("line responses belong to a MODIFIED answer only")
@@ -180,6 +211,7 @@ def acknowledge_purchase_order(state: Overlay, ctx: TxContext, a: txpb.Acknowled
     order.acknowledged_by = ctx.signer.agent_id
     order.acknowledged_height = ctx.height
     order.response_reason = reason
+    _release_budget(state, ctx, order, _undelivered_minor(order, before))
     write(state, "orders", order.order_id, order)
 
 
@@ -227,6 +259,7 @@ def close_purchase_order(state: Overlay, ctx: TxContext, a: txpb.ClosePurchaseOr
     _same_org(ctx, order.buyer_gln)
     if order.status not in LIVE:
         raise _not_live(order)
+    before = _committed(order)
     for line in order.lines:
         if line.status == OPEN:
             line.status = st.PURCHASE_ORDER_LINE_STATUS_CLOSED_SHORT
@@ -234,6 +267,7 @@ def close_purchase_order(state: Overlay, ctx: TxContext, a: txpb.ClosePurchaseOr
     order.closed_by = ctx.signer.agent_id
     order.closed_height = ctx.height
     order.close_reason = _text(a.reason, "reason", 512, required=False)
+    _release_budget(state, ctx, order, _undelivered_minor(order, before))
     write(state, "orders", order.order_id, order)
 
 
