@@ -93,3 +93,12 @@ def test_a_runs_draft_id_is_a_function_of_store_trigger_and_period():
     others = {draft_id_for(BUYER, run_id_for(store, trigger, period))
               for store in ("4012345000016", "4012345000023") for trigger in ("cadence", "reorder_point") for period in (7, 8)}
     assert one in others and len(others) == 8
+
+
+def test_the_forecast_reference_scores_by_mase_over_series_with_a_naive_error():
+    from shelfproof.bench.forecast_reference import mase
+
+    train = np.array([[0.0, 2.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]])  # the second has no naive error: unscored
+    test = np.array([[0.0, 2.0], [5.0, 5.0]])
+    assert mase(np.array([1.0, 1.0]), train, test) == 0.5
+    assert mase(np.array([0.0, 1.0]), train, test) == 0.5  # |0-0| and |2-0| over a scale of 2
