@@ -30,35 +30,23 @@ import argparse
 import asyncio
 import io
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.bench import Benchmark
-from shelfproof.db.migrate import upgrade
+from shelfproof.bench.planner_stack import PlannerLedgerStack
 from shelfproof.gs1.keys import check_digit
-from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
-from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
-from shelfproof.runtime.client import insecure_channel
 from shelfproof.runtime.errors import DependencyUnavailable
-from shelfproof.runtime.postgres import LocalPostgres
-from shelfproof.runtime.processes import free_port
-from shelfproof.runtime.server import GrpcServer
-from shelfproof.runtime.settings import GrpcServerSettings
 
 STORES = (DEMO_RETAILER_STORE_GLN, "4012345000023")  # the retailer's (its company prefix)
 PLANT = "0614141000029"  # the brand's site: the supplier ships from here
@@ -101,8 +89,8 @@ class Demand:
 
 
 @dataclass
-class Ledger:
-    """What the planner's run sees: the stores' stock and sales in PostgreSQL."""
+class StoreQueryModel:
+    """What the planner's run sees of the stores: their stock and sales in PostgreSQL."""
 
     pool: AsyncConnectionPool
     first_day: date
@@ -193,7 +181,6 @@ def baseline(demand: Demand, lead: np.ndarray, cost: np.ndarray, start_stock: np
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from shelfproof.planner.projector import DraftProjector
     from shelfproof.planner.runner import DRAFTED, RestockRunner
     from shelfproof.planner.service import PlannerService
 
@@ -209,98 +196,68 @@ async def run(args: argparse.Namespace) -> dict:
     first_day = datetime.now(timezone.utc).date() - timedelta(days=days + 1)
     today = {"day": first_day}
 
-    tmp = Path(tempfile.mkdtemp(prefix="sp-bench-loop-"))
-    if os.geteuid() == 0:
-        os.chmod(tmp, 0o755)
-    (tmp / "pg").mkdir()
-    postgres = LocalPostgres(tmp / "pg", free_port())
-    await asyncio.to_thread(postgres.start)
-    try:
-        await asyncio.to_thread(postgres.ensure_database, "shelfproof")
-        dsn = postgres.dsn("shelfproof")
-        await asyncio.to_thread(upgrade, dsn)
-        genesis = development_genesis("shelfproof-bench-loop")
-        chain = genesis.chain_id
-        engine = EmbeddedEngine(tmp / "engine", chain, genesis.state, block_interval_s=0.01)
-        await engine.start()
-        adapter = LedgerAdapter(engine, tmp / "adapter")
-        await adapter.start()
-        ledger_server = GrpcServer(GrpcServerSettings(port=0), [adapter.binding()])
-        channel = insecure_channel(f"127.0.0.1:{await ledger_server.start()}")
-        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
-        await pool.open(wait=True)
-        projector = DraftProjector(pool, ledger)
-        await projector.start()
-        try:
-            signer = lambda agent: LedgerClient(ledger, genesis.accounts[agent].signer(chain))  # noqa: E731
-            brand, retailer = signer(f"{DEMO_BRAND_GLN}/admin-0"), signer(f"{DEMO_RETAILER_GLN}/admin-0")
-            supplier_person = signer(f"{DEMO_BRAND_GLN}/person-0")
-            await _set_up(brand, retailer, gtins, lead[:products], cost[:products])
-            service = PlannerService(
-                pool, signer(f"{DEMO_RETAILER_GLN}/admin-1"), PolicyOnly(), projector, service_level=SERVICE_LEVEL,
-                review_period_days=REVIEW_PERIOD_DAYS, history_days=HISTORY_DAYS, today=lambda: today["day"],
-            )
-            runner = RestockRunner(service, pool, list(STORES), cadence_s=86_400, clock=lambda: time.time())
-            sim = Ledger(pool, first_day)
-            index = {key: k for k, key in enumerate(series)}
-            # The history before the first day: what the forecasts start from.
-            for h in range(HISTORY_DAYS):
-                day = first_day - timedelta(days=HISTORY_DAYS - h)
-                await sim.write_sales(day, {key: int(demand.draws[k, h]) for key, k in index.items()})
-            on_hand = start_stock.copy()
-            # Day -> order id -> (store, the order, the lines due that day): each line comes after its own lead time.
-            arrivals: dict[int, dict[str, tuple[str, st.PurchaseOrderRecord, list[st.PurchaseOrderLine]]]] = {}
-            tally, drafts, held, issued, run_seconds = Tally(), 0, 0, [], []
-            for d in range(days):
-                today["day"] = first_day + timedelta(days=d)
-                for store, order, lines in arrivals.pop(d, {}).values():
-                    await _receive(retailer, order, lines)
-                    for line in lines:
-                        on_hand[index[(store, line.gtin)]] += line.confirmed_quantity
-                wanted = demand.draws[:, HISTORY_DAYS + d]
-                sold, on_hand = _sell(on_hand, wanted)
-                tally.day(int(wanted.sum()), int(sold.sum()), int((wanted > sold).sum()), int((on_hand * cost).sum()))
-                await sim.write_sales(today["day"], {key: int(sold[k]) for key, k in index.items()})
-                await sim.write_stock({key: int(on_hand[k]) for key, k in index.items()})
-                for store in STORES:
-                    started = time.perf_counter()
-                    outcome = await runner.run(store, "cadence", d)
-                    run_seconds.append(time.perf_counter() - started)
-                    if outcome is None or outcome.outcome != DRAFTED:
-                        continue
-                    drafts += 1
-                    record = await _value(ledger, "drafts", outcome.draft_id, st.DraftRecord)
-                    if record.status != st.DRAFT_STATUS_APPROVED:
-                        held += 1  # waits for people; the simulation's people do not come
-                        continue
-                    index_record = await _value(ledger, "orders", f"@draft/{outcome.draft_id}", st.PurchaseOrderIndex)
-                    for order_id in index_record.order_ids:
-                        order = await _value(ledger, "orders", order_id, st.PurchaseOrderRecord)
-                        await supplier_person.submit(txpb.TransactionBody(acknowledge_purchase_order=txpb.AcknowledgePurchaseOrder(
-                            order_id=order_id, status=txpb.ORDER_RESPONSE_STATUS_ACCEPTED)))
-                        await _ship(brand, order)
-                        for line in order.lines:
-                            due = arrivals.setdefault(d + int(lead[index[(store, line.gtin)]]), {})
-                            due.setdefault(order_id, (store, order, []))[2].append(line)
-                        issued.append(order_id)
-            with_record = 0
-            for order_id in issued:
-                order = await _value(ledger, "orders", order_id, st.PurchaseOrderRecord)
-                draft = await _value(ledger, "drafts", order.draft_id, st.DraftRecord)
-                decision = draft.draft.decision_record if draft is not None else None
-                if decision is not None and decision.output_sha256 and order.decision_record_sha256:
-                    with_record += 1
-        finally:
-            await projector.stop()
-            await pool.close()
-            await channel.close()
-            await ledger_server.stop()
-            await adapter.stop()
-            await engine.close()
-    finally:
-        await asyncio.to_thread(postgres.destroy)
-        shutil.rmtree(tmp, ignore_errors=True)
+    genesis = development_genesis("shelfproof-bench-loop")
+    chain = genesis.chain_id
+    async with PlannerLedgerStack(genesis, "sp-bench-loop-") as stack:
+        ledger, pool, projector = stack.ledger, stack.pool, stack.projector
+        signer = lambda agent: LedgerClient(ledger, genesis.accounts[agent].signer(chain))  # noqa: E731
+        brand, retailer = signer(f"{DEMO_BRAND_GLN}/admin-0"), signer(f"{DEMO_RETAILER_GLN}/admin-0")
+        supplier_person = signer(f"{DEMO_BRAND_GLN}/person-0")
+        await _set_up(brand, retailer, gtins, lead[:products], cost[:products])
+        service = PlannerService(
+            pool, signer(f"{DEMO_RETAILER_GLN}/admin-1"), PolicyOnly(), projector, service_level=SERVICE_LEVEL,
+            review_period_days=REVIEW_PERIOD_DAYS, history_days=HISTORY_DAYS, today=lambda: today["day"],
+        )
+        runner = RestockRunner(service, pool, list(STORES), cadence_s=86_400, clock=lambda: time.time())
+        sim = StoreQueryModel(pool, first_day)
+        index = {key: k for k, key in enumerate(series)}
+        # The history before the first day: what the forecasts start from.
+        for h in range(HISTORY_DAYS):
+            day = first_day - timedelta(days=HISTORY_DAYS - h)
+            await sim.write_sales(day, {key: int(demand.draws[k, h]) for key, k in index.items()})
+        on_hand = start_stock.copy()
+        # Day -> order id -> (store, the order, the lines due that day): each line comes after its own lead time.
+        arrivals: dict[int, dict[str, tuple[str, st.PurchaseOrderRecord, list[st.PurchaseOrderLine]]]] = {}
+        tally, drafts, held, issued, run_seconds = Tally(), 0, 0, [], []
+        for d in range(days):
+            today["day"] = first_day + timedelta(days=d)
+            for store, order, lines in arrivals.pop(d, {}).values():
+                await _receive(retailer, order, lines)
+                for line in lines:
+                    on_hand[index[(store, line.gtin)]] += line.confirmed_quantity
+            wanted = demand.draws[:, HISTORY_DAYS + d]
+            sold, on_hand = _sell(on_hand, wanted)
+            tally.day(int(wanted.sum()), int(sold.sum()), int((wanted > sold).sum()), int((on_hand * cost).sum()))
+            await sim.write_sales(today["day"], {key: int(sold[k]) for key, k in index.items()})
+            await sim.write_stock({key: int(on_hand[k]) for key, k in index.items()})
+            for store in STORES:
+                started = time.perf_counter()
+                outcome = await runner.run(store, "cadence", d)
+                run_seconds.append(time.perf_counter() - started)
+                if outcome is None or outcome.outcome != DRAFTED:
+                    continue
+                drafts += 1
+                record = await _value(ledger, "drafts", outcome.draft_id, st.DraftRecord)
+                if record.status != st.DRAFT_STATUS_APPROVED:
+                    held += 1  # waits for people; the simulation's people do not come
+                    continue
+                index_record = await _value(ledger, "orders", f"@draft/{outcome.draft_id}", st.PurchaseOrderIndex)
+                for order_id in index_record.order_ids:
+                    order = await _value(ledger, "orders", order_id, st.PurchaseOrderRecord)
+                    await supplier_person.submit(txpb.TransactionBody(acknowledge_purchase_order=txpb.AcknowledgePurchaseOrder(
+                        order_id=order_id, status=txpb.ORDER_RESPONSE_STATUS_ACCEPTED)))
+                    await _ship(brand, order)
+                    for line in order.lines:
+                        due = arrivals.setdefault(d + int(lead[index[(store, line.gtin)]]), {})
+                        due.setdefault(order_id, (store, order, []))[2].append(line)
+                    issued.append(order_id)
+        with_record = 0
+        for order_id in issued:
+            order = await _value(ledger, "orders", order_id, st.PurchaseOrderRecord)
+            draft = await _value(ledger, "drafts", order.draft_id, st.DraftRecord)
+            decision = draft.draft.decision_record if draft is not None else None
+            if decision is not None and decision.output_sha256 and order.decision_record_sha256:
+                with_record += 1
     reference = baseline(demand, lead, cost, start_stock, days)
     return {
         "benchmark": "restock-loop",
