@@ -294,3 +294,28 @@ def test_what_a_cut_rejected_or_short_closed_order_will_not_cost_goes_back_to_th
     next_day = T0 + 86_400
     assert world.block([brand_person.sign(orders.answer(old.order_id, txpb.ORDER_RESPONSE_STATUS_REJECTED))], next_day) == [0]
     assert spent() == 700
+
+
+def test_what_an_event_names_does_not_depend_on_a_nodes_python_settings(orders):
+    """Python's limit on integer digits and its recursion limit are per-process settings: a validator
+    that changed them must reach the same verdict on a long integer or a deep document."""
+    import sys
+
+    world = orders.world
+    order = orders.accepted()
+    retailer = world.agent(RETAILER, "admin-0")
+    long_quantity = orders.receive(order, {GTIN: 1}, raw_json=json.dumps({
+        "bizTransactionList": [{"type": "po", "bizTransaction": order.biz_transaction}],
+        "quantityList": [{"epcClass": f"https://id.gs1.org/01/{GTIN}", "quantity": 1}],
+    }).replace('"quantity": 1', '"quantity": ' + "9" * 5000).encode())
+    deep = b'{"bizTransactionList": [{"type": "po", "bizTransaction": "' + order.biz_transaction.encode() + b'"}], "x": ' + b"[" * 40 + b"]" * 40 + b"}"
+    deep_event = orders.receive(order, {}, raw_json=deep)
+    for digits in (4300, 0):  # the default, and no limit at all
+        sys.set_int_max_str_digits(digits)
+        try:
+            world.refused(retailer, long_quantity, INVALID)
+        finally:
+            sys.set_int_max_str_digits(4300)
+    # Deeper than the ledger reads (whatever the recursion limit would allow): it names no order.
+    world.ok(retailer, deep_event)
+    assert orders.order(order.order_id).lines[0].received_quantity == 0

@@ -274,14 +274,52 @@ def close_purchase_order(state: Overlay, ctx: TxContext, a: txpb.ClosePurchaseOr
 # --- EPCIS events naming an order -------------------------------------------------------------------------
 
 
+MAX_JSON_NESTING = 32
+MAX_JSON_INTEGER_DIGITS = 18
+
+
+class _TooLong:
+    """An integer literal longer than any quantity: never a valid quantity."""
+
+
+def _integer(digits: str) -> int | _TooLong:
+    # Python's own limit on integer digits (and its recursion limit) are process settings a node may
+    # change: what a validator parses must not depend on them, so both are bounded here first.
+    return int(digits) if len(digits.lstrip("-")) <= MAX_JSON_INTEGER_DIGITS else _TooLong()
+
+
+def _nesting_within(raw: bytes, limit: int) -> bool:
+    """Whether no array or object in the JSON text nests deeper than ``limit`` (strings skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
 def _event_document(event_json: bytes) -> dict | None:
     # Only events that may carry a business transaction are parsed (an escaped key could hide the
     # name, so any escape parses too): the common custody event costs a byte search.
     if b"bizTransactionList" not in event_json and b"\\u" not in event_json:
         return None
+    if not _nesting_within(event_json, MAX_JSON_NESTING):
+        return None
     try:
-        document = json.loads(event_json)
-    except (ValueError, RecursionError, UnicodeDecodeError):
+        document = json.loads(event_json, parse_int=_integer)
+    except (ValueError, RecursionError):
         return None  # a member's malformed JSON names no order
     return document if isinstance(document, dict) else None
 
