@@ -102,3 +102,14 @@ def test_the_forecast_reference_scores_by_mase_over_series_with_a_naive_error():
     test = np.array([[0.0, 2.0], [5.0, 5.0]])
     assert mase(np.array([1.0, 1.0]), train, test) == 0.5
     assert mase(np.array([0.0, 1.0]), train, test) == 0.5  # |0-0| and |2-0| over a scale of 2
+
+
+def test_the_nesting_bound_reads_brackets_outside_strings_only():
+    from shelfproof.ledger.core.rules.orders import MAX_JSON_NESTING, _nesting_within
+
+    assert _nesting_within(b"[" * MAX_JSON_NESTING + b"]" * MAX_JSON_NESTING)
+    assert not _nesting_within(b"[" * (MAX_JSON_NESTING + 1) + b"]" * (MAX_JSON_NESTING + 1))
+    assert not _nesting_within(b"[[]" * 100 + b"]" * 100)  # deep through siblings too
+    assert _nesting_within(b'{"a": "' + b"[" * 500 + b'\\"{{{"}')  # brackets inside a string do not nest
+    assert _nesting_within(b"[" + b"{}[]," * 5000 + b"[]]")
+    assert not _nesting_within(b"[{]}") and not _nesting_within(b"[[]")  # not JSON
