@@ -319,3 +319,24 @@ def test_what_an_event_names_does_not_depend_on_a_nodes_python_settings(orders):
     # Deeper than the ledger reads (whatever the recursion limit would allow): it names no order.
     world.ok(retailer, deep_event)
     assert orders.order(order.order_id).lines[0].received_quantity == 0
+
+
+def test_a_60kb_event_naming_an_order_costs_checktx_milliseconds(orders):
+    import time
+
+    from tendermint.abci import types_pb2 as abci
+
+    world = orders.world
+    order = orders.accepted()
+    retailer = world.sync_nonce(world.agent(RETAILER, "admin-0"))
+    ref = order.biz_transaction.encode()
+    # Readable ones name the order and move none of it; one too deep to read names no order at all.
+    for filler, expected in ((b"[]," * 19_000, INVALID), (b"[[]" * 9_000 + b"]" * 9_000, 0), (b'"\\u0041' + b"a" * 56_000 + b'",', INVALID)):
+        raw_json = b'{"bizTransactionList": [{"type": "po", "bizTransaction": "' + ref + b'"}], "x": [' + filler + b"1]}"
+        raw = retailer.sign(orders.receive(order, {}, raw_json=raw_json))
+        began = time.perf_counter()
+        code = world.app.check_tx(abci.RequestCheckTx(tx=raw)).code
+        assert time.perf_counter() - began < 0.25, len(raw)
+        assert code == expected
+        if code:  # a refusal in CheckTx leaves the nonce unused
+            retailer.next_nonce -= 1
