@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import shutil
 import tempfile
 import time
@@ -24,17 +23,12 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.bench import Benchmark
-from shelfproof.db.migrate import upgrade
+from shelfproof.bench.planner_stack import PlannerLedgerStack
 from shelfproof.gs1.keys import check_digit
-from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.engines.embedded import EmbeddedEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
-from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import insecure_channel
-from shelfproof.runtime.postgres import LocalPostgres
-from shelfproof.runtime.processes import free_port
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings
 
@@ -105,56 +99,29 @@ async def _set_up(ledger, pool: AsyncConnectionPool, genesis, products: int) -> 
 
 async def restock_timing(products: int, drafter) -> dict:
     """A warm DraftRestock over ``products`` products, through ``drafter`` (the Serve app already up)."""
-    from shelfproof.planner.projector import DraftProjector
     from shelfproof.planner.service import PlannerService
     from shelfproof.planner.v1 import planner_pb2 as pb
     from shelfproof.planner.v1 import planner_pb2_grpc
 
-    tmp = Path(tempfile.mkdtemp(prefix="sp-bench-planner-"))
-    if os.geteuid() == 0:
-        os.chmod(tmp, 0o755)
-    (tmp / "pg").mkdir()
-    postgres = LocalPostgres(tmp / "pg", free_port())
-    await asyncio.to_thread(postgres.start)
-    try:
-        await asyncio.to_thread(postgres.ensure_database, "shelfproof")
-        dsn = postgres.dsn("shelfproof")
-        await asyncio.to_thread(upgrade, dsn)
-        genesis = development_genesis("shelfproof-bench")
-        engine = EmbeddedEngine(tmp / "engine", genesis.chain_id, genesis.state, block_interval_s=0.01)
-        await engine.start()
-        adapter = LedgerAdapter(engine, tmp / "adapter")
-        await adapter.start()
-        ledger_server = GrpcServer(GrpcServerSettings(port=0), [adapter.binding()])
-        channel = insecure_channel(f"127.0.0.1:{await ledger_server.start()}")
-        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
-        await pool.open(wait=True)
-        projector = DraftProjector(pool, ledger)
-        await projector.start()
+    genesis = development_genesis("shelfproof-bench")
+    async with PlannerLedgerStack(genesis, "sp-bench-planner-") as stack:
+        await _set_up(stack.ledger, stack.pool, genesis, products)
+        service = PlannerService(
+            stack.pool, LedgerClient(stack.ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-1"].signer(genesis.chain_id)),
+            drafter, stack.projector,
+        )
+        server = GrpcServer(GrpcServerSettings(port=0), [service.binding()])
+        planner_channel = insecure_channel(f"127.0.0.1:{await server.start()}")
         try:
-            await _set_up(ledger, pool, genesis, products)
-            service = PlannerService(pool, LedgerClient(ledger, genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-1"].signer(genesis.chain_id)), drafter, projector)
-            server = GrpcServer(GrpcServerSettings(port=0), [service.binding()])
-            planner_channel = insecure_channel(f"127.0.0.1:{await server.start()}")
             stub = planner_pb2_grpc.PlannerServiceStub(planner_channel)
             # Warm: one small draft compiles the grammar and fills the caches the big one shares.
             await stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, gtins=[_gtin(1)], request_id="warm"), timeout=300)
             began = time.perf_counter()
             reply = await stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE, request_id="bench"), timeout=600)
             elapsed = time.perf_counter() - began
+        finally:
             await planner_channel.close()
             await server.stop()
-        finally:
-            await projector.stop()
-            await pool.close()
-            await channel.close()
-            await ledger_server.stop()
-            await adapter.stop()
-            await engine.close()
-    finally:
-        await asyncio.to_thread(postgres.destroy)
-        shutil.rmtree(tmp, ignore_errors=True)
     draft = reply.draft
     return {
         "restock_1000_s" if products == 1000 else f"restock_{products}_s": round(elapsed, 2),

@@ -92,3 +92,72 @@ class EventCorrectionRow(SQLModel, table=True):
 
     event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
     corrective_event_id: str = Field(primary_key=True, index=True)
+
+
+# --- orders (issue 13): purchase orders and the restock loop's runs ---------------------------------
+
+
+class PurchaseOrderRow(SQLModel, table=True):
+    """A purchase order as the ledger now holds it (replaced by each transaction that changes it)."""
+
+    __tablename__ = "purchase_orders"
+
+    order_id: str = Field(primary_key=True, max_length=160)
+    buyer_gln: str = Field(max_length=13)
+    supplier_gln: str = Field(max_length=13)
+    ship_to_gln: str = Field(max_length=13)
+    # The ledger's status name without its prefix: ISSUED, ACCEPTED, ACCEPTED_WITH_CHANGES, REJECTED, CLOSED.
+    status: str = Field(max_length=32)
+    draft_id: str = Field(max_length=128, index=True)
+    issue_time: datetime
+    # The ledger's PurchaseOrderRecord, serialized.
+    record: bytes
+    issue_height: int
+    ledger_height: int
+
+
+class PurchaseOrderLineRow(SQLModel, table=True):
+    """One line of an order, for what is on order per product and location (the policy's input)."""
+
+    __tablename__ = "purchase_order_lines"
+
+    order_id: str = Field(foreign_key="purchase_orders.order_id", primary_key=True, max_length=160)
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    ship_to_gln: str = Field(max_length=13)
+    # OPEN, RECEIVED, REJECTED, CLOSED_SHORT.
+    status: str = Field(max_length=16)
+    confirmed_quantity: int
+    received_quantity: int
+
+
+class PurchaseOrderChangeRow(SQLModel, table=True):
+    """Every committed change of an order at its ledger position: what StreamPurchaseOrders replays."""
+
+    __tablename__ = "purchase_order_changes"
+
+    height: int = Field(primary_key=True)
+    tx_index: int = Field(primary_key=True)
+    order_id: str = Field(primary_key=True, max_length=160)
+    action: str = Field(max_length=64)
+    buyer_gln: str = Field(max_length=13)
+    supplier_gln: str = Field(max_length=13)
+    record: bytes
+
+
+class RestockRunRow(SQLModel, table=True):
+    """One autonomous run of the restock loop for a store (run_id is deterministic per store and period,
+    so a restarted planner finds the run it had begun and never orders twice)."""
+
+    __tablename__ = "restock_runs"
+
+    run_id: str = Field(primary_key=True, max_length=128)
+    location_gln: str = Field(max_length=13)
+    # "cadence" or "reorder_point".
+    trigger: str = Field(max_length=16)
+    # "running", "drafted", "nothing_to_order", "failed".
+    outcome: str = Field(max_length=32)
+    draft_id: str | None = Field(default=None, max_length=128)
+    reason: str = ""
+    forecast_mase: float | None = None
+    start_time: datetime = Field(index=True)
+    end_time: datetime | None = None

@@ -179,7 +179,8 @@ class DemoSeeder:
         for store in STORES:
             bodies.append(txpb.TransactionBody(set_replenishment_policy=txpb.SetReplenishmentPolicy(policy=txpb.ReplenishmentPolicy(
                 organization_gln=DEMO_RETAILER_GLN, location_gln=store, items=[
-                    txpb.ItemBounds(gtin=g, min_order_quantity=6, max_order_quantity=240, case_pack=6, unit_cost=eur(250 + 15 * n), lead_time_days=3)
+                    txpb.ItemBounds(gtin=g, min_order_quantity=6, max_order_quantity=240, case_pack=6, unit_cost=eur(250 + 15 * n), lead_time_days=3,
+                                    supplier_gln=DEMO_BRAND_GLN)  # approved drafts become the brand's purchase orders
                     for n, g in enumerate(self.gtins)
                 ]))))
             bodies += [

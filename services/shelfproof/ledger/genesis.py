@@ -26,7 +26,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 ALL_PERMISSIONS = sorted(set(PERMISSIONS.values()))
 ORGANIZATION_PERMISSIONS = [p for p in ALL_PERMISSIONS if p not in CONSORTIUM_PERMISSIONS]
-APPROVER_PERMISSIONS = ["order::approve-ai-draft"]
+APPROVER_PERMISSIONS = ["order::acknowledge", "order::approve-ai-draft"]
 VERIFIER_PERMISSIONS = ["scan::record"]
 
 CONSORTIUM_GLN = "0000000000017"  # GS1 reserves no meaning here; a valid GLN for the dev operator

@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, Genesis
+from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import insecure_channel
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
@@ -39,12 +39,18 @@ class PlannerSettings(GrpcServerSettings):
     review_period_days: int = Field(default=7, ge=0)
     history_days: int = Field(default=56, ge=7, le=730)
     urgent_lines: int = Field(default=50, ge=1, le=500)
+    # The restock loop: stores (GLNs, comma-separated; empty turns it off) it drafts for by itself, once
+    # per cadence period and when committed sales take a product to its reorder point (checked this often).
+    restock_locations: str = f"{DEMO_RETAILER_STORE_GLN},4012345000023"
+    restock_cadence_s: int = Field(default=86_400, ge=60)
+    restock_check_interval_s: float = Field(default=60.0, ge=1.0)
 
 
 async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
     from shelfproof.planner.app import start_drafter
     from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
     from shelfproof.planner.projector import DraftProjector
+    from shelfproof.planner.runner import RestockRunner
     from shelfproof.planner.service import PlannerService
 
     genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
@@ -65,12 +71,19 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
         service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
     )
     server = GrpcServer(settings, [service.binding()])
+    locations = [gln.strip() for gln in settings.restock_locations.split(",") if gln.strip()]
+    runner = RestockRunner(
+        service, pool, locations, cadence_s=settings.restock_cadence_s, check_interval_s=settings.restock_check_interval_s
+    )
 
     async def start() -> None:
         await projector.start()
         await server.start()
+        if locations:
+            await runner.start()
 
     async def stop() -> None:
+        await runner.stop()
         await server.stop()
         await projector.stop()
         await pool.close()

@@ -9,6 +9,7 @@ On Ray Serve it runs as the ``Drafter`` deployment and reaches the model through
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -108,14 +109,21 @@ def schemas_sha256() -> str:
 
 
 def template_sha256() -> str:
-    return prompts.sha256_hex(prompts.canonical_json([prompts.SYSTEM, prompts.RESTOCK_TEMPLATE, prompts.PROMOTION_TEMPLATE]))
+    """Everything that shapes a prompt: the system text, both templates, the line formats and how much
+    of a name a line shows (a prompt cannot change while its recorded template hash stays the same)."""
+    return prompts.sha256_hex(prompts.canonical_json([
+        prompts.SYSTEM, prompts.RESTOCK_TEMPLATE, prompts.PROMOTION_TEMPLATE, prompts.RESTOCK_LINE, prompts.PROMOTION_LINE,
+        prompts.LINE_NAME_CHARS, prompts.LINES_PER_REQUEST,
+    ]))
+
+
+# What a decision record names when the model was not asked (the planner's autonomous runs go on with
+# the policy's quantities when the model is unavailable): no model, no weights, no prompt.
+POLICY_ONLY = EngineInfo("none", hashlib.sha256(b"").hexdigest(), "policy-only", "1")
 
 
 def _line(c: RestockCandidate) -> str:
-    return (
-        f"{c.gtin}, {c.name[:40]}, {c.on_hand}, {c.mean_daily_demand:.2f}, {c.days_of_cover:.1f}, "
-        f"{c.quantity}, {c.min_order_qty}, {c.max_order_qty}, {c.case_pack}"
-    )
+    return prompts.RESTOCK_LINE.format(**{**asdict(c), "name": c.name[: prompts.LINE_NAME_CHARS]})
 
 
 class Drafter:
@@ -156,7 +164,7 @@ class Drafter:
         self, location_gln: str, products: list[PriceFacts], *, max_discount_bps: int, margin_floor_bps: int
     ) -> tuple[DraftOutput, dict | None]:
         listing = "\n".join(
-            f"{p.gtin}, {p.name[:40]}, {p.price_minor}, {p.cost_minor}, {p.days_of_cover:.1f}" for p in products[:20]
+            prompts.PROMOTION_LINE.format(**{**asdict(p), "name": p.name[: prompts.LINE_NAME_CHARS]}) for p in products[:20]
         )
         call = await self._call(
             "promotion",

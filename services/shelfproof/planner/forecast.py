@@ -181,3 +181,23 @@ def forecast_demand(
     if method is ForecastMethod.TSB:
         return forecast_tsb(demand, **options)
     return forecast_croston_sba(demand, **options)
+
+
+def scaled_error(demand: np.ndarray, holdout_days: int = 7, method: ForecastMethod | str = ForecastMethod.TSB) -> float | None:
+    """Mean absolute scaled error (Hyndman & Koehler, 2006) of the forecast on the last ``holdout_days``
+    of the history: the forecast made from the days before them (flat over the horizon, as the policy
+    uses it) against what sold, scaled by the in-sample mean absolute error of the one-day naive forecast
+    (yesterday's sales). Below 1 the forecast beats naive. The mean over the series whose scale is not
+    zero (a series that never changes has no naive error to scale by); None when no series has one or
+    the history is shorter than the holdout plus two days."""
+    matrix = _check_matrix(demand)
+    if matrix.shape[1] < holdout_days + 2 or matrix.shape[0] == 0:
+        return None
+    train, test = matrix[:, :-holdout_days], matrix[:, -holdout_days:]
+    mean = forecast_demand(train, method).mean
+    error = np.abs(test - mean[:, None]).mean(axis=1)
+    scale = np.abs(np.diff(train, axis=1)).mean(axis=1)
+    scored = scale > 0
+    if not scored.any():
+        return None
+    return round(float(np.mean(error[scored] / scale[scored])), 4)

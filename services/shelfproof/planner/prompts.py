@@ -93,6 +93,16 @@ RESTOCK_TEMPLATE = (
     "{lines}"
 )
 
+# One line of the restock table, and of the promotion's product list: they shape the prompt as much as
+# the templates do, so the template hash covers them too.
+RESTOCK_LINE = (
+    "{gtin}, {name}, {on_hand}, {mean_daily_demand:.2f}, {days_of_cover:.1f}, {quantity}, {min_order_qty}, "
+    "{max_order_qty}, {case_pack}"
+)
+PROMOTION_LINE = "{gtin}, {name}, {price_minor}, {cost_minor}, {days_of_cover:.1f}"
+# Characters of a product name a line shows.
+LINE_NAME_CHARS = 40
+
 PROMOTION_TEMPLATE = (
     "Location {location}. Maximum discount {max_discount_bps} basis points; no price may fall below cost "
     "plus {margin_floor_bps} basis points.\n"

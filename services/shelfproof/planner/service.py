@@ -10,13 +10,14 @@ transactions the people themselves signed; this service relays them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from typing import Callable, Protocol
 
 import numpy as np
 from psycopg.rows import dict_row
@@ -29,15 +30,16 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner import prompts
 from shelfproof.planner.demand import load_daily_sales
-from shelfproof.planner.drafter import DraftOutput, schemas_sha256, template_sha256
-from shelfproof.planner.forecast import forecast_demand
+from shelfproof.planner.drafter import POLICY_ONLY, DraftOutput, schemas_sha256, template_sha256
+from shelfproof.planner.forecast import forecast_demand, scaled_error
 from shelfproof.planner.guard import Adjustment, PriceFacts, RestockCandidate, bound_promotion, bound_restock
 from shelfproof.planner.policy import ReplenishmentLines, ReplenishmentPolicy, plan_replenishment
+from shelfproof.planner import purchase_orders
 from shelfproof.planner.projector import DraftProjector
 from shelfproof.planner.v1 import planner_pb2 as pb
 from shelfproof.planner.v1 import planner_pb2_grpc
 from shelfproof.runtime.client import call
-from shelfproof.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, LedgerRejected, NotFound
+from shelfproof.runtime.errors import DependencyUnavailable, FailedPrecondition, FieldViolation, InvalidArgument, LedgerRejected, NotFound
 from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
 from shelfproof.runtime.server import ServiceBinding
 
@@ -53,6 +55,20 @@ STATUS_OF_STATE = {
     pb.DRAFT_STATE_PENDING_APPROVAL: "PENDING", pb.DRAFT_STATE_APPROVED: "APPROVED", pb.DRAFT_STATE_REJECTED: "REJECTED",
 }
 ADJUSTED = "Adjusted: "
+MODEL_NOT_ASKED = "Model not asked: "
+
+
+class NothingToOrder(FailedPrecondition):
+    """Stock and what is on order cover the forecast of every line."""
+
+
+@dataclass(frozen=True)
+class RestockResult:
+    draft: pb.Draft
+    # The forecast's mean absolute scaled error on held-out days (None: too little history).
+    forecast_mase: float | None
+    # Why the model was not asked ("" when it was).
+    not_asked: str
 
 
 class DraftingBackend(Protocol):
@@ -98,10 +114,116 @@ def draft_from_record(record: st.DraftRecord, now: float | None = None) -> pb.Dr
     return draft
 
 
-class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
+class PurchaseOrderRpcs:
+    """The purchase order RPCs of ``PlannerService`` (a mixin: the service's pool, ledger and projector)."""
+
+    pool: AsyncConnectionPool
+    ledger: LedgerClient
+    projector: DraftProjector
+
+    async def _order(self, order_id: str) -> pb.PurchaseOrder:
+        if not order_id or len(order_id) > 160:
+            raise InvalidArgument("order_id is required (at most 160 characters)", field_violations=[FieldViolation("order_id", "1-160 characters")])
+        reply = await call(self.ledger.stub.Query, lpb.QueryRequest(store="orders", key=order_id.encode()), idempotent=True)
+        if not reply.found or order_id.startswith("@"):
+            raise NotFound(f"purchase order {order_id} does not exist")
+        return purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(reply.value))
+
+    async def GetPurchaseOrder(self, request: pb.GetPurchaseOrderRequest, context) -> pb.GetPurchaseOrderResponse:
+        return pb.GetPurchaseOrderResponse(purchase_order=await self._order(request.order_id))
+
+    async def ListPurchaseOrders(self, request: pb.ListPurchaseOrdersRequest, context) -> pb.ListPurchaseOrdersResponse:
+        def check(after: str, field: str) -> None:
+            if not after or len(after) > 160:
+                raise InvalidArgument("bad page token")
+
+        filters = {
+            name: gln_field(value, f"{name}_gln") if value else ""
+            for name, value in (("buyer", request.buyer_gln), ("supplier", request.supplier_gln), ("ship_to", request.ship_to_gln))
+        }
+        if request.state and request.state not in purchase_orders.STATUS_OF_ORDER_STATE:
+            raise InvalidArgument("state is not a purchase order state", field_violations=[FieldViolation("state", "a declared value")])
+        size, after = page_request(request.page_size, request.page_token, check)
+        rows = await purchase_orders.list_orders(
+            self.pool, after, size, status=purchase_orders.STATUS_OF_ORDER_STATE.get(request.state, ""), **filters
+        )
+        return pb.ListPurchaseOrdersResponse(
+            purchase_orders=[purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(r["record"])) for r in rows[:size]],
+            next_page_token=next_page_token(rows, size, "order_id"),
+        )
+
+    async def AcknowledgePurchaseOrder(self, request: pb.AcknowledgePurchaseOrderRequest, context) -> pb.AcknowledgePurchaseOrderResponse:
+        await self._relay_signed(request.signed_transaction, "acknowledge_purchase_order", "order_id", request.order_id)
+        return pb.AcknowledgePurchaseOrderResponse(purchase_order=await self._order(request.order_id))
+
+    async def ListRestockRuns(self, request: pb.ListRestockRunsRequest, context) -> pb.ListRestockRunsResponse:
+        def check(after: str, field: str) -> None:
+            start, _, run_id = after.partition("|")
+            datetime.fromisoformat(start)
+            if not run_id:
+                raise ValueError("no run id")
+
+        location = gln_field(request.location_gln, "location_gln") if request.location_gln else ""
+        size, after = page_request(request.page_size, request.page_token, check)
+        where, args = ["TRUE"], []
+        if location:
+            where.append("r.location_gln = %s")
+            args.append(location)
+        if after:
+            start, _, run_id = after.partition("|")
+            where.append("(r.start_time, r.run_id) < (%s, %s)")
+            args += [datetime.fromisoformat(start), run_id]
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"""SELECT r.*, d.record FROM restock_runs r LEFT JOIN drafts d ON d.draft_id = r.draft_id
+                    WHERE {' AND '.join(where)} ORDER BY r.start_time DESC, r.run_id DESC LIMIT %s""",
+                (*args, size + 1),
+            )
+            rows = await cur.fetchall()
+        runs = []
+        for r in rows[:size]:
+            run = pb.RestockRun(
+                run_id=r["run_id"], location_gln=r["location_gln"], trigger=r["trigger"], outcome=r["outcome"],
+                draft_id=r["draft_id"] or "", reason=r["reason"],
+                forecast_mase=-1.0 if r["forecast_mase"] is None else r["forecast_mase"], start_time=timestamp_of(r["start_time"]),
+            )
+            if r["end_time"] is not None:
+                run.end_time.CopyFrom(timestamp_of(r["end_time"]))
+            if r["record"] is not None:
+                run.draft.CopyFrom(draft_from_record(st.DraftRecord.FromString(r["record"])))
+            runs.append(run)
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = base64.urlsafe_b64encode(f"{last['start_time'].isoformat()}|{last['run_id']}".encode()).decode()
+        return pb.ListRestockRunsResponse(runs=runs, next_page_token=token)
+
+    async def StreamPurchaseOrders(self, request: pb.StreamPurchaseOrdersRequest, context):
+        if request.after_height < 0 or request.after_index < 0 or len(request.after_order_id) > 160:
+            raise InvalidArgument("the position to resume after is (height >= 0, index >= 0, order id)",
+                                  field_violations=[FieldViolation("after_height", ">= 0")])
+        buyer = gln_field(request.buyer_gln, "buyer_gln") if request.buyer_gln else ""
+        supplier = gln_field(request.supplier_gln, "supplier_gln") if request.supplier_gln else ""
+        position = (request.after_height, request.after_index, request.after_order_id)
+        while True:
+            seen = self.projector.position
+            rows = await purchase_orders.changes_after(self.pool, position, buyer=buyer, supplier=supplier)
+            for height, index, order_id, action, record in rows:
+                yield pb.PurchaseOrderChange(
+                    purchase_order=purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(record)),
+                    height=height, index=index, action=action,
+                )
+                position = (height, index, order_id)
+            if not rows:
+                # Wait for the projection to pass what it had applied before the read (or a while).
+                await self.projector.wait_for(seen[0], seen[1] + 1, timeout_s=5.0)
+
+
+class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer):
     def __init__(
         self, pool: AsyncConnectionPool, ledger: LedgerClient, drafter: DraftingBackend, projector: DraftProjector, *,
         service_level: float = 0.95, review_period_days: int = 7, history_days: int = 56,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.pool = pool
         self.ledger = ledger
@@ -111,6 +233,8 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         self.service_level = service_level
         self.review_period_days = review_period_days
         self.history_days = history_days
+        # The last day of the sales history a restock draft forecasts from (a simulation moves it).
+        self.today = today or (lambda: datetime.now(timezone.utc).date())
         self._agent_orgs: dict[str, str] = {}
 
     def binding(self) -> ServiceBinding:
@@ -201,6 +325,13 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         draft_id = self._draft_id(request.request_id, "restock")
         if (existing := await self._existing(draft_id)) is not None:
             return pb.DraftRestockResponse(draft=existing)
+        return pb.DraftRestockResponse(draft=(await self.draft_restock(location, wanted, draft_id)).draft)
+
+    async def draft_restock(self, location: str, wanted: list[str], draft_id: str, *, model_fallback: bool = False) -> "RestockResult":
+        """Draft, bound and commit a restock order for ``location``. With ``model_fallback`` (the
+        autonomous runs), a model that cannot be reached leaves the policy's quantities, and the
+        rationale says the model was not asked and why (otherwise that is UNAVAILABLE), and drafts still
+        waiting for people count as on order."""
         policy, bounds, budget_left = await self._policies(location)
         if bounds is None:
             raise FailedPrecondition(f"no replenishment policy for {location} on the ledger")
@@ -209,12 +340,23 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         if missing:
             raise InvalidArgument(f"{sorted(missing)[0]} is not in the location's replenishment policy",
                                   field_violations=[FieldViolation("gtins", "GTINs of the replenishment policy")])
-        candidates = await self.restock_candidates(location, items, budget_left)
+        candidates, mase = await self.restock_candidates(location, items, budget_left, with_accuracy=True, pending_drafts=model_fallback)
         if not any(c.quantity > 0 for c in candidates):
-            raise FailedPrecondition("stock covers the forecast for every product: nothing to order")
-        output, proposals = await self.drafter.restock(location, candidates, budget_left, policy.currency_code)
+            raise NothingToOrder("stock covers the forecast for every product: nothing to order")
+        not_asked = ""
+        try:
+            output, proposals = await self.drafter.restock(location, candidates, budget_left, policy.currency_code)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever broke the model, the run goes on without it
+            if not model_fallback:
+                raise DependencyUnavailable(f"the planner's model did not answer: {type(err).__name__}") from err
+            not_asked = f"{MODEL_NOT_ASKED}the model was unavailable ({type(err).__name__}: {str(err)[:160]}); quantities are the policy's"
+            log.warning("restock drafted without the model", extra={"location_gln": location, "error": str(err)[:200]})
+            output, proposals = DraftOutput(POLICY_ONLY), {}
         bounded = bound_restock(candidates, proposals, budget_left)
-        rationale = [f"{c.gtin}: {bounded.reasons.get(c.gtin) or c.reason_code.replace('_', ' ')}" for c, _ in bounded.lines]
+        rationale = [not_asked] if not_asked else []
+        rationale += [f"{c.gtin}: {bounded.reasons.get(c.gtin) or c.reason_code.replace('_', ' ')}" for c, _ in bounded.lines]
         rationale += [_adjustment_line(a) for a in bounded.adjustments]
         draft = txpb.SubmitAiDraft(
             draft_id=draft_id, organization_gln=self.organization_gln, location_gln=location,
@@ -228,20 +370,30 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
             "kind": "restock", "organization_gln": self.organization_gln, "location_gln": location,
             "budget_left_minor": budget_left, "currency": policy.currency_code, "service_level": self.service_level,
             "review_period_days": self.review_period_days, "history_days": self.history_days, "forecast": "tsb",
-            "candidates": [asdict(c) for c in candidates],
+            "forecast_mase": mase, "model_asked": not not_asked, "candidates": [asdict(c) for c in candidates],
         }
-        return pb.DraftRestockResponse(draft=await self._commit(draft, output, snapshot))
+        return RestockResult(await self._commit(draft, output, snapshot), mase, not_asked)
 
-    async def restock_candidates(self, location: str, items: list[txpb.ItemBounds], budget_left: int) -> list[RestockCandidate]:
-        """Quantities for every line from the forecast and the inventory policy (vectorized)."""
+    async def restock_candidates(
+        self, location: str, items: list[txpb.ItemBounds], budget_left: int, *, with_accuracy: bool = False,
+        with_reorder_points: bool = False, pending_drafts: bool = False,
+    ):
+        """Quantities for every line from the forecast and the inventory policy (vectorized), the stock on
+        order counted in the inventory position. ``with_accuracy``: also the forecast's scaled error on
+        the last days of the history (``forecast.scaled_error``), as (candidates, error);
+        ``with_reorder_points``: also whether each line's inventory position is at or below its reorder
+        point, as (candidates, flags). ``pending_drafts``: restock drafts waiting for people count as on
+        order (the autonomous runs; a person asking for a draft gets one whatever else waits)."""
         gtins = [i.gtin for i in items]
         stock, names = await self._stock_and_names(location, gtins)
-        forecast = await self._forecast(location, gtins)
+        ordered = await purchase_orders.on_order(self.pool, location, gtins, pending_drafts=pending_drafts)
+        sales = await load_daily_sales(self.pool, last_day=self.today(), days=self.history_days, series=[(g, location) for g in gtins])
+        forecast = forecast_demand(sales.units)
         n = len(items)
         plan = plan_replenishment(
             ReplenishmentLines(
                 mean_daily_demand=forecast.mean, demand_sigma=forecast.sigma,
-                on_hand=np.array([stock.get(g, 0) for g in gtins], dtype=np.int64), on_order=np.zeros(n, dtype=np.int64),
+                on_hand=np.array([stock.get(g, 0) for g in gtins], dtype=np.int64), on_order=np.array([ordered.get(g, 0) for g in gtins], dtype=np.int64),
                 lead_time_days=np.array([i.lead_time_days for i in items], dtype=np.int64),
                 review_period_days=np.full(n, self.review_period_days, dtype=np.int64),
                 unit_cost=np.array([i.unit_cost.amount_minor for i in items], dtype=np.int64),
@@ -251,7 +403,7 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
             ),
             ReplenishmentPolicy(cycle_service_level=self.service_level, budget=budget_left),
         )
-        return [
+        candidates = [
             RestockCandidate(
                 gtin=g, name=names.get(g, ""), on_hand=int(stock.get(g, 0)), mean_daily_demand=round(float(forecast.mean[k]), 4),
                 days_of_cover=_finite(plan.days_of_cover[k]), urgency=round(float(plan.urgency[k]), 6), quantity=int(plan.quantity[k]),
@@ -260,6 +412,9 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
             )
             for k, g in enumerate(gtins)
         ]
+        if with_reorder_points:
+            return candidates, [bool(p <= r) for p, r in zip(plan.inventory_position, plan.reorder_point)]
+        return (candidates, scaled_error(sales.units)) if with_accuracy else candidates
 
     async def DraftPromotion(self, request: pb.DraftPromotionRequest, context) -> pb.DraftPromotionResponse:
         location = gln_field(request.location_gln, "location_gln")
@@ -355,16 +510,24 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         return pb.ListDraftsResponse(drafts=drafts, next_page_token=next_page_token(rows, size, "draft_id"))
 
     async def _relay(self, draft_id: str, raw: bytes, action: str) -> pb.Draft:
-        if not draft_id:
-            raise InvalidArgument("draft_id is required", field_violations=[FieldViolation("draft_id", "required")])
+        await self._relay_signed(raw, action, "draft_id", draft_id)
+        draft = await self._existing(draft_id)
+        assert draft is not None
+        return draft
+
+    async def _relay_signed(self, raw: bytes, action: str, key_field: str, key: str) -> None:
+        """Submit a transaction a person signed (never this service), once it is the action it claims
+        for the resource named, and wait until the projection has it."""
+        if not key:
+            raise InvalidArgument(f"{key_field} is required", field_violations=[FieldViolation(key_field, "required")])
         try:
             signed = txpb.SignedTransaction.FromString(raw)
             body = txpb.TransactionBody.FromString(signed.body)
         except Exception:  # noqa: BLE001 - any decode failure is the caller's malformed input
             signed = body = None
-        if body is None or body.WhichOneof("action") != action or getattr(body, action).draft_id != draft_id:
+        if body is None or body.WhichOneof("action") != action or getattr(getattr(body, action), key_field) != key:
             raise InvalidArgument(
-                f"signed_transaction must be the person's own signed {action} for {draft_id}",
+                f"signed_transaction must be the person's own signed {action} for {key}",
                 field_violations=[FieldViolation("signed_transaction", f"a SignedTransaction with {action}")],
             )
         try:
@@ -375,9 +538,6 @@ class PlannerService(planner_pb2_grpc.PlannerServiceServicer):
         except LedgerRejected as err:
             raise ledger_error(err) from err
         await self.projector.wait_for(reply.result.height, reply.result.index)
-        draft = await self._existing(draft_id)
-        assert draft is not None
-        return draft
 
     async def ApproveDraft(self, request: pb.ApproveDraftRequest, context) -> pb.ApproveDraftResponse:
         return pb.ApproveDraftResponse(draft=await self._relay(request.draft_id, request.signed_transaction, "approve_draft"))
@@ -396,3 +556,4 @@ def _fit(text: str, limit: int) -> str:
 
 def _finite(value: float) -> float:
     return round(float(value), 3) if math.isfinite(value) else 9999.0
+

@@ -53,6 +53,7 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
     _V1 + "ItemBounds.case_pack": (0, MAX_QUANTITY),
     _V1 + "ItemBounds.lead_time_days": (0, 3650),
     _V1 + "DraftOrderLine.quantity": (0, MAX_QUANTITY),
+    _V1 + "OrderLineResponse.confirmed_quantity": (0, MAX_QUANTITY),
     _V1 + "Scan.scan_unix_s": (0, LAST_UNIX_S),
 }
 

@@ -33,6 +33,7 @@ STORES: tuple[str, ...] = tuple(
             "items",
             "keys",
             "locations",
+            "orders",
             "orgs",
             "policies",
             "prices",

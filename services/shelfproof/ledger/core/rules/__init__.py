@@ -4,7 +4,7 @@ Each handler reads and writes through an ``Overlay`` and raises ``TxRejected`` t
 only the transaction, the committed state and the block's height and time (never the wall clock,
 randomness or floats), so every validator reaches the same result.
 
-One module per domain (``membership``, ``catalogue``, ``pricing``, ``drafts``, ``scans``), the one
+One module per domain (``membership``, ``catalogue``, ``pricing``, ``drafts``, ``orders``, ``scans``), the one
 ``AUTHORIZATION`` table in ``authorization``, and ``HANDLERS`` here: the action each body names → its rule.
 """
 
@@ -46,6 +46,7 @@ from shelfproof.ledger.core.rules.membership import (
     revoke_key,
     revoke_role,
 )
+from shelfproof.ledger.core.rules.orders import acknowledge_purchase_order, close_purchase_order
 from shelfproof.ledger.core.rules.pricing import change_price, create_promotion, margin_floor_ok, set_guardrail_policy
 from shelfproof.ledger.core.rules.scans import clear_compromise, declare_markets, record_scans
 from shelfproof.ledger.core.state import Overlay
@@ -77,6 +78,8 @@ HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
     "record_scans": record_scans,
     "declare_markets": declare_markets,
     "clear_compromise": clear_compromise,
+    "acknowledge_purchase_order": acknowledge_purchase_order,
+    "close_purchase_order": close_purchase_order,
 }
 assert set(HANDLERS) == set(AUTHORIZATION)
 

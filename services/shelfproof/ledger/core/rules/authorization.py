@@ -74,7 +74,9 @@ AUTHORIZATION: dict[str, Authorization] = {
     "commission_batch": Authorization("batch::commission", "products of the signer organisation", ORGANISATION),
     "record_event": Authorization(
         "event::record", "the signer organisation's own items anywhere; other items only at one of its own GLNs "
-        "(bizLocation or readPoint) and only while in its custody (last seen at one of its GLNs) or in transit", ORGANISATION),
+        "(bizLocation or readPoint) and only while in its custody (last seen at one of its GLNs) or in transit; naming a "
+        "purchase order (bizTransactionList, type po), a shipping event only by its supplier, a receiving event only by "
+        "its buyer at its ship-to GLN", ORGANISATION),
     "recall_lot": Authorization("recall::create", "products of the signer organisation", ORGANISATION),
     "void_labels": Authorization("label::void", "products of the signer organisation", ORGANISATION),
     "change_price": Authorization("price::change", "GLNs of the signer organisation (its company prefixes)", ORGANISATION),
@@ -97,6 +99,13 @@ AUTHORIZATION: dict[str, Authorization] = {
     "clear_compromise": Authorization(
         "clone::clear", "codes of products of the signer organisation, with a reason; only a code the ledger holds "
         "compromised", ORGANISATION),
+    "acknowledge_purchase_order": Authorization(
+        "order::acknowledge", "orders whose supplier is the signer's organisation; only PERSON agents signing with an "
+        "approvals key; once, while issued; quantities only cut, dates not before the order", ORGANISATION,
+        frozenset({APPROVALS})),
+    "close_purchase_order": Authorization(
+        "order::close", "orders whose buyer is the signer's organisation, while open; open lines close short",
+        ORGANISATION, frozenset({TRANSACTIONS, APPROVALS})),
 }
 # Permission each action needs (genesis builds its roles from these).
 PERMISSIONS: dict[str, str] = {action: rule.permission for action, rule in AUTHORIZATION.items()}

@@ -24,6 +24,7 @@ from shelfproof.ledger.core.rules.common import (
     read,
     write,
 )
+from shelfproof.ledger.core.rules.orders import fill_purchase_orders
 from shelfproof.ledger.core.state import Overlay
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -127,6 +128,7 @@ def record_event(state: Overlay, ctx: TxContext, a: txpb.RecordEvent) -> None:
     )
     for item in items:
         _record_custody(state, item, step)
+    fill_purchase_orders(state, ctx, a, items, step.biz_step)
 
 
 def _may_record_event(state: Overlay, ctx: TxContext, places: list[str], items: list[tuple[str, str]]) -> None:

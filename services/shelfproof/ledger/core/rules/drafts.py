@@ -20,6 +20,7 @@ from shelfproof.ledger.core.rules.common import (
     read,
     write,
 )
+from shelfproof.ledger.core.rules.orders import issue_purchase_orders
 from shelfproof.ledger.core.rules.pricing import _check_promotion, _money
 from shelfproof.ledger.core.state import Overlay
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -41,6 +42,8 @@ def set_replenishment_policy(state: Overlay, ctx: TxContext, a: txpb.SetReplenis
         if not 0 <= item.min_order_quantity <= item.max_order_quantity or item.case_pack < 0:
             raise _invalid(f"bounds of {item.gtin} are inconsistent")
         _money(item.unit_cost, f"unit_cost of {item.gtin}")
+        if item.supplier_gln:
+            _require_org(state, _gln(item.supplier_gln))
     write(state, "replenishment", f"{p.organization_gln}/{p.location_gln}", p)
 
 
@@ -143,6 +146,8 @@ def _approve(state: Overlay, ctx: TxContext, draft: st.DraftRecord, policy: txpb
         budget.spent_minor += draft.total_minor
         write(state, "budgets", policy.organization_gln, budget)
     draft.status = st.DRAFT_STATUS_APPROVED
+    if draft.draft.order_lines:
+        issue_purchase_orders(state, ctx, draft)
     if draft.draft.HasField("promotion"):
         promotion = draft.draft.promotion
         if read(state, "promotions", promotion.promotion_id, st.PromotionRecord) is not None:
