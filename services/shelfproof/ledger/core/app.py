@@ -33,7 +33,7 @@ from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.codes import ResultCode, TxRejected
 from shelfproof.ledger.proofs.merkle import uvarint, value_op
 from shelfproof.ledger.core.state import STORES, AppVersion, LedgerState, Overlay, StateStore
-from shelfproof.ledger.core.tx import ParsedTx, is_batch, parse, parse_batch, sign_doc_bytes, tx_hash
+from shelfproof.ledger.core.tx import ParsedTx, application_transactions, is_batch, parse, parse_batch, sign_doc_bytes, tx_hash
 from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -458,6 +458,28 @@ _ALREADY_KNOWN_LOG = "already in mempool or recently committed on this node"
 
 def _hash_hex(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest().upper()
+
+
+def application_results(raw: bytes, code: int, log_text: str, data: bytes) -> list[tuple[bytes, int, str, bytes]]:
+    """What one committed CometBFT transaction and its ExecTxResult mean per signed application
+    transaction: (hash, code, log, raw) for each, in execution order. A batch refused as a whole
+    (an invalid envelope: only a faulty proposer includes one) executed nothing and yields none."""
+    if not is_batch(raw):
+        return [(tx_hash(raw), code, log_text, raw)]
+    inner = application_transactions(raw)
+    if code != 0 or not inner:
+        return []
+    verdicts = txpb.BatchResult.FromString(data).results
+    try:
+        logs = json.loads(log_text) if log_text else []
+    except ValueError:
+        logs = []
+    if len(verdicts) != len(inner):
+        raise ValueError(f"a batch of {len(inner)} transactions has {len(verdicts)} results")
+    return [
+        (verdict.tx_hash, verdict.code, logs[k] if k < len(logs) and isinstance(logs[k], str) else "", inner[k])
+        for k, verdict in enumerate(verdicts)
+    ]
 
 
 def _stateless_rejection(raw: bytes) -> TxRejected | None:
