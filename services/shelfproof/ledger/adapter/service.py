@@ -40,6 +40,7 @@ from shelfproof.runtime.server import ServiceBinding
 log = logging.getLogger(__name__)
 
 RESUBMIT_AFTER_S = 3.0
+RESUBMIT_MAX_BACKOFF_S = 30.0
 MAX_BATCH = 1_000
 STREAM_BATCH = 500
 # CheckTx answers that mean "the node already has it": the transaction is in flight, not rejected.
@@ -140,13 +141,30 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                 await asyncio.sleep(0.5)
 
     async def _resubmit_pending(self) -> None:
+        # Per pending hash: (attempts, when the next may go). Backing off keeps a backlog (every
+        # pending transaction is older than RESUBMIT_AFTER_S then) from resubmitting itself again
+        # and again; a node that lost its mempool still gets everything back within seconds.
+        attempts: dict[bytes, tuple[int, float]] = {}
         while not self._stopping:
             await asyncio.sleep(RESUBMIT_AFTER_S / 2)
+            try:
+                behind = self._indexed_height + 2 < await self.engine.latest_height()
+            except EngineUnavailable:
+                continue
+            if behind:
+                continue  # what is committed is not known until the index has (nearly) caught up
+            now = time.monotonic()
             now_ms = int(time.time() * 1000)
+            pending = self.index.pending()
+            attempts = {h: attempts[h] for h, _, _ in pending if h in attempts}
             due = [
-                (h, raw) for h, raw, acknowledged_ms in self.index.pending()
-                if now_ms - acknowledged_ms >= RESUBMIT_AFTER_S * 1000 and not self.index.get(h)
+                (h, raw) for h, raw, acknowledged_ms in pending
+                if now_ms - acknowledged_ms >= RESUBMIT_AFTER_S * 1000 and attempts.get(h, (0, 0.0))[1] <= now
+                and not self.index.get(h)
             ]
+            for h, _ in due:
+                tried = attempts.get(h, (0, 0.0))[0] + 1
+                attempts[h] = (tried, now + min(RESUBMIT_AFTER_S * 2**tried, RESUBMIT_MAX_BACKOFF_S))
             # All at once, in acknowledgement order: they travel in batches, nonces in order.
             outcomes = await asyncio.gather(
                 *(self.packer.check(raw, _signer(raw)) for _, raw in due), return_exceptions=True

@@ -45,6 +45,7 @@ SIGNATURE_CACHE_SIZE = 200_000
 # Inner transactions this node committed lately: CheckTx answers "already known" for them (as
 # CometBFT's own cache does for whole transactions), so a resubmission is not taken for a replay.
 RECENTLY_COMMITTED_SIZE = 200_000
+BATCH_PLANS_SIZE = 20_000
 
 
 MAX_KEYS_PER_QUERY = 256
@@ -70,6 +71,10 @@ class LedgerApplication:
         self._checked_inner: set[bytes] = set()
         self._recently_committed: OrderedDict[bytes, None] = OrderedDict()
         self._block_inner: list[bytes] = []  # the hashes of the block being finalized, for Commit
+        # Per batch admitted by CheckTx: (inner hash, signer, nonce) of each inner transaction, a
+        # function of the batch's bytes. RECHECK (after every block, for every batch still in the
+        # mempool) reads it instead of parsing every inner transaction again.
+        self._batch_plans: OrderedDict[bytes, tuple[tuple[bytes, str, int], ...]] = OrderedDict()
         # The first height FinalizeBlock may run for on a fresh chain (InitChain's initial_height).
         self._initial_height = 1
         self._reset_check_state()
@@ -185,7 +190,7 @@ class LedgerApplication:
     def _known_to_this_node(self, h: bytes) -> bool:
         return h in self._checked_inner or h in self._recently_committed
 
-    def _check_one(self, state: Overlay, raw: bytes, recheck: bool) -> None:
+    def _check_one(self, state: Overlay, raw: bytes, recheck: bool) -> ParsedTx:
         """CheckTx of one signed transaction into ``state`` (left untouched when it is rejected)."""
         tx = self._parse(raw)
         if recheck:
@@ -201,15 +206,40 @@ class LedgerApplication:
             tx_state = Overlay(state)
             self._execute(tx_state, tx, self.height + 1, self._last_block_time)
             tx_state.merge_into(state)
+        return tx
+
+    def _recheck_planned(self, plan: tuple[tuple[bytes, str, int], ...]) -> abci.ResponseCheckTx:
+        """RECHECK of a batch this node admitted: its nonces against the check state, each signer's
+        record read and written once."""
+        agents: dict[str, st.AgentRecord | None] = {}
+        passed = 0
+        for _, signer, nonce in plan:
+            if signer not in agents:
+                agents[signer] = rules.read(self._check_state, "agents", signer, st.AgentRecord)
+            agent = agents[signer]
+            if agent is not None and nonce == agent.nonce + 1:
+                agent.nonce = nonce
+                passed += 1
+        if not passed:
+            return abci.ResponseCheckTx(code=ResultCode.NONCE_REPLAYED, log="no inner transaction is still valid", codespace="shelfproof")
+        for signer, agent in agents.items():
+            if agent is not None:
+                rules.write(self._check_state, "agents", signer, agent)
+        self._checked_inner.update(h for h, _, _ in plan)
+        return abci.ResponseCheckTx(code=0, gas_wanted=1)
 
     def _check_batch(self, request: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         """A new batch enters the mempool only if every inner transaction passes, in order; the
         answer's data is a BatchResult naming each verdict. RECHECK keeps a batch while any inner
         transaction still passes (the stale ones are answered in-band in the block)."""
-        batch = parse_batch(request.tx)
         recheck = request.type == abci.RECHECK
+        if recheck:
+            plan = self._batch_plans.get(tx_hash(request.tx))
+            if plan is not None:
+                return self._recheck_planned(plan)
+        batch = parse_batch(request.tx)
         batch_state = Overlay(self._check_state)
-        results, passed, first_failure = [], [], None
+        results, passed, plan, first_failure = [], [], [], None
         for raw in batch.transactions:
             h = tx_hash(raw)
             result = txpb.InnerResult(tx_hash=h)
@@ -217,8 +247,9 @@ class LedgerApplication:
                 result.code, result.log, result.already_known = ResultCode.NONCE_REPLAYED, _ALREADY_KNOWN_LOG, True
             else:
                 try:
-                    self._check_one(batch_state, raw, recheck)
+                    tx = self._check_one(batch_state, raw, recheck)
                     passed.append(h)
+                    plan.append((h, tx.signed.signer, tx.signed.nonce))
                 except TxRejected as rejected:
                     result.code, result.log = rejected.code, rejected.log
                 except Exception:  # noqa: BLE001 - a bug an inner transaction reaches is its rejection
@@ -231,6 +262,10 @@ class LedgerApplication:
         if (bool(passed) if recheck else first_failure is None):
             batch_state.merge_into(self._check_state)
             self._checked_inner.update(passed)
+            if not recheck:
+                self._batch_plans[batch.hash] = tuple(plan)
+                while len(self._batch_plans) > BATCH_PLANS_SIZE:
+                    self._batch_plans.popitem(last=False)
             return abci.ResponseCheckTx(code=0, gas_wanted=1, data=data)
         return abci.ResponseCheckTx(
             code=first_failure.code, data=data, codespace="shelfproof",
