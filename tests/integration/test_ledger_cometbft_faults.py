@@ -1,5 +1,7 @@
 """Four real CometBFT validators on loopback, each with its own process of our ABCI application,
-behind the ledger adapter: faults, recovery, and nothing acknowledged is lost."""
+behind the ledger adapter: faults, recovery, and nothing acknowledged is lost. Bursts from several
+accounts travel in batches; at the end every acknowledged transaction is in the chain exactly once
+with code 0, counted from the blocks themselves."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tendermint.types import types_pb2, validator_pb2
 
 from shelfproof.ledger.proofs import light, merkle
 from shelfproof.ledger.adapter.service import LedgerAdapter
+from shelfproof.ledger.core.app import application_results
 from shelfproof.ledger.engines.comet_engine import CometEngine
 from shelfproof.ledger.genesis import DEMO_BRAND_PREFIX, build_genesis
 from shelfproof.ledger.network.local import ShelfproofNetwork
@@ -117,8 +120,9 @@ def _light_client_accepts_our_proofs(network: ShelfproofNetwork, tmp_path: Path,
 
 
 async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_path):
-    genesis = build_genesis(CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=1)
+    genesis = build_genesis(CHAIN, [(BRAND, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=4)
     signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    burst_signers = [genesis.accounts[f"{BRAND}/admin-{k}"].signer(CHAIN) for k in range(1, 4)]
     network = ShelfproofNetwork.create_or_load(tmp_path / "net", genesis, 4, find_free_base_port(4), COMETBFT)
     await asyncio.to_thread(network.start)
     engine = adapter = server = channel = None
@@ -143,7 +147,19 @@ async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_pa
                 assert reply.result.status == pb.TRANSACTION_STATUS_COMMITTED
             return reply.result.tx_hash
 
+        async def burst(count: int = 30) -> list[bytes]:
+            """``count`` transactions of three accounts at once: they share batches."""
+            nonlocal n
+            raws = []
+            for k in range(count):
+                n += 1
+                raws.append(burst_signers[k % 3].sign(_event(n)))
+            reply = await stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws), timeout=30)
+            assert all(r.status == pb.TRANSACTION_STATUS_PENDING for r in reply.results), reply
+            return [r.tx_hash for r in reply.results]
+
         acknowledged = [await submit(True) for _ in range(3)]
+        acknowledged += await burst()
         # The adapter's proofs verify against the four validators' signatures.
         key = _event(1).record_event.event_hash.encode()
         answer = await stub.Query(pb.QueryRequest(store="events", key=key, prove=True), timeout=15)
@@ -158,12 +174,14 @@ async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_pa
         # One of four down: 3 of 4 voting power is more than 2/3, commits continue.
         network.kill_node(3)
         acknowledged += [await submit(True) for _ in range(3)]
+        acknowledged += await burst()
 
         # Two of four down: no quorum, the chain halts; submissions are still acknowledged.
         network.kill_node(2)
         await asyncio.sleep(1.5)
         halted_at = _height(network, 0)
         acknowledged += [await submit(False) for _ in range(3)]
+        acknowledged += await burst()
         await asyncio.sleep(4)
         assert _height(network, 0) <= halted_at + 1, "the chain kept committing without a quorum"
 
@@ -174,6 +192,7 @@ async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_pa
 
         # The application of node 1 crashes mid-run (its CometBFT node stops with it) ...
         network.kill_app(1)
+        acknowledged += await burst()
         acknowledged += [await submit(True) for _ in range(3)]
         await asyncio.sleep(0.5)
         network.network.node(1).kill()
@@ -184,6 +203,17 @@ async def test_four_validators_tolerate_one_fault_stop_at_two_and_recover(tmp_pa
         hashes = {_app_hash_at(network, node, target) for node in range(4)}
         assert len(hashes) == 1, f"nodes disagree at height {target}: {hashes}"
         await _wait_committed(stub, acknowledged, 30)
+
+        # Exactly once: count each acknowledged transaction's successful executions in the blocks.
+        assert adapter.packer.batches_sent < len(acknowledged) / 2, "the bursts were not batched"
+        executed: dict[bytes, int] = {}
+        for height in range(1, await engine.latest_height() + 1):
+            block = await engine.block(height)
+            for raw, outcome in zip(block.txs, block.results, strict=True):
+                for h, code, _, _ in application_results(raw, outcome.code, outcome.log, outcome.data):
+                    if code == 0:
+                        executed[h] = executed.get(h, 0) + 1
+        assert {h: executed.get(h, 0) for h in acknowledged} == {h: 1 for h in acknowledged}
     finally:
         if channel is not None:
             await channel.close()

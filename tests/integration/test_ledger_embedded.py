@@ -205,3 +205,75 @@ async def test_content_store_round_trip_and_validation(tmp_path, genesis):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await ledger.stub.GetContent(pb.GetContentRequest(sha256=digest), timeout=5)
         assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+def _event(n: int) -> txpb.TransactionBody:
+    return txpb.TransactionBody(
+        created_unix_ms=1,
+        record_event=txpb.RecordEvent(
+            event_hash=f"ni:///sha-256;{n:064x}?ver=CBV2.0", event_type="ObjectEvent", biz_step="shipping",
+            disposition="in_transit", epcs=[f"https://id.gs1.org/01/00614141123452/21/S{n}"],
+        ),
+    )
+
+
+async def test_batched_submissions_are_answered_indexed_and_streamed_per_transaction(tmp_path, genesis):
+    """Two accounts' transactions submitted at once travel in a few batches; one with a nonce gap
+    is refused alone; each other one commits once, at its own (height, index), on the stream once."""
+    accounts = [genesis.accounts[f"{BRAND}/admin-{n}"].signer(CHAIN) for n in range(2)]
+    raws = [accounts[n % 2].sign(_event(n)) for n in range(120)]
+    gap = accounts[0].sign(_event(999), nonce=1_000)
+    raws.insert(61, gap)
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        stub = ledger.stub
+        replies = await asyncio.gather(
+            stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[:61]), timeout=20),
+            stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[61:]), timeout=20),
+        )
+        results = [r for reply in replies for r in reply.results]
+        assert [r.status for r in results] == [pb.TRANSACTION_STATUS_PENDING] * 61 + [pb.TRANSACTION_STATUS_REJECTED] + [
+            pb.TRANSACTION_STATUS_PENDING] * 59
+        assert results[61].code == ResultCode.NONCE_GAP
+        assert ledger.adapter.packer.batches_sent <= 30, "not batched"
+        good = [raw for raw in raws if raw != gap]
+        committed = []
+        for raw in good:
+            committed.append((await stub.SubmitTransaction(
+                pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True), timeout=20)).result)
+        assert all(r.status == pb.TRANSACTION_STATUS_COMMITTED for r in committed)
+        positions = [(r.height, r.index) for r in committed]
+        assert len(set(positions)) == len(good)
+        # Per account, commit order is nonce order.
+        for account in accounts:
+            mine = [(r.height, r.index) for r, raw in zip(committed, good) if txpb.SignedTransaction.FromString(raw).signer == account.agent_id]
+            assert mine == sorted(mine)
+        # GetBlock lists the signed transactions themselves, a batch's in its place.
+        heights = sorted({r.height for r in committed})
+        listed = [tx for h in heights for tx in (await stub.GetBlock(pb.GetBlockRequest(height=h), timeout=5)).transactions]
+        assert sorted(listed) == sorted(good)
+        # The stream: each once, in (height, index) order.
+        seen = []
+        call = stub.StreamCommittedTransactions(pb.StreamCommittedTransactionsRequest(from_height=1), timeout=10)
+        async for item in call:
+            seen.append(item.result)
+            if len(seen) == len(good):
+                call.cancel()
+                break
+        assert sorted(r.transaction for r in seen) == sorted(good)
+        assert [(r.height, r.index) for r in seen] == sorted(positions)
+        # The gap was never acknowledged, so never resubmitted: unknown to the adapter.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetTransaction(pb.GetTransactionRequest(tx_hash=__import__("hashlib").sha256(gap).digest()), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_client_cannot_submit_a_batch_envelope(tmp_path, genesis):
+    from shelfproof.ledger.core.tx import encode_batch
+
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger.stub.SubmitTransaction(
+                pb.SubmitTransactionRequest(transaction=encode_batch([signer.sign(_product(GTINS[0]))])), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -15,7 +15,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shelfproof.ledger.adapter.batching import BatchSettings
 from shelfproof.ledger.adapter.service import LedgerAdapter
+from shelfproof.ledger.core.tx import MAX_BATCH_BYTES, MAX_BATCH_TXS
 from shelfproof.ledger.genesis import Genesis, development_genesis
 from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.server import GrpcServer, run_until_signalled
@@ -40,6 +42,11 @@ class LedgerSettings(GrpcServerSettings):
     cometbft_bin: Path = DEFAULT_COMETBFT_BIN
     # First port of the local network (node i uses base + 10 i + {0: p2p, 1: rpc, 2: abci}).
     base_port: int = Field(default=26656, ge=1024, le=65000)
+    # Batches of signed transactions sent to the engine: flushed at this many transactions, bytes,
+    # or milliseconds after the first, whichever comes first.
+    batch_max_txs: int = Field(default=BatchSettings.max_txs, ge=1, le=MAX_BATCH_TXS)
+    batch_max_bytes: int = Field(default=BatchSettings.max_bytes, ge=1, le=MAX_BATCH_BYTES)
+    batch_linger_ms: float = Field(default=BatchSettings.linger_s * 1000, ge=0, le=1000)
 
 
 def choose_engine(settings: LedgerSettings) -> tuple[str, str]:
@@ -93,7 +100,8 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
         "ledger engine started",
         extra={"engine": engine_name, "why": why, "chain_id": genesis.chain_id, "home": str(home)},
     )
-    adapter = LedgerAdapter(engine, home / "adapter", why)
+    batching = BatchSettings(settings.batch_max_txs, settings.batch_max_bytes, settings.batch_linger_ms / 1000)
+    adapter = LedgerAdapter(engine, home / "adapter", why, batching)
     server = GrpcServer(settings, [adapter.binding()])
 
     async def start() -> None:

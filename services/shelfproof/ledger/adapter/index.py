@@ -95,7 +95,7 @@ class TxIndex:
         self._write([("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", batch)])
 
     def pending(self) -> list[tuple[bytes, bytes, int]]:
-        return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending")]
+        return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending ORDER BY rowid")]
 
     def is_pending(self, tx_hash: bytes) -> bool:
         return self.conn.execute("SELECT 1 FROM pending WHERE hash = ?", (tx_hash,)).fetchone() is not None

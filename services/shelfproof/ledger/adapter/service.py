@@ -2,7 +2,9 @@
 
 It follows the engine's committed blocks into a durable index, acknowledges submitted transactions
 only once they passed CheckTx and are on disk, and resubmits acknowledged transactions until they are
-committed or provably rejected (a node's mempool is not durable: a restart loses it).
+committed or provably rejected (a node's mempool is not durable: a restart loses it). Signed
+transactions travel to the engine packed in batches (``batching``); everything the adapter answers,
+indexes and streams is per signed transaction, as before.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from shelfproof.ledger.core.app import MAX_KEYS_PER_QUERY
+from shelfproof.ledger.adapter.batching import BatchPacker, BatchSettings
+from shelfproof.ledger.core.app import MAX_KEYS_PER_QUERY, application_results
 from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.adapter.content import ContentError, ContentStore
 from shelfproof.ledger.engines.engine import EngineUnavailable, LedgerEngine, TxOutcome
 from shelfproof.ledger.adapter.index import IndexedTx, TxIndex
 from shelfproof.ledger.core.state import STORES
-from shelfproof.ledger.core.tx import MAX_TX_BYTES, tx_hash
+from shelfproof.ledger.core.tx import MAX_TX_BYTES, application_transactions, tx_hash
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -37,12 +40,17 @@ from shelfproof.runtime.server import ServiceBinding
 log = logging.getLogger(__name__)
 
 RESUBMIT_AFTER_S = 3.0
+RESUBMIT_MAX_BACKOFF_S = 30.0
 MAX_BATCH = 1_000
 STREAM_BATCH = 500
 # CheckTx answers that mean "the node already has it": the transaction is in flight, not rejected.
 _ALREADY_KNOWN = ("already exists in cache", "already in mempool")
 # Rejections that can clear up by themselves (an earlier nonce still in flight, a full mempool).
 _TRANSIENT = {ResultCode.NONCE_GAP, -1}
+
+
+def _signer(raw: bytes) -> str:
+    return txpb.SignedTransaction.FromString(raw).signer
 
 
 def _result(tx: IndexedTx) -> pb.TransactionResult:
@@ -59,8 +67,11 @@ def _result(tx: IndexedTx) -> pb.TransactionResult:
 
 
 class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, engine: LedgerEngine, home: Path, engine_reason: str = "") -> None:
+    def __init__(
+        self, engine: LedgerEngine, home: Path, engine_reason: str = "", batching: BatchSettings | None = None
+    ) -> None:
         self.engine = engine
+        self.packer = BatchPacker(engine, batching)
         self.content = ContentStore(home / "content")
         self.engine_reason = engine_reason
         self.index = TxIndex(home / "adapter.db")
@@ -78,6 +89,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
 
     async def start(self) -> None:
         self._stopping = False
+        self.packer.start()
         self._tasks = [
             asyncio.create_task(self._follow_blocks(), name="ledger-follower"),
             asyncio.create_task(self._resubmit_pending(), name="ledger-resubmitter"),
@@ -90,6 +102,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.packer.stop()
         self.index.close()
 
     # --- following commits ---------------------------------------------------------------------
@@ -103,9 +116,12 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                     block = await self.engine.block(height + 1)
                     if block is None:
                         break
+                    # One entry per signed transaction (a batch's inner ones in order): the
+                    # position in the index and on the stream is the ordinal among them.
                     entries = [
-                        (tx_hash(raw), outcome.code, outcome.log, raw)
+                        entry
                         for raw, outcome in zip(block.txs, block.results, strict=True)
+                        for entry in application_results(raw, outcome.code, outcome.log, outcome.data)
                     ]
                     await asyncio.to_thread(self.index.record_block, block.height, block.time_unix_ms, entries)
                     height = self._indexed_height = block.height
@@ -125,16 +141,37 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                 await asyncio.sleep(0.5)
 
     async def _resubmit_pending(self) -> None:
+        # Per pending hash: (attempts, when the next may go). Backing off keeps a backlog (every
+        # pending transaction is older than RESUBMIT_AFTER_S then) from resubmitting itself again
+        # and again; a node that lost its mempool still gets everything back within seconds.
+        attempts: dict[bytes, tuple[int, float]] = {}
         while not self._stopping:
             await asyncio.sleep(RESUBMIT_AFTER_S / 2)
+            try:
+                behind = self._indexed_height + 2 < await self.engine.latest_height()
+            except EngineUnavailable:
+                continue
+            if behind:
+                continue  # what is committed is not known until the index has (nearly) caught up
+            now = time.monotonic()
             now_ms = int(time.time() * 1000)
-            for h, raw, acknowledged_ms in self.index.pending():
-                if now_ms - acknowledged_ms < RESUBMIT_AFTER_S * 1000 or self.index.get(h):
-                    continue
-                try:
-                    outcome = await self.engine.broadcast(raw)
-                except EngineUnavailable:
-                    break  # try again next round
+            pending = self.index.pending()
+            attempts = {h: attempts[h] for h, _, _ in pending if h in attempts}
+            due = [
+                (h, raw) for h, raw, acknowledged_ms in pending
+                if now_ms - acknowledged_ms >= RESUBMIT_AFTER_S * 1000 and attempts.get(h, (0, 0.0))[1] <= now
+                and not self.index.get(h)
+            ]
+            for h, _ in due:
+                tried = attempts.get(h, (0, 0.0))[0] + 1
+                attempts[h] = (tried, now + min(RESUBMIT_AFTER_S * 2**tried, RESUBMIT_MAX_BACKOFF_S))
+            # All at once, in acknowledgement order: they travel in batches, nonces in order.
+            outcomes = await asyncio.gather(
+                *(self.packer.check(raw, _signer(raw)) for _, raw in due), return_exceptions=True
+            )
+            for (h, raw), outcome in zip(due, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    continue  # engine unavailable: try again next round
                 if outcome.code != 0 and not self._already_known(outcome) and outcome.code not in _TRANSIENT:
                     # Provably rejected now (e.g. its nonce was used by another transaction).
                     log.warning("acknowledged transaction rejected on resubmission", extra={"tx": h.hex(), "code": outcome.code, "log": outcome.log})
@@ -152,13 +189,13 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
     async def _admit(self, raw: bytes) -> tuple[bytes, IndexedTx | None, bool]:
         """Validate and CheckTx one transaction: (hash, its committed record if any, needs an
         acknowledgement). Raises the domain error that rejects it."""
-        self._validate_envelope(raw)
+        signer = self._validate_envelope(raw)
         h = tx_hash(raw)
         known = self.index.get(h)
         if known is not None or self.index.is_pending(h):
             return h, known, False
         try:
-            outcome = await self.engine.broadcast(raw)
+            outcome = await self.packer.check(raw, signer)
         except EngineUnavailable as err:
             raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
         if outcome.code != 0 and not self._already_known(outcome):
@@ -224,7 +261,8 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             ]
         )
 
-    def _validate_envelope(self, raw: bytes) -> None:
+    def _validate_envelope(self, raw: bytes) -> str:
+        """Check what can be checked without state; return the signer."""
         if not raw:
             raise InvalidArgument("transaction is empty", field_violations=[FieldViolation("transaction", "required")])
         if len(raw) > MAX_TX_BYTES:
@@ -248,6 +286,7 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         ]
         if violations:
             raise InvalidArgument("transaction envelope is incomplete", field_violations=violations)
+        return signed.signer
 
     async def _wait_until_indexed(self, h: bytes, context) -> IndexedTx | None:
         remaining = context.time_remaining() if context is not None else None
@@ -285,7 +324,9 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             block_hash=block.block_hash,
             signed_header=block.signed_header.SerializeToString(),
             validator_set=block.validator_set.SerializeToString(),
-            transactions=block.txs,
+            # The signed transactions, a batch's inner ones in its place (the header's data_hash
+            # is over the engine's transactions, batches included).
+            transactions=[inner for raw in block.txs for inner in application_transactions(raw)],
             time=block.signed_header.header.time,
         )
 

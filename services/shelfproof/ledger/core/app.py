@@ -7,6 +7,13 @@ a transaction reaches), never an exception, and nothing it depends on is node-lo
 function of the bytes (``tx.parse``), keys and revocations are read from the state being executed,
 and the one cache (signature validity) is keyed on everything the verification reads. The one raise
 left in block execution is a FinalizeBlock for a height other than the next: a node bug, not input.
+
+A batch (``tx.TransactionBatch``) is one CometBFT transaction of many signed ones, each executed on
+its own: its own signature check, nonce, result code and writes, so one bad inner transaction never
+sinks its neighbours. A batch enters the mempool only if every inner transaction passes CheckTx
+(the answer's ``data`` says which did not, so the adapter re-packs the rest); in a block each inner
+result is committed in the batch's ``ExecTxResult.data`` (a ``BatchResult``). Only a batch whose own
+envelope is invalid is refused as a whole.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.codes import ResultCode, TxRejected
 from shelfproof.ledger.proofs.merkle import uvarint, value_op
 from shelfproof.ledger.core.state import STORES, AppVersion, LedgerState, Overlay, StateStore
-from shelfproof.ledger.core.tx import ParsedTx, parse, sign_doc_bytes
+from shelfproof.ledger.core.tx import ParsedTx, application_transactions, is_batch, parse, parse_batch, sign_doc_bytes, tx_hash
 from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 
 APP_VERSION = 1
 SIGNATURE_CACHE_SIZE = 200_000
+# Inner transactions this node committed lately: CheckTx answers "already known" for them (as
+# CometBFT's own cache does for whole transactions), so a resubmission is not taken for a replay.
+RECENTLY_COMMITTED_SIZE = 200_000
+BATCH_PLANS_SIZE = 20_000
 
 
 MAX_KEYS_PER_QUERY = 256
@@ -55,11 +66,20 @@ class LedgerApplication:
         # node asked, so the cache cannot make nodes differ; which key a transaction names and
         # whether it is revoked are read from the state being executed every time.
         self._signature_ok: OrderedDict[bytes, bool] = OrderedDict()
+        # Node-local, read only by CheckTx (never by a block): inner transactions in the mempool's
+        # check state (rebuilt by RECHECK after each Commit) and recently committed ones.
+        self._checked_inner: set[bytes] = set()
+        self._recently_committed: OrderedDict[bytes, None] = OrderedDict()
+        self._block_inner: list[bytes] = []  # the hashes of the block being finalized, for Commit
+        # Per batch admitted by CheckTx: (inner hash, signer, nonce) of each inner transaction, a
+        # function of the batch's bytes. RECHECK (after every block, for every batch still in the
+        # mempool) reads it instead of parsing every inner transaction again.
+        self._batch_plans: OrderedDict[bytes, tuple[tuple[bytes, str, int], ...]] = OrderedDict()
         # The first height FinalizeBlock may run for on a fresh chain (InitChain's initial_height).
         self._initial_height = 1
         self._reset_check_state()
         # FinalizeBlock's result (version, writes, block time) until Commit persists it.
-        self._pending_block: tuple[AppVersion, Overlay, int] | None = None
+        self._pending_block: tuple[AppVersion, Overlay, int, list[bytes]] | None = None
         # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
         self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
 
@@ -165,23 +185,101 @@ class LedgerApplication:
 
     def _reset_check_state(self) -> None:
         self._check_state = Overlay(self.state.latest)
+        self._checked_inner = set()
+
+    def _known_to_this_node(self, h: bytes) -> bool:
+        return h in self._checked_inner or h in self._recently_committed
+
+    def _check_one(self, state: Overlay, raw: bytes, recheck: bool) -> ParsedTx:
+        """CheckTx of one signed transaction into ``state`` (left untouched when it is rejected)."""
+        tx = self._parse(raw)
+        if recheck:
+            # After a block: only the nonce can have gone stale (the signature and the rules are
+            # checked again in FinalizeBlock, against the block's state).
+            agent = rules.read(state, "agents", tx.signed.signer, st.AgentRecord)
+            if agent is None:
+                raise TxRejected(ResultCode.UNKNOWN_SIGNER, "unknown signer")
+            self._check_nonce(agent, tx.signed.nonce)
+            agent.nonce = tx.signed.nonce
+            rules.write(state, "agents", agent.agent_id, agent)
+        else:
+            tx_state = Overlay(state)
+            self._execute(tx_state, tx, self.height + 1, self._last_block_time)
+            tx_state.merge_into(state)
+        return tx
+
+    def _recheck_planned(self, plan: tuple[tuple[bytes, str, int], ...]) -> abci.ResponseCheckTx:
+        """RECHECK of a batch this node admitted: its nonces against the check state, each signer's
+        record read and written once."""
+        agents: dict[str, st.AgentRecord | None] = {}
+        passed = 0
+        for _, signer, nonce in plan:
+            if signer not in agents:
+                agents[signer] = rules.read(self._check_state, "agents", signer, st.AgentRecord)
+            agent = agents[signer]
+            if agent is not None and nonce == agent.nonce + 1:
+                agent.nonce = nonce
+                passed += 1
+        if not passed:
+            return abci.ResponseCheckTx(code=ResultCode.NONCE_REPLAYED, log="no inner transaction is still valid", codespace="shelfproof")
+        for signer, agent in agents.items():
+            if agent is not None:
+                rules.write(self._check_state, "agents", signer, agent)
+        self._checked_inner.update(h for h, _, _ in plan)
+        return abci.ResponseCheckTx(code=0, gas_wanted=1)
+
+    def _check_batch(self, request: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        """A new batch enters the mempool only if every inner transaction passes, in order; the
+        answer's data is a BatchResult naming each verdict. RECHECK keeps a batch while any inner
+        transaction still passes (the stale ones are answered in-band in the block)."""
+        recheck = request.type == abci.RECHECK
+        if recheck:
+            plan = self._batch_plans.get(tx_hash(request.tx))
+            if plan is not None:
+                return self._recheck_planned(plan)
+        batch = parse_batch(request.tx)
+        batch_state = Overlay(self._check_state)
+        results, passed, plan, first_failure = [], [], [], None
+        for raw in batch.transactions:
+            h = tx_hash(raw)
+            result = txpb.InnerResult(tx_hash=h)
+            if not recheck and (self._known_to_this_node(h) or h in passed):
+                result.code, result.log, result.already_known = ResultCode.NONCE_REPLAYED, _ALREADY_KNOWN_LOG, True
+            else:
+                try:
+                    tx = self._check_one(batch_state, raw, recheck)
+                    passed.append(h)
+                    plan.append((h, tx.signed.signer, tx.signed.nonce))
+                except TxRejected as rejected:
+                    result.code, result.log = rejected.code, rejected.log
+                except Exception:  # noqa: BLE001 - a bug an inner transaction reaches is its rejection
+                    log.exception("CheckTx failed on an inner transaction; rejected as INTERNAL_ERROR", extra={"tx_hash": h.hex()})
+                    result.code, result.log = ResultCode.INTERNAL_ERROR, _INTERNAL_LOG
+            if result.code and first_failure is None:
+                first_failure = result
+            results.append(result)
+        data = txpb.BatchResult(results=results).SerializeToString()
+        if (bool(passed) if recheck else first_failure is None):
+            batch_state.merge_into(self._check_state)
+            self._checked_inner.update(passed)
+            if not recheck:
+                self._batch_plans[batch.hash] = tuple(plan)
+                while len(self._batch_plans) > BATCH_PLANS_SIZE:
+                    self._batch_plans.popitem(last=False)
+            return abci.ResponseCheckTx(code=0, gas_wanted=1, data=data)
+        return abci.ResponseCheckTx(
+            code=first_failure.code, data=data, codespace="shelfproof",
+            log=f"{sum(1 for r in results if r.code)} of {len(results)} inner transactions refused; first: {first_failure.log}",
+        )
 
     def check_tx(self, request: abci.RequestCheckTx) -> abci.ResponseCheckTx:
         try:
-            tx = self._parse(request.tx)
-            if request.type == abci.RECHECK:
-                # After a block: only the nonce can have gone stale (the signature and the rules are
-                # checked again in FinalizeBlock, against the block's state).
-                agent = rules.read(self._check_state, "agents", tx.signed.signer, st.AgentRecord)
-                if agent is None:
-                    raise TxRejected(ResultCode.UNKNOWN_SIGNER, "unknown signer")
-                self._check_nonce(agent, tx.signed.nonce)
-                agent.nonce = tx.signed.nonce
-                rules.write(self._check_state, "agents", agent.agent_id, agent)
-            else:
-                tx_state = Overlay(self._check_state)
-                self._execute(tx_state, tx, self.height + 1, self._last_block_time)
-                tx_state.merge_into(self._check_state)
+            if is_batch(request.tx):
+                return self._check_batch(request)
+            if request.type != abci.RECHECK and self._known_to_this_node(tx_hash(request.tx)):
+                raise TxRejected(ResultCode.NONCE_REPLAYED, _ALREADY_KNOWN_LOG)
+            self._check_one(self._check_state, request.tx, request.type == abci.RECHECK)
+            self._checked_inner.add(tx_hash(request.tx))
         except TxRejected as rejected:
             return abci.ResponseCheckTx(code=rejected.code, log=rejected.log, codespace="shelfproof")
         except Exception:  # noqa: BLE001 - a bug a transaction reaches is its rejection, not the node's end
@@ -207,7 +305,8 @@ class LedgerApplication:
 
     def process_proposal(self, request: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
         """Reject a block carrying a transaction no state could make valid (too large, malformed,
-        non-canonical, out of bounds): only a faulty proposer includes one. Stateful failures stay
+        non-canonical, out of bounds; for a batch, its own envelope): only a faulty proposer
+        includes one. A bad inner transaction of a well-formed batch is answered in-band. Stateful failures stay
         in-band in FinalizeBlock, where rejecting the block would only cost liveness."""
         for raw in request.txs:
             rejected = _stateless_rejection(raw)
@@ -219,6 +318,47 @@ class LedgerApplication:
                 return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
         return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
 
+    def _execute_in_block(
+        self, block_state: Overlay, raw: bytes, height: int, block_time: int
+    ) -> tuple[ResultCode, str, ParsedTx | None]:
+        """Execute one signed transaction into ``block_state``: (code, log, the parsed transaction
+        when it succeeded). Total: every outcome is a code."""
+        tx_state = Overlay(block_state)
+        try:
+            tx = self._parse(raw)
+            self._execute(tx_state, tx, height, block_time)
+        except TxRejected as rejected:
+            # tx_state holds at most the consumed nonce (the action's writes were discarded):
+            # once the signature checked out, a failed action still uses its nonce.
+            tx_state.merge_into(block_state)
+            return rejected.code, rejected.log, None
+        except Exception:  # noqa: BLE001 - every transaction gets a result, never an exception
+            # A bug the transaction reaches: the same code on every node, and every write of
+            # the transaction discarded (its nonce too), so the state stays one the rules allow.
+            log.error(
+                "transaction raised; answered INTERNAL_ERROR, its writes discarded",
+                exc_info=True, extra={"height": height, "tx_hash": _hash_hex(raw)},
+            )
+            return ResultCode.INTERNAL_ERROR, _INTERNAL_LOG, None
+        tx_state.merge_into(block_state)
+        return ResultCode.OK, "", tx
+
+    def _execute_batch(self, block_state: Overlay, raw: bytes, height: int, block_time: int) -> abci.ExecTxResult:
+        """Each inner transaction on its own; their verdicts are committed as the batch's data
+        (codes and hashes only: data is hashed into the next header, logs are not)."""
+        try:
+            batch = parse_batch(raw)
+        except TxRejected as rejected:
+            return abci.ExecTxResult(code=rejected.code, log=rejected.log, codespace="shelfproof")
+        verdicts, logs = txpb.BatchResult(), []
+        for inner in batch.transactions:
+            code, text, _ = self._execute_in_block(block_state, inner, height, block_time)
+            h = tx_hash(inner)
+            verdicts.results.add(tx_hash=h, code=code)
+            logs.append(text)
+            self._block_inner.append(h)
+        return abci.ExecTxResult(code=0, data=verdicts.SerializeToString(), log=json.dumps(logs))
+
     def finalize_block(self, request: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
         expected = self.height + 1 if self.height else self._initial_height
         if request.height != expected:
@@ -229,27 +369,16 @@ class LedgerApplication:
         block_time = request.time.seconds
         block_state = Overlay(self.state.latest)
         results = []
+        self._block_inner = []
         for raw in request.txs:
-            tx_state = Overlay(block_state)
-            try:
-                tx = self._parse(raw)
-                self._execute(tx_state, tx, request.height, block_time)
-            except TxRejected as rejected:
-                results.append(abci.ExecTxResult(code=rejected.code, log=rejected.log, codespace="shelfproof"))
-                # tx_state holds at most the consumed nonce (the action's writes were discarded):
-                # once the signature checked out, a failed action still uses its nonce.
-                tx_state.merge_into(block_state)
+            if is_batch(raw):
+                results.append(self._execute_batch(block_state, raw, request.height, block_time))
                 continue
-            except Exception:  # noqa: BLE001 - every transaction gets a result, never an exception
-                # A bug the transaction reaches: the same code on every node, and every write of
-                # the transaction discarded (its nonce too), so the state stays one the rules allow.
-                log.error(
-                    "transaction raised; answered INTERNAL_ERROR, its writes discarded",
-                    exc_info=True, extra={"height": request.height, "tx_hash": _hash_hex(raw)},
-                )
-                results.append(abci.ExecTxResult(code=ResultCode.INTERNAL_ERROR, log=_INTERNAL_LOG, codespace="shelfproof"))
+            code, text, tx = self._execute_in_block(block_state, raw, request.height, block_time)
+            self._block_inner.append(tx_hash(raw))
+            if tx is None:
+                results.append(abci.ExecTxResult(code=code, log=text, codespace="shelfproof"))
                 continue
-            tx_state.merge_into(block_state)
             results.append(
                 abci.ExecTxResult(
                     code=0,
@@ -265,16 +394,20 @@ class LedgerApplication:
                 )
             )
         version = self.state.next_version(request.height, block_state)
-        self._pending_block = (version, block_state, block_time)
+        self._pending_block = (version, block_state, block_time, self._block_inner)
         return abci.ResponseFinalizeBlock(tx_results=results, app_hash=version.app_hash)
 
     def commit(self) -> abci.ResponseCommit:
         if self._pending_block is None:
             raise RuntimeError("Commit without FinalizeBlock")
-        version, overlay, block_time = self._pending_block
+        version, overlay, block_time, inner_hashes = self._pending_block
         self.state.commit(version, overlay, {"chain_id": self.chain_id.encode(), "last_block_time": str(block_time).encode()})
         self._last_block_time = block_time
         self._pending_block = None
+        for h in inner_hashes:
+            self._recently_committed[h] = None
+        while len(self._recently_committed) > RECENTLY_COMMITTED_SIZE:
+            self._recently_committed.popitem(last=False)
         self._reset_check_state()
         return abci.ResponseCommit(retain_height=0)
 
@@ -354,16 +487,40 @@ class LedgerApplication:
 
 
 _INTERNAL_LOG = "internal error while executing the transaction; its writes are discarded"
+# Contains CometBFT's own words for it, which the adapter reads as "in flight, not rejected".
+_ALREADY_KNOWN_LOG = "already in mempool or recently committed on this node"
 
 
 def _hash_hex(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest().upper()
 
 
+def application_results(raw: bytes, code: int, log_text: str, data: bytes) -> list[tuple[bytes, int, str, bytes]]:
+    """What one committed CometBFT transaction and its ExecTxResult mean per signed application
+    transaction: (hash, code, log, raw) for each, in execution order. A batch refused as a whole
+    (an invalid envelope: only a faulty proposer includes one) executed nothing and yields none."""
+    if not is_batch(raw):
+        return [(tx_hash(raw), code, log_text, raw)]
+    inner = application_transactions(raw)
+    if code != 0 or not inner:
+        return []
+    verdicts = txpb.BatchResult.FromString(data).results
+    try:
+        logs = json.loads(log_text) if log_text else []
+    except ValueError:
+        logs = []
+    if len(verdicts) != len(inner):
+        raise ValueError(f"a batch of {len(inner)} transactions has {len(verdicts)} results")
+    return [
+        (verdict.tx_hash, verdict.code, logs[k] if k < len(logs) and isinstance(logs[k], str) else "", inner[k])
+        for k, verdict in enumerate(verdicts)
+    ]
+
+
 def _stateless_rejection(raw: bytes) -> TxRejected | None:
     """The verdict of the checks that need no state, for Prepare/ProcessProposal."""
     try:
-        parse(raw)
+        parse_batch(raw) if is_batch(raw) else parse(raw)
     except TxRejected as rejected:
         return rejected
     return None

@@ -116,12 +116,19 @@ class CometEngine:
 
     # --- LedgerEngine ---------------------------------------------------------------------------
 
-    async def broadcast(self, raw: bytes) -> TxOutcome:
+    @property
+    def lanes(self) -> int:
+        return len(self.rpc_urls)
+
+    def lane_of(self, signer: str) -> int:
+        return zlib.crc32(signer.encode()) % len(self.rpc_urls)
+
+    async def broadcast(self, raw: bytes, lane: int | None = None) -> TxOutcome:
         """CheckTx on one node. Each account's transactions go to the same node, in order (its
         nonces must arrive in order), and accounts spread over the nodes (each node's RPC does a
-        share of the decoding); a node that is down passes its share to the next."""
-        signer = txpb.SignedTransaction.FromString(raw).signer
-        node = zlib.crc32(signer.encode()) % len(self.rpc_urls)
+        share of the decoding); a node that is down passes its share to the next. A batch names
+        its lane (the adapter packs each lane's accounts together)."""
+        node = self.lane_of(txpb.SignedTransaction.FromString(raw).signer) if lane is None else lane % len(self.rpc_urls)
         future = asyncio.get_running_loop().create_future()
         self._broadcasts[node].append((raw, future))
         sender = self._broadcast_sender[node]
@@ -167,7 +174,9 @@ class CometEngine:
                 future.set_result(_broadcast_error(RpcError(answer["error"]).text))
             else:
                 result = answer["result"]
-                future.set_result(TxOutcome(int(result.get("code", 0)), result.get("log", "")))
+                # broadcast_tx_sync's data is hex (block_results' is base64).
+                data = bytes.fromhex(result.get("data") or "")
+                future.set_result(TxOutcome(int(result.get("code", 0)), result.get("log", ""), data))
 
     async def latest_height(self) -> int:
         status = await self._rpc("status", {})
@@ -189,7 +198,10 @@ class CometEngine:
                 return None
             raise EngineUnavailable(err.text) from err
         txs = [base64.b64decode(tx) for tx in (block["block"]["data"].get("txs") or [])]
-        outcomes = [TxOutcome(int(r.get("code", 0)), r.get("log", "")) for r in (results.get("txs_results") or [])]
+        outcomes = [
+            TxOutcome(int(r.get("code", 0)), r.get("log", ""), base64.b64decode(r.get("data") or ""))
+            for r in (results.get("txs_results") or [])
+        ]
         return Block(
             height,
             rpc_json.signed_header_from_json(commit["signed_header"]),

@@ -130,6 +130,7 @@ class BlockStore:
 
 class EmbeddedEngine:
     name = "embedded"
+    lanes = 1
 
     def __init__(
         self,
@@ -209,7 +210,10 @@ class EmbeddedEngine:
 
     # --- the engine's API (LedgerEngine) -------------------------------------------------------
 
-    async def broadcast(self, raw: bytes) -> TxOutcome:
+    def lane_of(self, signer: str) -> int:
+        return 0
+
+    async def broadcast(self, raw: bytes, lane: int | None = None) -> TxOutcome:
         tx_hash = hashlib.sha256(raw).digest()
         if tx_hash in self.mempool:
             return TxOutcome(0, "already in mempool")
@@ -218,7 +222,7 @@ class EmbeddedEngine:
         response = self.app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.NEW))
         if response.code == 0:
             self.mempool[tx_hash] = raw
-        return TxOutcome(response.code, response.log)
+        return TxOutcome(response.code, response.log, response.data)
 
     async def latest_height(self) -> int:
         return self.blocks.height()
@@ -233,7 +237,7 @@ class EmbeddedEngine:
             signed_header,
             self.validator_set,
             txs,
-            [TxOutcome(r.code, r.log) for r in results.tx_results],
+            [TxOutcome(r.code, r.log, r.data) for r in results.tx_results],
         )
 
     async def query(self, store: str, key: bytes, height: int, prove: bool) -> abci.ResponseQuery:

@@ -14,6 +14,8 @@ from tendermint.types import types_pb2, validator_pb2
 class TxOutcome:
     code: int
     log: str = ""
+    # The application's data: for a batch, a serialized BatchResult (per inner verdicts).
+    data: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,15 @@ class EngineUnavailable(Exception):
 class LedgerEngine(Protocol):
     name: str
     chain_id: str
+    # How many ordered submission lanes the engine has (CometBFT: one per node). One account's
+    # transactions must always take the same lane, in order: its nonces arrive in order.
+    lanes: int
 
-    async def broadcast(self, raw: bytes) -> TxOutcome:
-        """Run CheckTx and, when it passes, put the transaction in the mempool."""
+    def lane_of(self, signer: str) -> int: ...
+
+    async def broadcast(self, raw: bytes, lane: int | None = None) -> TxOutcome:
+        """Run CheckTx and, when it passes, put the transaction in the mempool (through ``lane``,
+        or the signer's lane for one signed transaction)."""
 
     async def latest_height(self) -> int: ...
 
