@@ -35,6 +35,8 @@ STORES: tuple[str, ...] = tuple(
             "locations",
             "orgs",
             "policies",
+            "price_log",
+            "price_schedule",
             "prices",
             "products",
             "promotions",

@@ -46,7 +46,16 @@ from shelfproof.ledger.core.rules.membership import (
     revoke_key,
     revoke_role,
 )
-from shelfproof.ledger.core.rules.pricing import change_price, create_promotion, margin_floor_ok, set_guardrail_policy
+from shelfproof.ledger.core.rules.pricing import (
+    change_price,
+    create_promotion,
+    end_promotion,
+    margin_floor_ok,
+    record_promotion_redemptions,
+    run_price_schedule,
+    schedule_price_change,
+    set_guardrail_policy,
+)
 from shelfproof.ledger.core.rules.scans import record_scans
 from shelfproof.ledger.core.state import Overlay
 
@@ -75,11 +84,14 @@ HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
     "approve_draft": approve_draft,
     "reject_draft": reject_draft,
     "record_scans": record_scans,
+    "schedule_price_change": schedule_price_change,
+    "record_promotion_redemptions": record_promotion_redemptions,
+    "end_promotion": end_promotion,
 }
 assert set(HANDLERS) == set(AUTHORIZATION)
 
 __all__ = [
     "AUTHORIZATION", "BPS", "CONSORTIUM_PERMISSIONS", "HANDLERS", "MAX_SCAN_SKEW_S", "PERMISSIONS", "TxContext",
     "authorize", "key_possession_bytes", "load_genesis", "margin_floor_ok", "permissions_of", "prove_possession",
-    "read", "write",
+    "read", "run_price_schedule", "write",
 ]
