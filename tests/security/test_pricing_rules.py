@@ -58,6 +58,13 @@ def promo(world: World, pid: str) -> st.PromotionRecord:
     return world.read("promotions", pid, st.PromotionRecord)
 
 
+def events(world: World, height: int | None = None) -> list[st.PriceLogEntry]:
+    """The price log of a height (the latest by default)."""
+    height = height or world.app.height
+    header = world.read("price_log", f"{height:012d}", st.PriceLogHeight)
+    return [world.read("price_log", f"{height:012d}/{n:06d}", st.PriceLogEntry) for n in range(header.entries if header else 0)]
+
+
 def at(world: World) -> int:
     """The next block's time (World blocks are T0 + height unless told)."""
     return T0 + world.app.height + 1
@@ -210,29 +217,27 @@ def test_a_scheduled_change_takes_effect_at_its_time_and_is_checked_again_then(w
     world.block([], time_s=due + 3)  # the first block at or after its time
     record = current(world)
     assert (record.price.amount_minor, record.effective_unix_s, record.change_id) == (1_100, due, "raise")
-    log = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
-    assert [(a.kind, a.change_id, a.applied, a.old_price_minor, a.new_price_minor) for a in log.activations] == [
-        (st.SCHEDULE_KIND_PRICE_CHANGE, "raise", True, 1_000, 1_100)]
+    assert [(e.kind, e.change_id, e.applied, e.old_price_minor, e.new_price_minor) for e in events(world)] == [
+        (st.PRICE_EVENT_KIND_PRICE_SET, "raise", True, 1_000, 1_100)]
     # Due the same day: 1,450 is +45 % over the day's opening 1,000 (the limit is 50 %)... then a
     # tighter policy arrives before it falls due: the change is refused then, with the rule, and the
     # price stays.
     ok_at(world, due + 10, retailer, world.policy(max_price_change_bps_per_day=2_000))
     world.block([], time_s=due + 600)
-    log = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
-    assert not log.activations[0].applied and log.activations[0].reason.startswith("max_change_per_day: ")
+    (refused,) = events(world)
+    assert (refused.change_id, refused.applied) == ("late", False) and refused.reason.startswith("max_change_per_day: ")
     assert current(world).price.amount_minor == 1_100
     assert list(world.read("price_schedule", f"pending/{GTIN}/{STORE}", st.PendingChanges).due_change_ids) == []
     # Processed once: later blocks do not run it again.
     world.block([], time_s=due + 700)
-    assert world.read("price_log", f"{world.app.height:012d}", st.ActivationLog) is None
+    assert events(world) == []
 
 
 def test_a_price_with_an_end_leaves_the_book_at_its_end(world):
     retailer = world.agent(RETAILER, "admin-0")
     world.ok(retailer, price(1_100, valid_until_unix_s=T0 + 500))
     world.block([], time_s=T0 + 501)
-    log = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
-    assert [(a.kind, a.applied) for a in log.activations] == [(st.SCHEDULE_KIND_PRICE_END, True)]
+    assert [(e.kind, e.applied, e.old_price_minor) for e in events(world)] == [(st.PRICE_EVENT_KIND_PRICE_END, True, 1_100)]
     assert pricing.price_in_effect(current(world), T0 + 501) is None
 
 
@@ -249,7 +254,9 @@ def test_promotion_windows_open_and_close_with_block_time_and_a_changed_cost_ref
     world.block([], time_s=start + 100)
     doomed = promo(world, "doomed")
     assert doomed.status == st.PROMOTION_STATUS_REFUSED and "margin_floor: 700 per unit" in doomed.end_reason
+    assert [(e.kind, e.promotion_id, e.applied) for e in events(world)] == [(st.PRICE_EVENT_KIND_PROMOTION_START, "doomed", False)]
     world.block([], time_s=start + 600)
+    assert [(e.kind, e.promotion_id) for e in events(world)] == [(st.PRICE_EVENT_KIND_PROMOTION_END, "later")]
     later = promo(world, "later")
     assert (later.status, later.end_reason, later.ended_unix_s) == (st.PROMOTION_STATUS_ENDED, "window closed", start + 600)
 
@@ -292,10 +299,11 @@ def test_the_schedule_is_bounded_per_block_and_the_rest_follows(world):
     due = T0 + 5_000
     world.ok(retailer, *[promotion(f"p{n:03d}", start=due, end=due + 10**5) for n in range(pricing.SCHEDULE_BATCH + 20)])
     world.block([], time_s=due)
-    first = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
+    first = events(world)
     world.block([], time_s=due + 1)
-    second = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
-    assert (len(first.activations), len(second.activations)) == (pricing.SCHEDULE_BATCH, 20)
+    second = events(world)
+    assert (len(first), len(second)) == (pricing.SCHEDULE_BATCH, 20)
+    assert {e.kind for e in first + second} == {st.PRICE_EVENT_KIND_PROMOTION_START}
     assert all(promo(world, f"p{n:03d}").status == st.PROMOTION_STATUS_ACTIVE for n in range(pricing.SCHEDULE_BATCH + 20))
 
 
@@ -313,8 +321,12 @@ def test_a_schedule_entry_that_raises_is_refused_alone_and_the_block_goes_on(wor
     world.ok(retailer, promotion("bomb", start=T0 + 900, end=T0 + 2_000), promotion("fine", start=T0 + 900, end=T0 + 2_000))
     world.sync_nonce(retailer)
     assert world.block([retailer.sign(price(1_050))], time_s=T0 + 900) == [0]
-    log = world.read("price_log", f"{world.app.height:012d}", st.ActivationLog)
-    assert [(a.promotion_id, a.applied, a.reason) for a in log.activations] == [("bomb", False, "internal error"), ("fine", True, "")]
+    # The schedule first (in key order), then the block's transaction.
+    assert [(e.kind, e.promotion_id, e.applied, e.reason) for e in events(world)] == [
+        (st.PRICE_EVENT_KIND_PROMOTION_START, "bomb", False, "internal error"),
+        (st.PRICE_EVENT_KIND_PROMOTION_START, "fine", True, ""),
+        (st.PRICE_EVENT_KIND_PRICE_SET, "", True, ""),
+    ]
     assert promo(world, "fine").status == st.PROMOTION_STATUS_ACTIVE and world.read("promotions", "half-written", st.PromotionRecord) is None
 
 

@@ -112,6 +112,22 @@ def _schedule(state: Overlay, entry: st.ScheduleEntry, subject: str) -> None:
     write(state, "price_schedule", _due_key(entry.due_unix_s, entry.kind, subject), entry)
 
 
+def log_price_event(state: Overlay, height: int, block_unix_s: int, entry: st.PriceLogEntry) -> None:
+    """Append ``entry`` to the height's price log (a counter key, then one key per entry: O(1) per event)."""
+    header_key = f"{height:012d}"
+    header = read(state, "price_log", header_key, st.PriceLogHeight) or st.PriceLogHeight(height=height, block_unix_s=block_unix_s)
+    write(state, "price_log", f"{header_key}/{header.entries:06d}", entry)
+    header.entries += 1
+    write(state, "price_log", header_key, header)
+
+
+def _promotion_event(state: Overlay, kind: int, record: st.PromotionRecord, height: int, at_unix_s: int, *, applied: bool = True, reason: str = "") -> None:
+    log_price_event(state, height, at_unix_s, st.PriceLogEntry(
+        kind=kind, promotion_id=record.promotion.promotion_id, location_gln=record.promotion.location_gln, applied=applied,
+        reason=reason, promotion=record, draft_id=record.promotion.draft_id,
+    ))
+
+
 # --- base prices ---------------------------------------------------------------------------------
 
 
@@ -130,7 +146,8 @@ def _checked_change(state: Overlay, ctx: TxContext, a: txpb.ChangePrice) -> tupl
 
 
 def _apply_price(
-    state: Overlay, org: str, a: txpb.ChangePrice, at_unix_s: int, height: int, *, change_id: str = "", draft_id: str = ""
+    state: Overlay, org: str, a: txpb.ChangePrice, at_unix_s: int, height: int, block_unix_s: int, *, change_id: str = "",
+    draft_id: str = "",
 ) -> tuple[int | None, int]:
     """Make ``a`` the base price from ``at_unix_s`` on, inside the guardrails; (old, new) price."""
     gtin, location = a.gtin, a.location_gln
@@ -149,7 +166,8 @@ def _apply_price(
     day_open = None
     if current is not None and previous is not None:
         day_open = current.day_open_minor if current.day == day else previous
-    guardrails = guardrails_for(_policy(state, org), _category(state, gtin), location)
+    category = _category(state, gtin)
+    guardrails = guardrails_for(_policy(state, org), category, location)
     violation = price_violation(price, cost, day_open, guardrails)
     if violation:
         raise _guardrail(violation)
@@ -163,6 +181,10 @@ def _apply_price(
         record.carried_minor = current.carried_minor
     record_day(record, previous, price, at_unix_s)
     write(state, "prices", key, record)
+    log_price_event(state, height, block_unix_s, st.PriceLogEntry(
+        kind=st.PRICE_EVENT_KIND_PRICE_SET, gtin=gtin, location_gln=location, category=category, change_id=change_id,
+        applied=True, old_price_minor=previous or 0, new_price_minor=price, due_unix_s=at_unix_s, price=record, draft_id=draft_id,
+    ))
     if a.valid_until_unix_s:
         _schedule(state, st.ScheduleEntry(
             kind=st.SCHEDULE_KIND_PRICE_END, due_unix_s=a.valid_until_unix_s, gtin=gtin, location_gln=location, height=height,
@@ -172,7 +194,7 @@ def _apply_price(
 
 def change_price(state: Overlay, ctx: TxContext, a: txpb.ChangePrice) -> None:
     _checked_change(state, ctx, a)
-    _apply_price(state, ctx.signer.organization_gln, a, ctx.time_unix_s, ctx.height)
+    _apply_price(state, ctx.signer.organization_gln, a, ctx.time_unix_s, ctx.height, ctx.time_unix_s)
 
 
 def schedule_price_change(state: Overlay, ctx: TxContext, a: txpb.SchedulePriceChange) -> None:
@@ -202,6 +224,10 @@ def schedule_price_change(state: Overlay, ctx: TxContext, a: txpb.SchedulePriceC
     _schedule(state, st.ScheduleEntry(
         kind=st.SCHEDULE_KIND_PRICE_CHANGE, due_unix_s=due, change=a, scheduled_by=ctx.signer.agent_id, height=ctx.height,
     ), f"{gtin}/{location}/{change_id}")
+    log_price_event(state, ctx.height, ctx.time_unix_s, st.PriceLogEntry(
+        kind=st.PRICE_EVENT_KIND_PRICE_SCHEDULED, gtin=gtin, location_gln=location, category=_category(state, gtin),
+        change_id=change_id, applied=True, new_price_minor=a.change.price.amount_minor, due_unix_s=due, scheduled=a,
+    ))
 
 
 # --- promotions ----------------------------------------------------------------------------------
@@ -317,7 +343,9 @@ def open_promotion(state: Overlay, ctx: TxContext, a: txpb.CreatePromotion, crea
         raise TxRejected(ResultCode.FAILED_PRECONDITION, "the promotion's window is over")
     running = a.start_unix_s <= ctx.time_unix_s
     status = st.PROMOTION_STATUS_ACTIVE if running else st.PROMOTION_STATUS_SCHEDULED
-    write(state, "promotions", a.promotion_id, st.PromotionRecord(promotion=a, created_by=created_by, height=ctx.height, status=status))
+    record = st.PromotionRecord(promotion=a, created_by=created_by, height=ctx.height, status=status)
+    write(state, "promotions", a.promotion_id, record)
+    _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_CREATED, record, ctx.height, ctx.time_unix_s)
     if not running:
         _schedule(state, st.ScheduleEntry(
             kind=st.SCHEDULE_KIND_PROMOTION_START, due_unix_s=a.start_unix_s, promotion_id=a.promotion_id, height=ctx.height,
@@ -357,6 +385,7 @@ def end_promotion(state: Overlay, ctx: TxContext, a: txpb.EndPromotion) -> None:
         raise TxRejected(ResultCode.FAILED_PRECONDITION, f"promotion {a.promotion_id} is {st.PromotionStatus.Name(record.status)}")
     _end(record, f"ended by {ctx.signer.agent_id}: {_text(a.reason, 'reason', 512, required=False)}", ctx.time_unix_s, ctx.height)
     write(state, "promotions", a.promotion_id, record)
+    _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_END, record, ctx.height, ctx.time_unix_s)
 
 
 def record_promotion_redemptions(state: Overlay, ctx: TxContext, a: txpb.RecordPromotionRedemptions) -> None:
@@ -373,9 +402,12 @@ def record_promotion_redemptions(state: Overlay, ctx: TxContext, a: txpb.RecordP
         record.redeemed_minor = min(record.redeemed_minor + r.discount_minor, COUNTER_LIMIT)
         p = record.promotion
         spent = (p.budget_units and record.units_redeemed >= p.budget_units) or (p.budget_minor and record.redeemed_minor >= p.budget_minor)
-        if spent and record.status != st.PROMOTION_STATUS_ENDED:
+        ends = spent and record.status != st.PROMOTION_STATUS_ENDED
+        if ends:
             _end(record, "budget spent", ctx.time_unix_s, ctx.height)
         write(state, "promotions", r.promotion_id, record)
+        if ends:
+            _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_END, record, ctx.height, ctx.time_unix_s)
 
 
 # --- the guardrail policy ------------------------------------------------------------------------
@@ -422,48 +454,47 @@ def set_guardrail_policy(state: Overlay, ctx: TxContext, a: txpb.SetGuardrailPol
 # --- the schedule, at the start of each block ----------------------------------------------------
 
 
-def _activate(state: Overlay, entry: st.ScheduleEntry, height: int, block_time: int) -> st.Activation:
-    act = st.Activation(kind=entry.kind, due_unix_s=entry.due_unix_s, promotion_id=entry.promotion_id, applied=True)
+def _activate(state: Overlay, entry: st.ScheduleEntry, height: int, block_time: int) -> None:
+    """Carry out one due entry on ``state``, logging what it did (raises TxRejected to refuse it)."""
     if entry.kind == st.SCHEDULE_KIND_PRICE_CHANGE:
         change = entry.change.change
-        act.gtin, act.location_gln, act.change_id = change.gtin, change.location_gln, entry.change.change_id
         org = gln_owner(state, change.location_gln)
-        orgs = read(state, "orgs", org or "", st.OrganizationRecord)
-        if orgs is None or orgs.status != st.ORGANIZATION_STATUS_ACTIVE:
+        member = read(state, "orgs", org or "", st.OrganizationRecord)
+        if member is None or member.status != st.ORGANIZATION_STATUS_ACTIVE:
             raise TxRejected(ResultCode.FAILED_PRECONDITION, f"the owner of {change.location_gln} is not an active member")
-        old, new = _apply_price(state, org, change, entry.due_unix_s, height, change_id=entry.change.change_id)
-        act.old_price_minor, act.new_price_minor = old or 0, new
+        _apply_price(state, org, change, entry.due_unix_s, height, block_time, change_id=entry.change.change_id)
     elif entry.kind == st.SCHEDULE_KIND_PRICE_END:
-        act.gtin, act.location_gln = entry.gtin, entry.location_gln
         record = read(state, "prices", _price_key(entry.gtin, entry.location_gln), st.PriceRecord)
-        if record is None or record.valid_until_unix_s != entry.due_unix_s:
-            act.applied, act.reason = False, "superseded by a later price"
-        else:
-            act.old_price_minor = record.price.amount_minor
+        if record is not None and record.valid_until_unix_s == entry.due_unix_s:  # else superseded by a later price
+            log_price_event(state, height, block_time, st.PriceLogEntry(
+                kind=st.PRICE_EVENT_KIND_PRICE_END, gtin=entry.gtin, location_gln=entry.location_gln,
+                category=_category(state, entry.gtin), applied=True, old_price_minor=record.price.amount_minor,
+                due_unix_s=entry.due_unix_s, price=record,
+            ))
     else:
         record = read(state, "promotions", entry.promotion_id, st.PromotionRecord)
         live = (st.PROMOTION_STATUS_UNSPECIFIED, st.PROMOTION_STATUS_SCHEDULED, st.PROMOTION_STATUS_ACTIVE)
         if record is None or record.status not in live:
-            act.applied, act.reason = False, "the promotion had already ended"
-            return act
+            return  # ended before its time (budget, owner, refused start): nothing left to do
         if entry.kind == st.SCHEDULE_KIND_PROMOTION_START:
             if record.status == st.PROMOTION_STATUS_ACTIVE:
-                return act
+                return
             try:
                 policy = _policy(state, gln_owner(state, record.promotion.location_gln) or "")
                 if policy is None:
                     raise TxRejected(ResultCode.FAILED_PRECONDITION, "no guardrail policy")
                 _check_promotion(state, record.promotion, policy)
                 record.status = st.PROMOTION_STATUS_ACTIVE
+                _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_START, record, height, block_time)
             except TxRejected as rejected:
                 # Prices or the policy changed since it was accepted: it never runs.
                 record.status, record.end_reason = st.PROMOTION_STATUS_REFUSED, rejected.log
                 record.ended_unix_s, record.ended_height = block_time, height
-                act.applied, act.reason = False, rejected.log
+                _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_START, record, height, block_time, applied=False, reason=rejected.log)
         else:
             _end(record, "window closed", entry.due_unix_s, height)
+            _promotion_event(state, st.PRICE_EVENT_KIND_PROMOTION_END, record, height, block_time)
         write(state, "promotions", entry.promotion_id, record)
-    return act
 
 
 def run_price_schedule(state: Overlay, schedule_keys: list[bytes], height: int, block_time: int) -> None:
@@ -474,7 +505,7 @@ def run_price_schedule(state: Overlay, schedule_keys: list[bytes], height: int, 
         cursor = read(state, "price_schedule", CURSOR_KEY, st.ScheduleCursor)
         start = bisect.bisect_right(schedule_keys, cursor.last_key.encode()) if cursor else 0
         limit = f"{block_time:012d}/~".encode()
-        activations, last = [], None
+        last = None
         work = Overlay(state)
         for key in schedule_keys[start:start + SCHEDULE_BATCH]:
             if key > limit or not key[:1].isdigit():
@@ -485,17 +516,15 @@ def run_price_schedule(state: Overlay, schedule_keys: list[bytes], height: int, 
                 _unpend(work, entry)
             attempt = Overlay(work)
             try:
-                act = _activate(attempt, entry, height, block_time)
+                _activate(attempt, entry, height, block_time)
                 attempt.merge_into(work)
             except TxRejected as rejected:
-                act = _refused(entry, rejected.log)
+                log_price_event(work, height, block_time, _refused(entry, rejected.log))
             except Exception:  # noqa: BLE001 - a bug an entry reaches refuses that entry, never the block
                 log.error("schedule entry raised; refused", exc_info=True, extra={"height": height, "key": key.decode()})
-                act = _refused(entry, "internal error")
-            activations.append(act)
+                log_price_event(work, height, block_time, _refused(entry, "internal error"))
         if last is not None:
             write(work, "price_schedule", CURSOR_KEY, st.ScheduleCursor(last_key=last.decode()))
-            write(work, "price_log", f"{height:012d}", st.ActivationLog(height=height, block_unix_s=block_time, activations=activations))
             work.merge_into(state)
     except Exception:  # noqa: BLE001 - the same on every node; the block goes on without the schedule
         log.error("price schedule failed at height %s", height, exc_info=True)
@@ -511,10 +540,19 @@ def _unpend(state: Overlay, entry: st.ScheduleEntry) -> None:
         write(state, "price_schedule", key, st.PendingChanges(due_change_ids=pending_ids, price_key=pending.price_key))
 
 
-def _refused(entry: st.ScheduleEntry, reason: str) -> st.Activation:
+_EVENT_OF = {
+    st.SCHEDULE_KIND_PRICE_CHANGE: st.PRICE_EVENT_KIND_PRICE_SET,
+    st.SCHEDULE_KIND_PRICE_END: st.PRICE_EVENT_KIND_PRICE_END,
+    st.SCHEDULE_KIND_PROMOTION_START: st.PRICE_EVENT_KIND_PROMOTION_START,
+    st.SCHEDULE_KIND_PROMOTION_END: st.PRICE_EVENT_KIND_PROMOTION_END,
+}
+
+
+def _refused(entry: st.ScheduleEntry, reason: str) -> st.PriceLogEntry:
     change = entry.change.change
-    return st.Activation(
-        kind=entry.kind, due_unix_s=entry.due_unix_s, gtin=change.gtin or entry.gtin,
-        location_gln=change.location_gln or entry.location_gln, change_id=entry.change.change_id,
-        promotion_id=entry.promotion_id, applied=False, reason=reason,
+    return st.PriceLogEntry(
+        kind=_EVENT_OF.get(entry.kind, st.PRICE_EVENT_KIND_UNSPECIFIED), due_unix_s=entry.due_unix_s,
+        gtin=change.gtin or entry.gtin, location_gln=change.location_gln or entry.location_gln,
+        change_id=entry.change.change_id, promotion_id=entry.promotion_id, applied=False, reason=reason,
+        new_price_minor=change.price.amount_minor,
     )
