@@ -92,3 +92,60 @@ class EventCorrectionRow(SQLModel, table=True):
 
     event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
     corrective_event_id: str = Field(primary_key=True, index=True)
+
+
+# --- pricing (the ledger's price log, projected by shelfproof.pricing.projector) ---------------------
+
+
+class PriceBookRow(SQLModel, table=True):
+    """The base price of a product at a location as the ledger last set it."""
+
+    __tablename__ = "price_book"
+
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    location_gln: str = Field(primary_key=True, max_length=13, index=True)
+    currency_code: str = Field(max_length=3)
+    amount_minor: int
+    unit_cost_minor: int
+    category: str = ""
+    effective_time: datetime
+    valid_until: datetime | None = None
+    reason: str = ""
+    change_id: str = ""
+    draft_id: str = ""
+    ledger_height: int
+    # The ledger's PriceRecord (its daily lows give the 30-day reference price).
+    record: bytes
+    # The organisation that owns the location (whose guardrail policy applies).
+    organization_gln: str = Field(default="", max_length=13)
+
+
+class PromotionRow(SQLModel, table=True):
+    """A promotion and its life cycle (the ledger's PromotionRecord)."""
+
+    __tablename__ = "promotions"
+
+    promotion_id: str = Field(primary_key=True, max_length=128)
+    status: int
+    start_time: datetime
+    end_time: datetime
+    draft_id: str = ""
+    ledger_height: int
+    record: bytes
+
+
+class PriceEventRow(SQLModel, table=True):
+    """One entry of the ledger's price log: (height, sequence) is its place in ledger order."""
+
+    __tablename__ = "price_events"
+
+    height: int = Field(primary_key=True)
+    sequence: int = Field(primary_key=True)
+    kind: int
+    gtin: str = Field(default="", max_length=14)
+    location_gln: str = Field(default="", max_length=13)
+    # The promotion's id; for a policy event, its organisation.
+    promotion_id: str = Field(default="", max_length=128)
+    block_time: datetime
+    # The ledger's PriceLogEntry.
+    entry: bytes

@@ -256,13 +256,14 @@ def deepest_discount_bps(p: txpb.CreatePromotion, unit_base_minor: int) -> int:
 
 
 def promotion_runs(record: st.PromotionRecord, at_unix_s: int) -> bool:
-    """Whether the promotion applies at a block time: inside its window and neither ended nor refused
+    """Whether the promotion applies at a time: inside its window, never refused, and not yet ended
     (a promotion whose start the schedule has not reached yet in a backlog counts from its start)."""
     p = record.promotion
-    return (
-        record.status in (st.PROMOTION_STATUS_UNSPECIFIED, st.PROMOTION_STATUS_SCHEDULED, st.PROMOTION_STATUS_ACTIVE)
-        and p.start_unix_s <= at_unix_s < p.end_unix_s
-    )
+    if not p.start_unix_s <= at_unix_s < p.end_unix_s:
+        return False
+    if record.status == st.PROMOTION_STATUS_ENDED:
+        return at_unix_s < record.ended_unix_s
+    return record.status in (st.PROMOTION_STATUS_UNSPECIFIED, st.PROMOTION_STATUS_SCHEDULED, st.PROMOTION_STATUS_ACTIVE)
 
 
 def promotion_covers(p: txpb.CreatePromotion, gtin: str, category: str, location_gln: str, currency: str) -> bool:

@@ -125,6 +125,7 @@ def _promotion_event(state: Overlay, kind: int, record: st.PromotionRecord, heig
     log_price_event(state, height, at_unix_s, st.PriceLogEntry(
         kind=kind, promotion_id=record.promotion.promotion_id, location_gln=record.promotion.location_gln, applied=applied,
         reason=reason, promotion=record, draft_id=record.promotion.draft_id,
+        organization_gln=gln_owner(state, record.promotion.location_gln) or "",
     ))
 
 
@@ -184,6 +185,7 @@ def _apply_price(
     log_price_event(state, height, block_unix_s, st.PriceLogEntry(
         kind=st.PRICE_EVENT_KIND_PRICE_SET, gtin=gtin, location_gln=location, category=category, change_id=change_id,
         applied=True, old_price_minor=previous or 0, new_price_minor=price, due_unix_s=at_unix_s, price=record, draft_id=draft_id,
+        organization_gln=org,
     ))
     if a.valid_until_unix_s:
         _schedule(state, st.ScheduleEntry(
@@ -227,6 +229,7 @@ def schedule_price_change(state: Overlay, ctx: TxContext, a: txpb.SchedulePriceC
     log_price_event(state, ctx.height, ctx.time_unix_s, st.PriceLogEntry(
         kind=st.PRICE_EVENT_KIND_PRICE_SCHEDULED, gtin=gtin, location_gln=location, category=_category(state, gtin),
         change_id=change_id, applied=True, new_price_minor=a.change.price.amount_minor, due_unix_s=due, scheduled=a,
+        organization_gln=ctx.signer.organization_gln,
     ))
 
 
@@ -449,6 +452,9 @@ def set_guardrail_policy(state: Overlay, ctx: TxContext, a: txpb.SetGuardrailPol
             raise _invalid(f"overrides[{n}].max_discount_bps must be below {BPS}")
         _endings(o.price_endings, f"overrides[{n}].price_endings")
     write(state, "policies", p.organization_gln, p)
+    log_price_event(state, ctx.height, ctx.time_unix_s, st.PriceLogEntry(
+        kind=st.PRICE_EVENT_KIND_POLICY_SET, applied=True, policy=p, organization_gln=p.organization_gln,
+    ))
 
 
 # --- the schedule, at the start of each block ----------------------------------------------------
@@ -469,7 +475,7 @@ def _activate(state: Overlay, entry: st.ScheduleEntry, height: int, block_time: 
             log_price_event(state, height, block_time, st.PriceLogEntry(
                 kind=st.PRICE_EVENT_KIND_PRICE_END, gtin=entry.gtin, location_gln=entry.location_gln,
                 category=_category(state, entry.gtin), applied=True, old_price_minor=record.price.amount_minor,
-                due_unix_s=entry.due_unix_s, price=record,
+                due_unix_s=entry.due_unix_s, price=record, organization_gln=gln_owner(state, entry.location_gln) or "",
             ))
     else:
         record = read(state, "promotions", entry.promotion_id, st.PromotionRecord)
