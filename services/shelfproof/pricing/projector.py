@@ -17,11 +17,15 @@ from datetime import datetime, timezone
 
 from psycopg_pool import AsyncConnectionPool
 
+from google.protobuf import timestamp_pb2
+
+from shelfproof.common.v1 import common_pb2
 from shelfproof.ledger.core.rules.price_computation import locations_of, promotion_covers, promotion_runs
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
+from shelfproof.pricing.v1 import pricing_pb2 as pb
 from shelfproof.runtime.client import call
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,33 @@ def _time(unix_s: int) -> datetime:
     return datetime.fromtimestamp(unix_s, tz=timezone.utc)
 
 
+def money(currency: str, amount: int) -> common_pb2.Money:
+    return common_pb2.Money(currency_code=currency, amount_minor=amount)
+
+
+def stamp(unix_s: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=unix_s)
+
+
+def price_event(height: int, sequence: int, entry: st.PriceLogEntry, block_unix_s: int) -> pb.PriceEvent:
+    currency = entry.price.price.currency_code or entry.scheduled.change.price.currency_code or entry.promotion.promotion.currency_code
+    event = pb.PriceEvent(
+        height=height, sequence=sequence, kind=entry.kind, gtin=entry.gtin, location_gln=entry.location_gln,
+        promotion_id=entry.promotion_id, change_id=entry.change_id, applied=entry.applied, reason=entry.reason,
+        block_time=stamp(block_unix_s), draft_id=entry.draft_id,
+    )
+    if entry.old_price_minor:
+        event.old_price.CopyFrom(money(currency, entry.old_price_minor))
+    if entry.new_price_minor:
+        event.new_price.CopyFrom(money(currency, entry.new_price_minor))
+    effective = entry.due_unix_s or (entry.promotion.promotion.start_unix_s if entry.kind == st.PRICE_EVENT_KIND_PROMOTION_START else 0)
+    if entry.kind == st.PRICE_EVENT_KIND_PROMOTION_END:
+        effective = entry.promotion.ended_unix_s
+    if effective:
+        event.effective_time.CopyFrom(stamp(effective))
+    return event
+
+
 class PriceBook:
     """This process's copy of the price book: base prices, promotions by location, policies."""
 
@@ -44,8 +75,11 @@ class PriceBook:
         self.promotions: dict[str, st.PromotionRecord] = {}
         self.by_location: dict[str, set[str]] = {}
         self.policies: dict[str, txpb.GuardrailPolicy] = {}
+        # Bumped by every change: lookups computed from an older version are stale.
+        self.version = 0
 
     def apply(self, entry: st.PriceLogEntry) -> None:
+        self.version += 1
         kind = entry.kind
         if kind == st.PRICE_EVENT_KIND_PRICE_SET and entry.applied:
             self.prices[(entry.gtin, entry.location_gln)] = (entry.price, entry.category, entry.organization_gln)
@@ -66,13 +100,21 @@ class PriceBook:
             else:
                 ids.add(pid)
 
-    def running(self, gtin: str, category: str, location: str, currency: str, at_unix_s: int) -> list[txpb.CreatePromotion]:
-        out = []
+    def running(self, gtin: str, category: str, location: str, currency: str, at_unix_s: int) -> tuple[list[txpb.CreatePromotion], int]:
+        """The promotions that apply at ``at_unix_s``, and the next time any of them (or another
+        covering the product) starts or ends: until then the answer stays the same."""
+        out, until = [], 2**62
         for pid in self.by_location.get(location, ()):
             record = self.promotions[pid]
-            if promotion_runs(record, at_unix_s) and promotion_covers(record.promotion, gtin, category, location, currency):
-                out.append(record.promotion)
-        return out
+            p = record.promotion
+            if not promotion_covers(p, gtin, category, location, currency):
+                continue
+            if promotion_runs(record, at_unix_s):
+                out.append(p)
+            for moment in (p.start_unix_s, p.end_unix_s, record.ended_unix_s):
+                if moment > at_unix_s:
+                    until = min(until, moment)
+        return out, until
 
 
 class PricingProjector:
@@ -84,8 +126,9 @@ class PricingProjector:
         self.poll_s = poll_s
         self.book = PriceBook()
         self.height = 0
-        # (height, sequence, entry, block unix s) of the newest events, and the first height they cover whole.
-        self.recent: list[tuple[int, int, st.PriceLogEntry, int]] = []
+        # (height, sequence, entry, block unix s, the stream's message) of the newest events, and the
+        # first height they cover whole: live streams share one message per event.
+        self.recent: list[tuple[int, int, st.PriceLogEntry, int, pb.StreamPriceChangesResponse]] = []
         self.recent_from = 1
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task | None = None
@@ -170,7 +213,7 @@ class PricingProjector:
             )
         for item in entries:
             self.book.apply(item[2])
-        self.recent.extend(entries)
+        self.recent.extend((*item, pb.StreamPriceChangesResponse(event=price_event(*item))) for item in entries)
         if len(self.recent) > 2 * RECENT_EVENTS:
             del self.recent[:RECENT_EVENTS]
             self.recent_from = self.recent[0][0] + 1  # the oldest kept height may be cut

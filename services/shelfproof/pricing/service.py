@@ -16,12 +16,12 @@ from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.core.bounds import MAX_AMOUNT_MINOR, MAX_QUANTITY
 from shelfproof.ledger.core.rules.common import _ID
 from shelfproof.ledger.core.rules.price_computation import (
-    CURRENCY_MINOR_UNITS, compute_line, guardrails_for, locations_of, lowest_prior_price, price_in_effect,
+    CURRENCY_MINOR_UNITS, DAY_S, compute_line, guardrails_for, locations_of, lowest_prior_price, price_in_effect,
 )
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
-from shelfproof.pricing.projector import PricingProjector
+from shelfproof.pricing.projector import PricingProjector, money, price_event, stamp
 from shelfproof.pricing.v1 import pricing_pb2 as pb
 from shelfproof.pricing.v1 import pricing_pb2_grpc
 from shelfproof.runtime.client import call
@@ -30,46 +30,21 @@ from shelfproof.runtime.fields import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, gln_fiel
 from shelfproof.runtime.server import ServiceBinding
 
 MAX_LINES = 1_000
+# Lookups answered from memory: computed lines and checked keys (cleared when they grow past this).
+CACHE_ENTRIES = 200_000
 MAX_STREAM_FILTERS = 100
 STREAM_PAGE = 1_000
 
 
-def _money(currency: str, amount: int) -> common_pb2.Money:
-    return common_pb2.Money(currency_code=currency, amount_minor=amount)
-
-
-def _stamp(unix_s: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=unix_s)
-
-
 def _price(record: st.PriceRecord) -> pb.Price:
     price = pb.Price(
-        gtin=record.gtin, location_gln=record.location_gln, amount=_money(record.price.currency_code, record.price.amount_minor),
-        effective_time=_stamp(record.effective_unix_s), ledger_ref=common_pb2.LedgerRef(height=record.height),
+        gtin=record.gtin, location_gln=record.location_gln, amount=money(record.price.currency_code, record.price.amount_minor),
+        effective_time=stamp(record.effective_unix_s), ledger_ref=common_pb2.LedgerRef(height=record.height),
         reason=record.reason, change_id=record.change_id, draft_id=record.draft_id,
     )
     if record.valid_until_unix_s:
-        price.valid_until.CopyFrom(_stamp(record.valid_until_unix_s))
+        price.valid_until.CopyFrom(stamp(record.valid_until_unix_s))
     return price
-
-
-def price_event(height: int, sequence: int, entry: st.PriceLogEntry, block_unix_s: int) -> pb.PriceEvent:
-    currency = entry.price.price.currency_code or entry.scheduled.change.price.currency_code or entry.promotion.promotion.currency_code
-    event = pb.PriceEvent(
-        height=height, sequence=sequence, kind=entry.kind, gtin=entry.gtin, location_gln=entry.location_gln,
-        promotion_id=entry.promotion_id, change_id=entry.change_id, applied=entry.applied, reason=entry.reason,
-        block_time=_stamp(block_unix_s), draft_id=entry.draft_id,
-    )
-    if entry.old_price_minor:
-        event.old_price.CopyFrom(_money(currency, entry.old_price_minor))
-    if entry.new_price_minor:
-        event.new_price.CopyFrom(_money(currency, entry.new_price_minor))
-    effective = entry.due_unix_s or (entry.promotion.promotion.start_unix_s if entry.kind == st.PRICE_EVENT_KIND_PROMOTION_START else 0)
-    if entry.kind == st.PRICE_EVENT_KIND_PROMOTION_END:
-        effective = entry.promotion.ended_unix_s
-    if effective:
-        event.effective_time.CopyFrom(_stamp(effective))
-    return event
 
 
 def _matches(entry: st.PriceLogEntry, locations: frozenset[str], gtins: frozenset[str]) -> bool:
@@ -108,6 +83,10 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
         self.projector = projector
         self.book = projector.book
         self.clock = clock
+        # (gtin, location, quantity) → (book version, from, until, line): a line stays right for times in
+        # [from, until) until the book changes (the next promotion start or end, price end, midnight).
+        self._lines: dict[tuple[str, str, int], tuple[int, int, int, pb.GetPriceResponse | None]] = {}
+        self._keys: dict[tuple[str, str], str] = {}
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -120,16 +99,45 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
     def _at(self, stamp: timestamp_pb2.Timestamp, set_: bool) -> int:
         return stamp.seconds if set_ else int(self.clock())
 
-    def _line(self, gtin: str, location: str, at_unix_s: int, quantity: int) -> pb.PricedLine | None:
+    def _key(self, value: str, field: str, check, kind: str) -> str:
+        """A GTIN or GLN checked once per distinct input (lookups repeat the same few keys); a bad one
+        is refused naming the request's field."""
+        found = self._keys.get((kind, value))
+        if found is None:
+            found = check(value, field)
+            if len(self._keys) >= CACHE_ENTRIES:
+                self._keys.clear()
+            self._keys[(kind, value)] = found
+        return found
+
+    def _line(self, gtin: str, location: str, at_unix_s: int, quantity: int) -> pb.GetPriceResponse | None:
+        """The priced line (as GetPrice answers it), from the cache when the book has not changed and no
+        boundary passed. Cached answers are shared: never modify one."""
+        key = (gtin, location, quantity)
+        cached = self._lines.get(key)
+        if cached is not None and cached[0] == self.book.version and cached[1] <= at_unix_s < cached[2]:
+            return cached[3]
+        version = self.book.version
+        line, until = self._compute(gtin, location, at_unix_s, quantity)
+        answer = pb.GetPriceResponse(line=line) if line is not None else None
+        if len(self._lines) >= CACHE_ENTRIES:
+            self._lines.clear()
+        self._lines[key] = (version, at_unix_s, until, answer)
+        return answer
+
+    def _compute(self, gtin: str, location: str, at_unix_s: int, quantity: int) -> tuple[pb.PricedLine | None, int]:
         found = self.book.prices.get((gtin, location))
         if found is None:
-            return None
+            return None, 2**62
         record, category, org = found
         base = price_in_effect(record, at_unix_s)
         if base is None:
-            return None
+            return None, record.effective_unix_s if record.effective_unix_s > at_unix_s else 2**62
         currency = record.price.currency_code
-        promotions = self.book.running(gtin, category, location, currency, at_unix_s)
+        promotions, until = self.book.running(gtin, category, location, currency, at_unix_s)
+        until = min(until, (at_unix_s // DAY_S + 1) * DAY_S)  # the reference price's window moves daily
+        if record.valid_until_unix_s:
+            until = min(until, record.valid_until_unix_s)
         guardrails = guardrails_for(self.book.policies.get(org), category, location)
         line = compute_line(base, record.unit_cost.amount_minor, quantity, promotions, guardrails)
         drafts = {p.promotion_id: p.draft_id for p in promotions}
@@ -142,13 +150,13 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
                 clamp_rule=line.clamp_rule, clamp_minor=line.clamp_minor, line_minor=line.line_minor,
                 unit_minor=line.unit_minor, rounding=line.rounding,
             ),
-            line_total=_money(currency, line.line_minor),
+            line_total=money(currency, line.line_minor),
         )
         if line.adjustments:
             reference = lowest_prior_price(record, at_unix_s)
             if reference is not None:
-                priced.reference_price.CopyFrom(_money(currency, reference))
-        return priced
+                priced.reference_price.CopyFrom(money(currency, reference))
+        return priced, until
 
     @staticmethod
     def _quantity(value: int, field: str) -> int:
@@ -157,33 +165,34 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
         return value or 1
 
     async def GetPrice(self, request: pb.GetPriceRequest, context) -> pb.GetPriceResponse:
-        gtin = gtin_field(request.gtin, "gtin")
-        location = gln_field(request.location_gln, "location_gln")
+        gtin = self._key(request.gtin, "gtin", gtin_field, "gtin")
+        location = self._key(request.location_gln, "location_gln", gln_field, "gln")
         quantity = self._quantity(request.quantity, "quantity")
-        line = self._line(gtin, location, self._at(request.time, request.HasField("time")), quantity)
-        if line is None:
+        answer = self._line(gtin, location, self._at(request.time, request.HasField("time")), quantity)
+        if answer is None:
             raise NotFound(f"{gtin} has no price at {location} at that time")
-        return pb.GetPriceResponse(line=line)
+        return answer
 
     async def GetPrices(self, request: pb.GetPricesRequest, context) -> pb.GetPricesResponse:
-        location = gln_field(request.location_gln, "location_gln")
+        location = self._key(request.location_gln, "location_gln", gln_field, "gln")
         if not 1 <= len(request.lines) <= MAX_LINES:
             raise _bad("lines", f"1 to {MAX_LINES} lines")
         at = self._at(request.time, request.HasField("time"))
         lines, totals = [], {}
         for n, wanted in enumerate(request.lines):
-            gtin = gtin_field(wanted.gtin, f"lines[{n}].gtin")
-            line = self._line(gtin, location, at, self._quantity(wanted.quantity, f"lines[{n}].quantity"))
-            if line is None:
+            gtin = self._key(wanted.gtin, f"lines[{n}].gtin", gtin_field, "gtin")
+            answer = self._line(gtin, location, at, self._quantity(wanted.quantity, f"lines[{n}].quantity"))
+            if answer is None:
                 lines.append(pb.PricedLine(price=pb.Price(gtin=gtin, location_gln=location)))
                 continue
+            line = answer.line
             lines.append(line)
             currency = line.line_total.currency_code
             totals[currency] = totals.get(currency, 0) + line.line_total.amount_minor
         response = pb.GetPricesResponse(lines=lines)
         if len(totals) == 1:
             (currency, amount), = totals.items()
-            response.total.CopyFrom(_money(currency, amount))
+            response.total.CopyFrom(money(currency, amount))
         return response
 
     async def ListPrices(self, request: pb.ListPricesRequest, context) -> pb.ListPricesResponse:
@@ -353,7 +362,7 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
                             yield pb.StreamPriceChangesResponse(event=price_event(h, n, entry, at))
                     position = (items[-1][0], items[-1][1] + 1)
                     continue
-            for h, n, entry, at in items:
-                if _matches(entry, locations, gtins):
-                    yield pb.StreamPriceChangesResponse(event=price_event(h, n, entry, at))
+            for item in items:
+                if _matches(item[2], locations, gtins):
+                    yield item[4] if len(item) > 4 else pb.StreamPriceChangesResponse(event=price_event(*item[:4]))
             position = (top + 1, 0)
