@@ -19,7 +19,9 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.pricing.v1 import pricing_pb2 as pb
 from shelfproof.runtime.client import call
-from tests.integration.pricing_harness import GTINS, RETAILER, STORE, STORE_B, WINE, Pricing, body, guardrails
+from shelfproof.pricing.service import PricingService
+from shelfproof.runtime.errors import PermissionDenied
+from tests.integration.pricing_harness import GTINS, OTHER, RETAILER, STORE, STORE_B, WINE, Pricing, body, guardrails
 
 pytestmark = pytest.mark.asyncio
 
@@ -207,3 +209,8 @@ async def test_an_ai_promotion_draft_below_the_threshold_applies_itself_and_show
         # Only the small one took effect; its adjustment links the draft (and so its decision record).
         assert [(a.promotion_id, a.draft_id, a.off_minor) for a in line.breakdown.adjustments] == [("promo-small", "small", 120)]
         assert "promo-big" not in p.projector.book.promotions
+        # Another organisation's pricing service signing for the retailer's store: refused by the ledger.
+        other = PricingService(p.pool, p.client(f"{OTHER}/admin-0"), p.projector)
+        with pytest.raises(PermissionDenied):
+            await other.ProposePriceChange(pb.ProposePriceChangeRequest(change=change(1_300, gtin=GTINS[2])), None)
+        assert (await p.stub.GetPrice(pb.GetPriceRequest(gtin=GTINS[2], location_gln=STORE), timeout=DEADLINE)).line.price.amount.amount_minor == 1_200
