@@ -11,32 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 from shelfproof.bench import Benchmark
-from shelfproof.bench.ledger_process import LedgerProcess
+from shelfproof.bench.registry_stack import ServiceStack
 from shelfproof.bench.stats import percentile
-from shelfproof.cli.health import grpc_health
-from shelfproof.db.migrate import upgrade
 from shelfproof.gs1.keys import check_digit
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, development_genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.pricing.v1 import pricing_pb2 as pb
 from shelfproof.pricing.v1 import pricing_pb2_grpc
 from shelfproof.runtime.client import insecure_channel
-from shelfproof.runtime.postgres import LocalPostgres
-from shelfproof.runtime.processes import free_port, process_cpu_seconds
+from shelfproof.runtime.processes import process_cpu_seconds
 
 PRODUCTS = 200
 STREAMS = 100
@@ -55,55 +45,9 @@ def _eur(amount: int) -> txpb.Money:
     return txpb.Money(currency_code="EUR", amount_minor=amount)
 
 
-class PricingStack:
+class PricingStack(ServiceStack):
     def __init__(self, engine: str) -> None:
-        self.engine = engine
-        self.tmp = Path(tempfile.mkdtemp(prefix="shelfproof-bench-pricing-"))
-        self.address = f"127.0.0.1:{free_port()}"
-
-    async def __aenter__(self) -> "PricingStack":
-        cluster_dir = self.tmp / "pg"
-        cluster_dir.mkdir()
-        if os.geteuid() == 0:
-            os.chmod(self.tmp, 0o755)
-        self.postgres = LocalPostgres(cluster_dir, free_port())
-        await asyncio.to_thread(self.postgres.start)
-        await asyncio.to_thread(self.postgres.ensure_database, "shelfproof")
-        dsn = self.postgres.dsn("shelfproof")
-        await asyncio.to_thread(upgrade, dsn)
-        self.genesis = development_genesis("shelfproof-bench")
-        self.ledger = LedgerProcess(self.engine, 1, self.tmp, self.genesis)
-        await self.ledger.__aenter__()
-        env = {
-            **os.environ,
-            "SHELFPROOF_PG_DSN": dsn,
-            "SHELFPROOF_PRICING_PORT": self.address.rsplit(":", 1)[1],
-            "SHELFPROOF_PRICING_LEDGER_ADDRESS": self.ledger.address,
-            "SHELFPROOF_PRICING_GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
-            "SHELFPROOF_LOG_LEVEL": "WARNING",
-            "SHELFPROOF_LOG_FORMAT": "json",
-        }
-        with open(self.tmp / "pricing.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "shelfproof.pricing"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while await grpc_health(self.address) != "SERVING":
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"pricing did not start; see {self.tmp / 'pricing.log'}")
-            await asyncio.sleep(0.2)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, 20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        await self.ledger.__aexit__(*exc)
-        await asyncio.to_thread(self.postgres.destroy)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        super().__init__(engine, "pricing", "shelfproof.pricing", "SHELFPROOF_PRICING_")
 
 
 async def _seed(stack: PricingStack, ledger: ledger_pb2_grpc.LedgerServiceStub) -> tuple[list[str], LedgerClient]:
