@@ -21,7 +21,7 @@ from shelfproof.pricing.v1 import pricing_pb2 as pb
 from shelfproof.runtime.client import call
 from shelfproof.pricing.service import PricingService
 from shelfproof.runtime.errors import PermissionDenied
-from tests.integration.pricing_harness import GTINS, OTHER, RETAILER, STORE, STORE_B, WINE, Pricing, body, guardrails
+from tests.integration.pricing_harness import BRAND, GTINS, OTHER, RETAILER, STORE, STORE_B, WINE, Pricing, body, guardrails
 
 pytestmark = pytest.mark.asyncio
 
@@ -209,6 +209,14 @@ async def test_an_ai_promotion_draft_below_the_threshold_applies_itself_and_show
         # Only the small one took effect; its adjustment links the draft (and so its decision record).
         assert [(a.promotion_id, a.draft_id, a.off_minor) for a in line.breakdown.adjustments] == [("promo-small", "small", 120)]
         assert "promo-big" not in p.projector.book.promotions
+        # Text PostgreSQL cannot hold (a NUL in a member's category and reason) does not stop the projection.
+        hostile = "00614141123483"
+        await p.client(f"{BRAND}/admin-0").submit(body(register_product=txpb.RegisterProduct(gtin=hostile, name="x", category="a\x00b")))
+        priced = await planner.submit(body(change_price=txpb.ChangePrice(
+            gtin=hostile, location_gln=STORE, price=txpb.Money(currency_code="EUR", amount_minor=999),
+            unit_cost=txpb.Money(currency_code="EUR", amount_minor=500), reason="\x00")))
+        assert await p.projector.wait_for_height(priced.height)
+        assert (await p.stub.GetPrice(pb.GetPriceRequest(gtin=hostile, location_gln=STORE), timeout=DEADLINE)).line.line_total.amount_minor == 999
         # Another organisation's pricing service signing for the retailer's store: refused by the ledger.
         other = PricingService(p.pool, p.client(f"{OTHER}/admin-0"), p.projector)
         with pytest.raises(PermissionDenied):

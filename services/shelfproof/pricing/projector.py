@@ -36,6 +36,12 @@ KEYS_PER_QUERY = 256
 RECENT_EVENTS = 20_000
 
 
+def _text(value: str) -> str:
+    """Member-written text as PostgreSQL can hold it (no NUL characters): a hostile category or reason
+    must not stop the projection."""
+    return value.replace("\x00", "")
+
+
 def _time(unix_s: int) -> datetime:
     return datetime.fromtimestamp(unix_s, tz=timezone.utc)
 
@@ -246,8 +252,8 @@ class PricingProjector:
                      draft_id = EXCLUDED.draft_id, ledger_height = EXCLUDED.ledger_height, record = EXCLUDED.record,
                      organization_gln = EXCLUDED.organization_gln""",
                 (p.gtin, p.location_gln, p.price.currency_code, p.price.amount_minor, p.unit_cost.amount_minor,
-                 entry.category, _time(p.effective_unix_s), _time(p.valid_until_unix_s) if p.valid_until_unix_s else None,
-                 p.reason.replace("\x00", ""), p.change_id, p.draft_id, height, p.SerializeToString(deterministic=True),
+                 _text(entry.category), _time(p.effective_unix_s), _time(p.valid_until_unix_s) if p.valid_until_unix_s else None,
+                 _text(p.reason), p.change_id, p.draft_id, height, p.SerializeToString(deterministic=True),
                  entry.organization_gln),
             )
         elif entry.HasField("promotion"):
