@@ -1,5 +1,5 @@
-"""The registry as benchmarks run it: PostgreSQL (durable defaults), the ledger and the registry, each
-its own process on free loopback ports, torn down afterwards."""
+"""A service as benchmarks run it: PostgreSQL (durable defaults), the ledger and the service, each its
+own process on free loopback ports, torn down afterwards (``RegistryStack``: the registry)."""
 
 from __future__ import annotations
 
@@ -21,14 +21,16 @@ from shelfproof.runtime.postgres import LocalPostgres
 from shelfproof.runtime.processes import free_port
 
 
-class RegistryStack:
-    def __init__(self, engine: str) -> None:
-        self.engine = engine
-        self.tmp = Path(tempfile.mkdtemp(prefix="shelfproof-bench-registry-"))
+class ServiceStack:
+    """``python -m <module>`` with settings under ``env_prefix`` (PORT, LEDGER_ADDRESS, GENESIS_FILE)."""
+
+    def __init__(self, engine: str, name: str, module: str, env_prefix: str) -> None:
+        self.engine, self.name, self.module, self.env_prefix = engine, name, module, env_prefix
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"shelfproof-bench-{name}-"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> "RegistryStack":
+    async def __aenter__(self) -> "ServiceStack":
         cluster_dir = self.tmp / "pg"
         cluster_dir.mkdir()
         if os.geteuid() == 0:
@@ -44,21 +46,21 @@ class RegistryStack:
         env = {
             **os.environ,
             "SHELFPROOF_PG_DSN": self.dsn,
-            "SHELFPROOF_REGISTRY_PORT": str(self.port),
-            "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": self.ledger.address,
-            "SHELFPROOF_REGISTRY_GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
+            f"{self.env_prefix}PORT": str(self.port),
+            f"{self.env_prefix}LEDGER_ADDRESS": self.ledger.address,
+            f"{self.env_prefix}GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
             "SHELFPROOF_LOG_LEVEL": "WARNING",
             "SHELFPROOF_LOG_FORMAT": "json",
         }
-        with open(self.tmp / "registry.log", "ab") as log:
+        with open(self.tmp / f"{self.name}.log", "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shelfproof.registry"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", self.module], env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 60
         while await grpc_health(self.address) != "SERVING":
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"registry did not start; see {self.tmp / 'registry.log'}")
+                raise RuntimeError(f"{self.name} did not start; see {self.tmp / f'{self.name}.log'}")
             await asyncio.sleep(0.2)
         return self
 
@@ -72,3 +74,8 @@ class RegistryStack:
         await self.ledger.__aexit__(*exc)
         await asyncio.to_thread(self.postgres.destroy)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RegistryStack(ServiceStack):
+    def __init__(self, engine: str) -> None:
+        super().__init__(engine, "registry", "shelfproof.registry", "SHELFPROOF_REGISTRY_")

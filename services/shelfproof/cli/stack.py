@@ -58,6 +58,13 @@ SERVICES: list[ServiceSpec] = [
         health_service="shelfproof.product.v1.ProductService",
     ),
     ServiceSpec(
+        name="pricing",
+        module="shelfproof.pricing",
+        env_prefix="SHELFPROOF_PRICING_",
+        default_port=50054,
+        health_service="shelfproof.pricing.v1.PricingService",
+    ),
+    ServiceSpec(
         name="planner",
         module="shelfproof.planner",
         env_prefix="SHELFPROOF_PLANNER_",
@@ -141,6 +148,7 @@ class Stack:
         wiring = {
             "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_PLANNER_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
+            "SHELFPROOF_PRICING_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_VERIFY_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_REGISTRY_RESOLVER": verify_origin,
             "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": verify_origin,

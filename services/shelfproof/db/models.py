@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column
+from sqlalchemy import CHAR, BigInteger, Column, Index, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -16,7 +16,7 @@ class ProjectionCursor(SQLModel, table=True):
 
     projector: str = Field(primary_key=True, max_length=64)
     # Position (height, index in block) of the last ledger transaction applied.
-    height: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0, sa_type=BigInteger)
     tx_index: int = Field(default=-1)
 
 
@@ -24,17 +24,18 @@ class ProductRow(SQLModel, table=True):
     """A registered product as the ledger committed it (the ledger is the source of truth)."""
 
     __tablename__ = "products"
+    __table_args__ = (Index("products_brand_owner", "brand_owner_gln", "gtin"),)
 
-    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
-    name: str
-    brand: str = ""
-    category: str = ""
-    net_content: str = ""
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14, sa_type=CHAR(14))
+    name: str = Field(sa_type=Text)
+    brand: str = Field(default="", sa_type=Text)
+    category: str = Field(default="", sa_type=Text)
+    net_content: str = Field(default="", sa_type=Text)
     attributes: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    brand_owner_gln: str = Field(index=True, max_length=13)
+    brand_owner_gln: str = Field(max_length=13, sa_type=CHAR(13))
     create_time: datetime
     update_time: datetime
-    ledger_height: int
+    ledger_height: int = Field(sa_type=BigInteger)
     tx_hash: bytes
 
 
@@ -53,25 +54,32 @@ class EventRow(SQLModel, table=True):
     """An EPCIS 2.0 event as captured (migrations 0006, 0009), under its CBV 2.0 Event Hash ID."""
 
     __tablename__ = "events"
+    # As migration 0009 named them.
+    __table_args__ = (
+        Index("events_time", "event_time", "event_hash"),
+        Index("events_location_time", "biz_location_gln", "event_time"),
+        Index("events_event_id", "event_id"),
+        Index("events_declaration_hash", "declaration_hash", unique=True),
+    )
 
     event_hash: str = Field(primary_key=True, max_length=100)
-    event_type: str
-    event_time: datetime = Field(index=True)
-    action: str | None = None
-    biz_step: str | None = None
-    disposition: str | None = None
-    biz_location_gln: str | None = Field(default=None, max_length=13)
+    event_type: str = Field(sa_type=Text)
+    event_time: datetime
+    action: str | None = Field(default=None, sa_type=Text)
+    biz_step: str | None = Field(default=None, sa_type=Text)
+    disposition: str | None = Field(default=None, sa_type=Text)
+    biz_location_gln: str | None = Field(default=None, max_length=13, sa_type=CHAR(13))
     # The event's JSON as captured, every field and extension kept (with its document's @context).
     document: dict = Field(sa_column=Column(JSONB, nullable=False))
     recorded_by: str = Field(max_length=128)
-    ledger_height: int
+    ledger_height: int = Field(sa_type=BigInteger)
     tx_index: int
     tx_hash: bytes
-    event_id: str | None = Field(default=None, index=True)
+    event_id: str | None = Field(default=None, sa_type=Text)
     # The errorDeclaration a later copy carried, and where that declaration is on the ledger.
     error_declaration: dict | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
-    declaration_hash: str | None = Field(default=None, max_length=100, unique=True)
-    declaration_height: int | None = None
+    declaration_hash: str | None = Field(default=None, max_length=100)
+    declaration_height: int | None = Field(default=None, sa_type=BigInteger)
     declaration_tx_hash: bytes | None = None
 
 
@@ -79,9 +87,10 @@ class EventItemRow(SQLModel, table=True):
     """A serialised item an event names (its EPC as GTIN-14 + serial)."""
 
     __tablename__ = "event_items"
+    __table_args__ = (Index("event_items_event", "event_hash"),)
 
     event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
-    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14, sa_type=CHAR(14))
     serial: str = Field(primary_key=True, max_length=20)
 
 
@@ -89,9 +98,10 @@ class EventCorrectionRow(SQLModel, table=True):
     """A declared event's corrective events (correctiveEventIDs: eventIDs or Event Hash IDs)."""
 
     __tablename__ = "event_corrections"
+    __table_args__ = (Index("event_corrections_corrective", "corrective_event_id"),)
 
     event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
-    corrective_event_id: str = Field(primary_key=True, index=True)
+    corrective_event_id: str = Field(primary_key=True, sa_type=Text)
 
 
 # --- orders (issue 13): purchase orders and the restock loop's runs ---------------------------------
@@ -161,3 +171,65 @@ class RestockRunRow(SQLModel, table=True):
     forecast_mase: float | None = None
     start_time: datetime = Field(index=True)
     end_time: datetime | None = None
+
+
+# --- pricing (the ledger's price log, projected by shelfproof.pricing.projector) ---------------------
+
+
+class PriceBookRow(SQLModel, table=True):
+    """The base price of a product at a location as the ledger last set it."""
+
+    __tablename__ = "price_book"
+
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    location_gln: str = Field(primary_key=True, max_length=13, index=True)
+    currency_code: str = Field(max_length=3)
+    amount_minor: int = Field(sa_type=BigInteger)
+    unit_cost_minor: int = Field(sa_type=BigInteger)
+    category: str = Field(default="", sa_type=Text)
+    effective_time: datetime
+    valid_until: datetime | None = None
+    reason: str = Field(default="", sa_type=Text)
+    change_id: str = Field(default="", sa_type=Text)
+    draft_id: str = Field(default="", sa_type=Text)
+    ledger_height: int = Field(sa_type=BigInteger)
+    # The ledger's PriceRecord (its daily lows give the 30-day reference price).
+    record: bytes
+    # The organisation that owns the location (whose guardrail policy applies).
+    organization_gln: str = Field(default="", max_length=13)
+
+
+class PromotionRow(SQLModel, table=True):
+    """A promotion and its life cycle (the ledger's PromotionRecord)."""
+
+    __tablename__ = "promotions"
+
+    promotion_id: str = Field(primary_key=True, max_length=128)
+    status: int
+    start_time: datetime
+    end_time: datetime
+    draft_id: str = Field(default="", sa_type=Text)
+    ledger_height: int = Field(sa_type=BigInteger)
+    record: bytes
+
+
+class PriceEventRow(SQLModel, table=True):
+    """One entry of the ledger's price log: (height, sequence) is its place in ledger order."""
+
+    __tablename__ = "price_events"
+    __table_args__ = (
+        # History of one price, newest first; the newest event of a kind per subject.
+        Index("price_events_by_price", "gtin", "location_gln", "height", "sequence"),
+        Index("price_events_by_kind", "kind", "promotion_id", "height", "sequence"),
+    )
+
+    height: int = Field(primary_key=True, sa_type=BigInteger)
+    sequence: int = Field(primary_key=True)
+    kind: int
+    gtin: str = Field(default="", max_length=14)
+    location_gln: str = Field(default="", max_length=13)
+    # The promotion's id; for a policy event, its organisation.
+    promotion_id: str = Field(default="", max_length=128)
+    block_time: datetime
+    # The ledger's PriceLogEntry.
+    entry: bytes

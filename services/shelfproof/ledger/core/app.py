@@ -368,6 +368,9 @@ class LedgerApplication:
             raise RuntimeError(f"FinalizeBlock for height {request.height}, but the next height is {expected}")
         block_time = request.time.seconds
         block_state = Overlay(self.state.latest)
+        # Scheduled prices and promotion windows due by this block's time, before its transactions
+        # (bounded work, total: see rules.pricing.run_price_schedule).
+        rules.run_price_schedule(block_state, self.state.latest.stores["price_schedule"].keys, request.height, block_time)
         results = []
         self._block_inner = []
         for raw in request.txs:

@@ -55,6 +55,24 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
     _V1 + "DraftOrderLine.quantity": (0, MAX_QUANTITY),
     _V1 + "OrderLineResponse.confirmed_quantity": (0, MAX_QUANTITY),
     _V1 + "Scan.scan_unix_s": (0, LAST_UNIX_S),
+    # Pricing: amounts like Money's, budgets up to a thousand times that, times like every other.
+    _V1 + "ChangePrice.valid_until_unix_s": (0, LAST_UNIX_S),
+    _V1 + "SchedulePriceChange.effective_unix_s": (0, LAST_UNIX_S),
+    _V1 + "CreatePromotion.amount_off_minor": (0, MAX_AMOUNT_MINOR),
+    _V1 + "CreatePromotion.fixed_price_minor": (0, MAX_AMOUNT_MINOR),
+    _V1 + "CreatePromotion.buy_quantity": (0, MAX_REPEATED),
+    _V1 + "CreatePromotion.pay_quantity": (0, MAX_REPEATED),
+    _V1 + "CreatePromotion.priority": (-MAX_REPEATED, MAX_REPEATED),
+    _V1 + "CreatePromotion.budget_units": (0, MAX_QUANTITY * MAX_REPEATED),
+    _V1 + "CreatePromotion.budget_minor": (0, MAX_AMOUNT_MINOR * MAX_REPEATED),
+    _V1 + "GuardrailPolicy.min_price_minor": (0, MAX_AMOUNT_MINOR),
+    _V1 + "GuardrailPolicy.auto_apply_discount_below_bps": (0, BPS),
+    _V1 + "GuardrailOverride.margin_floor_bps": (0, 10 * BPS),
+    _V1 + "GuardrailOverride.max_discount_bps": (0, BPS),
+    _V1 + "GuardrailOverride.max_price_change_bps_per_day": (0, 10 * BPS),
+    _V1 + "GuardrailOverride.min_price_minor": (0, MAX_AMOUNT_MINOR),
+    _V1 + "PromotionRedemption.units": (0, MAX_QUANTITY),
+    _V1 + "PromotionRedemption.discount_minor": (0, MAX_AMOUNT_MINOR),
 }
 
 _T = FieldDescriptor

@@ -36,6 +36,8 @@ STORES: tuple[str, ...] = tuple(
             "orders",
             "orgs",
             "policies",
+            "price_log",
+            "price_schedule",
             "prices",
             "products",
             "promotions",

@@ -47,7 +47,16 @@ from shelfproof.ledger.core.rules.membership import (
     revoke_role,
 )
 from shelfproof.ledger.core.rules.orders import acknowledge_purchase_order, close_purchase_order
-from shelfproof.ledger.core.rules.pricing import change_price, create_promotion, margin_floor_ok, set_guardrail_policy
+from shelfproof.ledger.core.rules.pricing import (
+    change_price,
+    create_promotion,
+    end_promotion,
+    margin_floor_ok,
+    record_promotion_redemptions,
+    run_price_schedule,
+    schedule_price_change,
+    set_guardrail_policy,
+)
 from shelfproof.ledger.core.rules.scans import clear_compromise, declare_markets, record_scans
 from shelfproof.ledger.core.state import Overlay
 
@@ -80,11 +89,14 @@ HANDLERS: dict[str, Callable[[Overlay, TxContext, Message], None]] = {
     "clear_compromise": clear_compromise,
     "acknowledge_purchase_order": acknowledge_purchase_order,
     "close_purchase_order": close_purchase_order,
+    "schedule_price_change": schedule_price_change,
+    "record_promotion_redemptions": record_promotion_redemptions,
+    "end_promotion": end_promotion,
 }
 assert set(HANDLERS) == set(AUTHORIZATION)
 
 __all__ = [
     "AUTHORIZATION", "BPS", "CONSORTIUM_PERMISSIONS", "HANDLERS", "MAX_SCAN_SKEW_S", "PERMISSIONS", "TxContext",
     "authorize", "key_possession_bytes", "load_genesis", "margin_floor_ok", "permissions_of", "prove_possession",
-    "read", "write",
+    "read", "run_price_schedule", "write",
 ]

@@ -90,6 +90,12 @@ AUTHORIZATION: dict[str, Authorization] = {
         frozenset({APPROVALS})),
     "reject_draft": Authorization(
         "order::approve-ai-draft", "drafts of own organisation", ORGANISATION, frozenset({TRANSACTIONS, APPROVALS})),
+    "schedule_price_change": Authorization(
+        "price::change", "GLNs of the signer organisation; due after the block time, within a year; guardrails checked "
+        "when scheduled and again when due", ORGANISATION),
+    "record_promotion_redemptions": Authorization(
+        "promotion::redeem", "promotions at the signer organisation's GLNs; ends one whose budget is reached", ORGANISATION),
+    "end_promotion": Authorization("promotion::create", "promotions at the signer organisation's GLNs", ORGANISATION),
     "record_scans": Authorization(
         "scan::record", "the consortium's verifier; commissioned products only; scan time at most "
         "MAX_SCAN_SKEW_S after block time", CONSORTIUM),

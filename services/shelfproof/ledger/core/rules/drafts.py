@@ -21,7 +21,7 @@ from shelfproof.ledger.core.rules.common import (
     write,
 )
 from shelfproof.ledger.core.rules.orders import issue_purchase_orders
-from shelfproof.ledger.core.rules.pricing import _check_promotion, _money
+from shelfproof.ledger.core.rules.pricing import _check_promotion, _money, auto_applies, open_promotion
 from shelfproof.ledger.core.state import Overlay
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -135,6 +135,8 @@ def submit_ai_draft(state: Overlay, ctx: TxContext, a: txpb.SubmitAiDraft) -> No
     )
     if has_lines and total < policy.auto_approve_below_minor:
         _approve(state, ctx, draft, policy)
+    elif has_promotion and auto_applies(state, a.promotion, policy):
+        _approve(state, ctx, draft, policy)
     write(state, "drafts", a.draft_id, draft)
 
 
@@ -149,11 +151,10 @@ def _approve(state: Overlay, ctx: TxContext, draft: st.DraftRecord, policy: txpb
     if draft.draft.order_lines:
         issue_purchase_orders(state, ctx, draft)
     if draft.draft.HasField("promotion"):
-        promotion = draft.draft.promotion
-        if read(state, "promotions", promotion.promotion_id, st.PromotionRecord) is not None:
-            raise TxRejected(ResultCode.ALREADY_EXISTS, f"promotion {promotion.promotion_id} exists")
+        promotion = txpb.CreatePromotion()
+        promotion.CopyFrom(draft.draft.promotion)
         promotion.draft_id = draft.draft.draft_id
-        write(state, "promotions", promotion.promotion_id, st.PromotionRecord(promotion=promotion, created_by=draft.submitted_by, height=ctx.height))
+        open_promotion(state, ctx, promotion, draft.submitted_by)
 
 
 def _pending_draft(state: Overlay, ctx: TxContext, draft_id: str) -> st.DraftRecord:

@@ -1,0 +1,62 @@
+"""The pricing service: ``python -m shelfproof.pricing`` (settings ``SHELFPROOF_PRICING_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from psycopg_pool import AsyncConnectionPool
+
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, Genesis
+from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.pricing.projector import PricingProjector
+from shelfproof.pricing.service import PricingService
+from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
+from shelfproof.runtime.settings import GrpcServerSettings
+
+
+class PricingSettings(GrpcServerSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_PRICING_", extra="ignore")
+
+    port: int = Field(default=50054, ge=0, le=65535)
+    ledger_address: str = "127.0.0.1:50051"
+    # The retailer agent price changes are signed as (the dev genesis holds the dev keys).
+    signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-0"
+    genesis_file: Path | None = None
+    # How often the projector asks the ledger for new heights of its price log.
+    poll_s: float = Field(default=0.02, gt=0, le=5)
+
+
+async def serve(settings: PricingSettings, dsn: str, state_dir: Path) -> None:
+    genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
+    account = genesis.accounts[settings.signer_agent_id]
+    channel = insecure_channel(settings.ledger_address)
+    ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+    pool = AsyncConnectionPool(dsn, min_size=2, max_size=10, open=False)
+    await pool.open(wait=True)
+    projector = PricingProjector(pool, ledger, poll_s=settings.poll_s)
+    service = PricingService(pool, LedgerClient(ledger, account.signer(genesis.chain_id)), projector)
+    server = GrpcServer(settings, [service.binding()])
+
+    async def start() -> None:
+        await projector.start()
+        await server.start()
+
+    async def stop() -> None:
+        await server.stop()
+        await projector.stop()
+        await pool.close()
+        await channel.close()
+
+    await run_until_signalled(start, stop)
+
+
+def main() -> None:
+    run_service_with_postgres(lambda state_dir, dsn: serve(PricingSettings(), dsn, state_dir))
+
+
+if __name__ == "__main__":
+    main()
