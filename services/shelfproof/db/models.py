@@ -111,6 +111,11 @@ class PurchaseOrderRow(SQLModel, table=True):
     """A purchase order as the ledger now holds it (replaced by each transaction that changes it)."""
 
     __tablename__ = "purchase_orders"
+    __table_args__ = (
+        Index("purchase_orders_draft", "draft_id"),
+        Index("purchase_orders_buyer", "buyer_gln", "status"),
+        Index("purchase_orders_supplier", "supplier_gln", "status"),
+    )
 
     order_id: str = Field(primary_key=True, max_length=160)
     buyer_gln: str = Field(max_length=13)
@@ -118,26 +123,27 @@ class PurchaseOrderRow(SQLModel, table=True):
     ship_to_gln: str = Field(max_length=13)
     # The ledger's status name without its prefix: ISSUED, ACCEPTED, ACCEPTED_WITH_CHANGES, REJECTED, CLOSED.
     status: str = Field(max_length=32)
-    draft_id: str = Field(max_length=128, index=True)
+    draft_id: str = Field(max_length=128)
     issue_time: datetime
     # The ledger's PurchaseOrderRecord, serialized.
     record: bytes
-    issue_height: int
-    ledger_height: int
+    issue_height: int = Field(sa_type=BigInteger)
+    ledger_height: int = Field(sa_type=BigInteger)
 
 
 class PurchaseOrderLineRow(SQLModel, table=True):
     """One line of an order, for what is on order per product and location (the policy's input)."""
 
     __tablename__ = "purchase_order_lines"
+    __table_args__ = (Index("purchase_order_lines_open", "ship_to_gln", "gtin", "status"),)
 
     order_id: str = Field(foreign_key="purchase_orders.order_id", primary_key=True, max_length=160)
-    gtin: str = Field(primary_key=True, min_length=14, max_length=14)
+    gtin: str = Field(primary_key=True, min_length=14, max_length=14, sa_type=CHAR(14))
     ship_to_gln: str = Field(max_length=13)
     # OPEN, RECEIVED, REJECTED, CLOSED_SHORT.
     status: str = Field(max_length=16)
-    confirmed_quantity: int
-    received_quantity: int
+    confirmed_quantity: int = Field(sa_type=BigInteger)
+    received_quantity: int = Field(sa_type=BigInteger)
 
 
 class PurchaseOrderChangeRow(SQLModel, table=True):
@@ -145,7 +151,7 @@ class PurchaseOrderChangeRow(SQLModel, table=True):
 
     __tablename__ = "purchase_order_changes"
 
-    height: int = Field(primary_key=True)
+    height: int = Field(primary_key=True, sa_type=BigInteger)
     tx_index: int = Field(primary_key=True)
     order_id: str = Field(primary_key=True, max_length=160)
     action: str = Field(max_length=64)
@@ -159,6 +165,7 @@ class RestockRunRow(SQLModel, table=True):
     so a restarted planner finds the run it had begun and never orders twice)."""
 
     __tablename__ = "restock_runs"
+    __table_args__ = (Index("restock_runs_location", "location_gln", "start_time"),)
 
     run_id: str = Field(primary_key=True, max_length=128)
     location_gln: str = Field(max_length=13)
@@ -167,9 +174,9 @@ class RestockRunRow(SQLModel, table=True):
     # "running", "drafted", "nothing_to_order", "failed".
     outcome: str = Field(max_length=32)
     draft_id: str | None = Field(default=None, max_length=128)
-    reason: str = ""
+    reason: str = Field(default="", sa_type=Text)
     forecast_mase: float | None = None
-    start_time: datetime = Field(index=True)
+    start_time: datetime
     end_time: datetime | None = None
 
 
