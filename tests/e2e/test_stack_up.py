@@ -43,6 +43,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_LEDGER_PORT": str(ledger_port := free_port()),
         "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ledger_port}",
         "SHELFPROOF_REGISTRY_PORT": str(free_port()),
+        "SHELFPROOF_REGISTRY_EPCIS_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_PORT": str(free_port()),

@@ -27,6 +27,7 @@ class RegistryStack:
         self.tmp = Path(tempfile.mkdtemp(prefix="shelfproof-bench-registry-"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.epcis_port = free_port()  # the EPCIS REST binding
 
     async def __aenter__(self) -> "RegistryStack":
         cluster_dir = self.tmp / "pg"
@@ -45,6 +46,7 @@ class RegistryStack:
             **os.environ,
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_REGISTRY_PORT": str(self.port),
+            "SHELFPROOF_REGISTRY_EPCIS_PORT": str(self.epcis_port),
             "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": self.ledger.address,
             "SHELFPROOF_REGISTRY_GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
             "SHELFPROOF_LOG_LEVEL": "WARNING",

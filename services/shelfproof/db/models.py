@@ -73,6 +73,11 @@ class EventRow(SQLModel, table=True):
     declaration_hash: str | None = Field(default=None, max_length=100, unique=True)
     declaration_height: int | None = None
     declaration_tx_hash: bytes | None = None
+    # For the EPCIS REST binding's query parameters (migration 0010): the block time of the event's
+    # transaction (its recordTime), readPoint and bizLocation as canonical Digital Links.
+    record_time: datetime | None = Field(default=None, index=True)
+    read_point: str | None = Field(default=None, index=True)
+    biz_location: str | None = Field(default=None, index=True)
 
 
 class EventItemRow(SQLModel, table=True):
@@ -92,3 +97,33 @@ class EventCorrectionRow(SQLModel, table=True):
 
     event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
     corrective_event_id: str = Field(primary_key=True, index=True)
+
+
+# --- EPCIS REST binding (registry/rest.py) ---------------------------------------------------------
+
+
+class EventEpcRow(SQLModel, table=True):
+    """An identifier an event names (any GS1 key, serialised or class), canonical, by the field naming it."""
+
+    __tablename__ = "event_epcs"
+
+    epc: str = Field(primary_key=True)  # collation "C" (migration 0010): a pattern is a prefix range
+    field: str = Field(primary_key=True, max_length=24)  # epcList, childEPCs, parentID, inputEPCList, ...
+    event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100, index=True)
+
+
+class CaptureJobRow(SQLModel, table=True):
+    """A `POST /capture` job and its outcome (the binding's CaptureJob document)."""
+
+    __tablename__ = "capture_jobs"
+
+    capture_id: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(index=True)
+    finished_at: datetime | None = None
+    running: bool
+    success: bool
+    error_behaviour: str = Field(max_length=16)
+    event_count: int
+    # RFC 7807 problem objects, and the Event Hash IDs captured, in document order.
+    errors: list = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    event_hashes: list = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
