@@ -77,7 +77,7 @@ CORPUS = {
                   "childEPCs": [dl("D1")], "bizStep": "assembling"},
     "recall": {"type": "ObjectEvent", "action": "OBSERVE", "eventID": FIXED_ID,
                "eventTime": "2026-11-24T12:00:00.000Z", "eventTimeZoneOffset": "+00:00", "epcList": [dl("A2")],
-               "bizStep": "urn:epcglobal:cbv:bizstep:holding", "disposition": "recalled",
+               "bizStep": "https://ref.gs1.org/cbv/BizStep-holding", "disposition": "recalled",
                "persistentDisposition": {"set": ["recalled"], "unset": ["active"]}, "bizLocation": place(STORE)},
 }
 NAMES = list(CORPUS)
@@ -171,7 +171,7 @@ QUERIES = [
     ({"EQ_action": "ADD"}, ["commission", "pack", "sell", "associate"]),
     ({"EQ_action": "DELETE"}, []),
     ({"EQ_bizStep": "shipping|packing"}, ["ship", "pack"]),
-    ({"EQ_bizStep": "https://ref.gs1.org/cbv/BizStep-holding"}, ["recall"]),  # stored as a URN
+    ({"EQ_bizStep": "holding"}, ["recall"]),  # stored as its web URI
     ({"EQ_bizStep": "receiving"}, []),
     ({"EQ_disposition": "recalled"}, ["recall"]),
     ({"EQ_disposition": "urn:epcglobal:cbv:disp:active"}, ["commission"]),

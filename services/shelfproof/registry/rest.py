@@ -344,13 +344,17 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None,
                         headers={"GS1-EPCIS-Version": EPCIS_VERSION, "GS1-CBV-Version": EPCIS_VERSION, **(headers or {})})
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def query_document(rows: list[dict]) -> dict:
     """An EPCISQueryDocument of stored events, each with its recordTime and an eventID."""
     document = export_document(rows)
     events = document["epcisBody"]["eventList"]
     for event, row in zip(events, rows, strict=True):
         if row.get("record_time") is not None:
-            event["recordTime"] = row["record_time"].astimezone(timezone.utc).isoformat(timespec="milliseconds")
+            event["recordTime"] = _utc(row["record_time"])
         event.setdefault("eventID", row["event_hash"])
     document["type"] = "EPCISQueryDocument"
     document["epcisBody"] = {"queryResults": {"queryName": "SimpleEventQuery", "resultsBody": {"eventList": events}}}
@@ -582,14 +586,14 @@ class EpcisRestApi:
             raise EpcisProblem(404, NO_SUCH_NAME, f"no capture job {capture_id[:80]!r}")
         body = {
             "captureID": job["capture_id"],
-            "createdAt": job["created_at"].astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+            "createdAt": _utc(job["created_at"]),
             "running": job["running"],
             "success": job["success"],
             "captureErrorBehaviour": job["error_behaviour"],
             "errors": job["errors"],
         }
         if job["finished_at"] is not None:
-            body["finishedAt"] = job["finished_at"].astimezone(timezone.utc).isoformat(timespec="milliseconds")
+            body["finishedAt"] = _utc(job["finished_at"])
         # Where each captured event can be read, in document order (a shelfproof addition).
         body["eventIDs"] = job["event_hashes"]
         return _json(body)
