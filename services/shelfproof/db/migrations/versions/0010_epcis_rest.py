@@ -36,7 +36,9 @@ def upgrade() -> None:
         sa.Column("epc", sa.Text(collation="C"), nullable=False),
         sa.PrimaryKeyConstraint("epc", "field", "event_hash"),
     )
-    op.create_index("event_epcs_event", "event_epcs", ["event_hash"])
+    # The other direction: does this event name a match? (walking events in page order, a broad
+    # pattern stops after one page instead of collecting every match first)
+    op.create_index("event_epcs_event", "event_epcs", ["event_hash", "field", "epc"])
     op.create_table(
         "capture_jobs",
         sa.Column("capture_id", sa.String(64), primary_key=True),
