@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import orjson
+import psycopg
+import psycopg_pool
 from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -402,6 +404,10 @@ class EpcisRestApi:
                 type_ = CAPTURE_LIMIT
             return _json(EpcisProblem(http.status, type_, http.reason or "").body(request.path[:200]), http.status,
                          content_type="application/problem+json")
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+            log.warning("EPCIS REST request: the query model is unreachable", exc_info=True)
+            problem = EpcisProblem(503, IMPLEMENTATION, "the query model is unavailable; try again shortly")
+            return _json(problem.body(), 503, {"Retry-After": "5"}, "application/problem+json")
         except Exception:
             log.exception("EPCIS REST request failed", extra={"path": request.path[:200]})
             problem = EpcisProblem(500, IMPLEMENTATION, "the repository could not answer; this is our fault")
