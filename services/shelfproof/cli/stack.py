@@ -325,18 +325,16 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
         dsn = pg_settings.dsn or (
             f"postgresql://{pg_settings.user}@127.0.0.1:{pg_settings.port}/{pg_settings.database}"
         )
-        components = [RunningComponent("postgres", dsn, "postgres")] + [
-            RunningComponent(
+        components = [RunningComponent("postgres", dsn, "postgres")]
+        for s in SERVICES:  # each service, then the other listeners of its process (the order `up` starts them)
+            components.append(RunningComponent(
                 s.name,
                 f"127.0.0.1:{os.environ.get(f'{s.env_prefix}PORT', s.default_port)}",
                 s.kind,
                 s.health_service,
-            )
-            for s in SERVICES
-        ] + [
-            RunningComponent(e.name, f"127.0.0.1:{Stack._endpoint_port(s, e)}", "http", e.health_path)
-            for s in SERVICES for e in s.endpoints
-        ]
+            ))
+            components += [RunningComponent(e.name, f"127.0.0.1:{Stack._endpoint_port(s, e)}", "http", e.health_path)
+                           for e in s.endpoints]
 
     async def probe(component: RunningComponent) -> str:
         if component.kind == "postgres":
