@@ -359,6 +359,12 @@ async def test_capture_job_through_to_queryable_events_and_its_failures(tmp_path
             assert problem["type"] == "epcisException:ValidationException" and "/epcisBody/eventList/0" in problem["detail"]
         status, _, missing = await registry.get("/capture/" + "0" * 32)
         assert status == 404 and missing["type"] == "epcisException:NoSuchNameException"
+        # A job whose process died mid-way is not reported running for ever.
+        async with registry.pool.connection() as conn:
+            await conn.execute("INSERT INTO capture_jobs VALUES (%s, now() - interval '1 day', NULL, true, true,"
+                               " 'rollback', 1, '[]', '[]')", ("f" * 32,))
+        status, _, stale = await registry.get("/capture/" + "f" * 32)
+        assert status == 200 and not stale["running"] and not stale["success"] and stale["errors"][0]["status"] == 503
 
 
 BAD_QUERIES = [

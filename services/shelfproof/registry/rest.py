@@ -26,7 +26,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import orjson
@@ -590,6 +590,11 @@ class EpcisRestApi:
             job = await cur.fetchone()
         if job is None:
             raise EpcisProblem(404, NO_SUCH_NAME, f"no capture job {capture_id[:80]!r}")
+        if job["running"] and datetime.now(timezone.utc) - job["created_at"] > timedelta(seconds=CAPTURE_JOB_WAIT_S + 60):
+            # Outlived any job's limit: the process running it stopped. What it committed stays captured.
+            job.update(running=False, success=False, errors=[EpcisProblem(
+                503, IMPLEMENTATION, "the capture job was interrupted; capture the document again "
+                "(events already captured are not duplicated)").body(f"/capture/{capture_id}")])
         body = {
             "captureID": job["capture_id"],
             "createdAt": _utc(job["created_at"]),
