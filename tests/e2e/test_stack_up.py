@@ -43,6 +43,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_LEDGER_PORT": str(ledger_port := free_port()),
         "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ledger_port}",
         "SHELFPROOF_REGISTRY_PORT": str(free_port()),
+        "SHELFPROOF_REGISTRY_EPCIS_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
@@ -123,6 +124,18 @@ def openai_models(env: dict[str, str]) -> None:
     assert reply["choices"][0]["message"]["content"] and reply["usage"]["completion_tokens"] >= 1
 
 
+def epcis_rest_query(env: dict[str, str]) -> None:
+    """The registry's EPCIS REST binding answers a query as an EPCISQueryDocument valid against GS1's schema."""
+    import httpx
+
+    from shelfproof.gs1 import epcis
+
+    reply = httpx.get(f"http://127.0.0.1:{env['SHELFPROOF_REGISTRY_EPCIS_PORT']}/events", params={"perPage": "5"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    epcis.validate_document(reply.json())
+    assert reply.json()["type"] == "EPCISQueryDocument"
+
+
 def stop_stack(up: subprocess.Popen, pidfile: Path) -> None:
     """After a failure or timeout: stop `shelfproof up` as Ctrl-C would (it stops its services and
     PostgreSQL), then kill whatever of its tree is left."""
@@ -166,7 +179,7 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert status.returncode == 0, status.stdout + status.stderr
         rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
         assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
-        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "planner", "verify", "console"]
+        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "epcis-rest", "planner", "verify", "console"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
         assert any(line.startswith("consumer page: http://127.0.0.1:") for line in lines), "".join(lines)
         engine_line = next(line for line in lines if line.startswith("planner engine: "))
@@ -174,6 +187,7 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
 
         consumer_scan(stack_env)
         openai_models(stack_env)
+        epcis_rest_query(stack_env)
 
         watched = set(descendants(up.pid)) | {int(pidfile.read_text().split()[0])}
         # PostgreSQL's own children (its background workers) hold no listening sockets of their own.

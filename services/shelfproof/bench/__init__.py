@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "commission": ("commission N serialized items end to end", "registry_bench:COMMISSION"),
     "registry": ("GetProduct requests per second on one registry process", "registry_bench:REGISTRY"),
     "epcis": ("capture an EPCIS document of 10,000 events end to end", "epcis_bench:BENCHMARK"),
+    "epcis-rest": ("EPCIS REST binding: query latency p50/p99 over a 10,000-event store", "epcis_rest_bench:BENCHMARK"),
     "verify": ("consumer verifications per second (JSON form, proofs checked)", "verify_bench:BENCHMARK"),
     "clones": ("planted-clone simulation: detection, false positives and verdict latency", "clones_bench:BENCHMARK"),
     "pricing": ("GetPrice lookups/s and p99, basket lines/s, one change's fan-out to 100 streams", "pricing_bench:BENCHMARK"),

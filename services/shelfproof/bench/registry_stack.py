@@ -29,6 +29,7 @@ class ServiceStack:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"shelfproof-bench-{name}-"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.epcis_port = free_port()  # the EPCIS REST binding
 
     async def __aenter__(self) -> "ServiceStack":
         cluster_dir = self.tmp / "pg"
@@ -49,6 +50,7 @@ class ServiceStack:
             f"{self.env_prefix}PORT": str(self.port),
             f"{self.env_prefix}LEDGER_ADDRESS": self.ledger.address,
             f"{self.env_prefix}GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
+            "SHELFPROOF_REGISTRY_EPCIS_PORT": str(self.epcis_port),
             "SHELFPROOF_LOG_LEVEL": "WARNING",
             "SHELFPROOF_LOG_FORMAT": "json",
         }

@@ -28,6 +28,17 @@ STACK_FILE = "stack.json"
 
 
 @dataclass(frozen=True)
+class EndpointSpec:
+    """Another listener of a service's process (e.g. the registry's EPCIS REST binding): its port is
+    ``<service env_prefix><port_setting>``, its health an HTTP path."""
+
+    name: str
+    port_setting: str
+    default_port: int
+    health_path: str = "/healthz"
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """A service `shelfproof up` runs: ``python -m <module>`` listening on ``<env_prefix>PORT``; its
     health is the gRPC health service ``health_service`` or, for kind "http", that path."""
@@ -39,6 +50,7 @@ class ServiceSpec:
     health_service: str
     kind: str = "grpc"
     start_timeout_s: float = 90.0
+    endpoints: tuple[EndpointSpec, ...] = ()
 
 
 # Every service that exists so far, in start order (each may depend on the ones before it).
@@ -56,6 +68,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_REGISTRY_",
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
+        endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090),),
     ),
     ServiceSpec(
         name="pricing",
@@ -137,6 +150,10 @@ class Stack:
         self._write_stack_file()
 
     @staticmethod
+    def _endpoint_port(spec: ServiceSpec, endpoint: EndpointSpec) -> int:
+        return int(os.environ.get(f"{spec.env_prefix}{endpoint.port_setting}", endpoint.default_port))
+
+    @staticmethod
     def _port(spec: ServiceSpec) -> int:
         return int(os.environ.get(f"{spec.env_prefix}PORT", spec.default_port))
 
@@ -165,6 +182,7 @@ class Stack:
             **os.environ,
             **self._wiring(),
             f"{spec.env_prefix}PORT": str(port),
+            **{f"{spec.env_prefix}{e.port_setting}": str(self._endpoint_port(spec, e)) for e in spec.endpoints},
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_STATE_DIR": str(self.state_dir),
             "SHELFPROOF_LOG_FORMAT": "json",
@@ -195,6 +213,15 @@ class Stack:
         self.components.append(
             RunningComponent(spec.name, address, spec.kind, spec.health_service, child.pid)
         )
+        for endpoint in spec.endpoints:  # started by the same process, right after its main server
+            endpoint_address = f"127.0.0.1:{self._endpoint_port(spec, endpoint)}"
+            while await component_health("http", endpoint_address, endpoint.health_path) != "SERVING":
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{spec.name}'s {endpoint.name} did not become healthy; see {log_path}")
+                await asyncio.sleep(0.2)
+            self.components.append(
+                RunningComponent(endpoint.name, endpoint_address, "http", endpoint.health_path, child.pid)
+            )
         if spec.name == "ledger":
             status = await ledger_status(address)
             print(
@@ -306,15 +333,16 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
         dsn = pg_settings.dsn or (
             f"postgresql://{pg_settings.user}@127.0.0.1:{pg_settings.port}/{pg_settings.database}"
         )
-        components = [RunningComponent("postgres", dsn, "postgres")] + [
-            RunningComponent(
+        components = [RunningComponent("postgres", dsn, "postgres")]
+        for s in SERVICES:  # each service, then the other listeners of its process (the order `up` starts them)
+            components.append(RunningComponent(
                 s.name,
                 f"127.0.0.1:{os.environ.get(f'{s.env_prefix}PORT', s.default_port)}",
                 s.kind,
                 s.health_service,
-            )
-            for s in SERVICES
-        ]
+            ))
+            components += [RunningComponent(e.name, f"127.0.0.1:{Stack._endpoint_port(s, e)}", "http", e.health_path)
+                           for e in s.endpoints]
 
     async def probe(component: RunningComponent) -> str:
         if component.kind == "postgres":

@@ -60,6 +60,14 @@ class EventRow(SQLModel, table=True):
         Index("events_location_time", "biz_location_gln", "event_time"),
         Index("events_event_id", "event_id"),
         Index("events_declaration_hash", "declaration_hash", unique=True),
+        # migration 0012 (the EPCIS REST binding's query parameters)
+        Index("events_record_order", "ledger_height", "tx_index", "event_hash"),
+        Index("events_record_time", "record_time"),
+        Index("events_read_point", "read_point"),
+        Index("events_biz_location", "biz_location"),
+        Index("events_biz_step", "biz_step"),
+        Index("events_disposition", "disposition"),
+        Index("events_type_time", "event_type", "event_time"),
     )
 
     event_hash: str = Field(primary_key=True, max_length=100)
@@ -81,6 +89,11 @@ class EventRow(SQLModel, table=True):
     declaration_hash: str | None = Field(default=None, max_length=100)
     declaration_height: int | None = Field(default=None, sa_type=BigInteger)
     declaration_tx_hash: bytes | None = None
+    # For the EPCIS REST binding's query parameters (migration 0012): the block time of the event's
+    # transaction (its recordTime), readPoint and bizLocation as canonical Digital Links.
+    record_time: datetime | None = None
+    read_point: str | None = Field(default=None, sa_type=Text)
+    biz_location: str | None = Field(default=None, sa_type=Text)
 
 
 class EventItemRow(SQLModel, table=True):
@@ -240,3 +253,35 @@ class PriceEventRow(SQLModel, table=True):
     block_time: datetime
     # The ledger's PriceLogEntry.
     entry: bytes
+
+
+# --- EPCIS REST binding (registry/rest.py) ---------------------------------------------------------
+
+
+class EventEpcRow(SQLModel, table=True):
+    """An identifier an event names (any GS1 key, serialised or class), canonical, by the field naming it."""
+
+    __tablename__ = "event_epcs"
+    __table_args__ = (Index("event_epcs_event", "event_hash", "field", "epc"),)
+
+    epc: str = Field(primary_key=True, sa_type=Text(collation="C"))  # collation "C" (migration 0012): a pattern is a prefix range
+    field: str = Field(primary_key=True, max_length=24)  # epcList, childEPCs, parentID, inputEPCList, ...
+    event_hash: str = Field(foreign_key="events.event_hash", primary_key=True, max_length=100)
+
+
+class CaptureJobRow(SQLModel, table=True):
+    """A `POST /capture` job and its outcome (the binding's CaptureJob document)."""
+
+    __tablename__ = "capture_jobs"
+    __table_args__ = (Index("capture_jobs_created", "created_at"),)
+
+    capture_id: str = Field(primary_key=True, max_length=64)
+    created_at: datetime
+    finished_at: datetime | None = None
+    running: bool
+    success: bool
+    error_behaviour: str = Field(max_length=16)
+    event_count: int
+    # RFC 7807 problem objects, and the Event Hash IDs captured, in document order.
+    errors: list = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    event_hashes: list = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))

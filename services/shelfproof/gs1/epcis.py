@@ -18,7 +18,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import jsonschema
 import jsonschema_rs
 
-from shelfproof.gs1.canonical import canonical_key, item_key
+from shelfproof.gs1.canonical import MAX_KEY_URI, canonical_key, item_key
 from shelfproof.gs1.event_hash import event_hash_id, prehash_string, utc_milliseconds  # noqa: F401  (public API)
 from shelfproof.gs1.keys import InvalidGs1Key, validate_gln
 
@@ -391,6 +391,38 @@ def epcs_of(event: Mapping[str, Any]) -> list[str]:
         if isinstance(value, list):
             names.extend(e for e in value if isinstance(e, str))
     return names
+
+
+# Fields of an event that name identifiers: instances, and the classes of its quantity lists.
+EPC_FIELDS = ("epcList", "childEPCs", "inputEPCList", "outputEPCList")
+QUANTITY_FIELDS = ("quantityList", "childQuantityList", "inputQuantityList", "outputQuantityList")
+
+
+def identifiers_of(event: Mapping[str, Any], *, max_each: int = 1_000) -> list[tuple[str, str]]:
+    """(field, identifier) for every EPC and EPC class the event names, canonical where it is a GS1
+    key (so an EPC URN and its Digital Link compare equal); bounded, and only strings that fit a key."""
+    found: list[tuple[str, str]] = []
+    if isinstance(event.get("parentID"), str):
+        found.append(("parentID", event["parentID"]))
+    for field in EPC_FIELDS:
+        value = event.get(field)
+        if isinstance(value, list):
+            found.extend((field, e) for e in value[:max_each] if isinstance(e, str))
+    for field in QUANTITY_FIELDS:
+        value = event.get(field)
+        if isinstance(value, list):
+            found.extend((field, q["epcClass"]) for q in value[:max_each]
+                         if isinstance(q, dict) and isinstance(q.get("epcClass"), str))
+    return list(dict.fromkeys((f, canonical_key(v) or v) for f, v in found
+                              if 0 < len(v) <= MAX_KEY_URI and "\x00" not in v))
+
+
+def place_id(place: Any) -> str | None:
+    """A readPoint/bizLocation's id, canonical where it is a GS1 key (an SGLN URN and /414/ compare equal)."""
+    identifier = place.get("id") if isinstance(place, dict) else None
+    if not isinstance(identifier, str) or not 0 < len(identifier) <= MAX_KEY_URI or "\x00" in identifier:
+        return None
+    return canonical_key(identifier) or identifier
 
 
 def location_gln(place: Any) -> str | None:

@@ -15,6 +15,7 @@ from shelfproof.registry.alerts import AlertService
 from shelfproof.registry.events import EventService
 from shelfproof.registry.labels import LabelService
 from shelfproof.registry.projector import RegistryProjector
+from shelfproof.registry.rest import EpcisRestApi, EpcisRestServer
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
@@ -31,6 +32,8 @@ class RegistrySettings(GrpcServerSettings):
     genesis_file: Path | None = None
     # Host (and optional path stem) of the resolver the QR labels point at: the verify page.
     resolver: str = "http://127.0.0.1:8080"
+    # The EPCIS 2.0 REST binding (registry/rest.py), on the same host as the gRPC server.
+    epcis_port: int = Field(default=8090, ge=0, le=65535)
 
 
 async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
@@ -47,12 +50,15 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     label_service = LabelService(pool, ledger_client, projector, settings.resolver)
     alerts = AlertService(ledger, ledger_client)
     server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()])
+    epcis_rest = EpcisRestServer(EpcisRestApi(pool, events), settings.host, settings.epcis_port)
 
     async def start() -> None:
         await projector.start()
         await server.start()
+        await epcis_rest.start()
 
     async def stop() -> None:
+        await epcis_rest.stop()
         await server.stop()
         await projector.stop()
         await pool.close()

@@ -170,7 +170,7 @@ def _event(row: dict, corrects: list[str]) -> pb.Event:
     )
 
 
-def _export_document(rows: list[dict]) -> dict:
+def export_document(rows: list[dict]) -> dict:
     """An EPCISDocument of stored events: their prefixes hoisted into one @context where they agree."""
     prefixes: dict[str, str] = {}
     conflicting: set[str] = set()
@@ -224,7 +224,11 @@ class EventService(events_pb2_grpc.EventServiceServicer):
             return {key: (height, bytes(tx)) for key, height, tx in await rows.fetchall()}
 
     async def CaptureEvents(self, request: pb.CaptureEventsRequest, context) -> pb.CaptureEventsResponse:
-        planned = await asyncio.to_thread(plan_capture, request.epcis_document)
+        return await self.record(await asyncio.to_thread(plan_capture, request.epcis_document))
+
+    async def record(self, planned: list[PlannedEvent]) -> pb.CaptureEventsResponse:
+        """Record checked events (``plan_capture``) on the ledger and wait for the query model: the one
+        capture path, for gRPC CaptureEvents and the EPCIS REST binding's capture jobs."""
         keys = list(dict.fromkeys(p.ledger_key for p in planned))
         recorded = await self._recorded(keys)
         # Re-capturing an event is a no-op: only new ones become transactions (in document order,
@@ -338,11 +342,11 @@ class EventService(events_pb2_grpc.EventServiceServicer):
             raise InvalidArgument(
                 f"more than {MAX_EXPORT} events match; narrow the filter", field_violations=[FieldViolation("filter", "too broad")]
             )
-        document, left_out = _export_document(rows), []
+        document, left_out = export_document(rows), []
         if not epcis.is_valid_document(document):
             # Only CaptureEvents validates what it records: find the events recorded otherwise.
-            left_out = [r["event_hash"] for r in rows if not epcis.is_valid_document(_export_document([r]))]
-            document = _export_document([r for r in rows if r["event_hash"] not in set(left_out)])
+            left_out = [r["event_hash"] for r in rows if not epcis.is_valid_document(export_document([r]))]
+            document = export_document([r for r in rows if r["event_hash"] not in set(left_out)])
         epcis.validate_document(document)  # what is left must be valid; if not, a bug of ours (INTERNAL)
         return pb.ExportEventsResponse(
             epcis_document=json.dumps(document, separators=(",", ":")).encode(), unexportable_event_hashes=left_out

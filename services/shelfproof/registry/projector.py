@@ -11,7 +11,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.db.projection import Projector, block_time
-from shelfproof.gs1.epcis import epcs_of, event_hash_id, item_of, location_gln, parse_event_time
+from shelfproof.gs1.epcis import (epcs_of, event_hash_id, identifiers_of, item_of, location_gln, parse_event_time,
+                                  place_id)
 from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
@@ -136,17 +137,27 @@ async def _insert_event(cur, result, signer: str, event_hash: str, a: txpb.Recor
     await cur.execute(
         """INSERT INTO events (event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln,
                                document, recorded_by, ledger_height, tx_index, tx_hash, event_id, error_declaration,
-                               declaration_hash, declaration_height, declaration_tx_hash)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                               declaration_hash, declaration_height, declaration_tx_hash, record_time, read_point,
+                               biz_location)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (event_hash) DO NOTHING""",
         (event_hash, a.event_type, event_time, action, _text(a.biz_step) or _text(event.get("bizStep")),
          _text(a.disposition) or _text(event.get("disposition")),
          a.biz_location_gln or location_gln(event.get("bizLocation")),
          Jsonb(event), signer, result.height, result.index, result.tx_hash, event_id,
          Jsonb(declaration) if declaration is not None else None, declaration_hash,
-         result.height if declaration_hash else None, result.tx_hash if declaration_hash else None),
+         result.height if declaration_hash else None, result.tx_hash if declaration_hash else None,
+         block_time(result), place_id(event.get("readPoint")), place_id(event.get("bizLocation"))),
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    identifiers = identifiers_of(event)
+    if identifiers:  # what the EPCIS REST binding's MATCH_ parameters search
+        await cur.execute(
+            "INSERT INTO event_epcs SELECT %s, f, e FROM unnest(%s::text[], %s::text[]) AS t(f, e) ON CONFLICT DO NOTHING",
+            (event_hash, [f for f, _ in identifiers], [e for _, e in identifiers]),
+        )
+    return True
 
 
 async def _insert_items(cur, event_hash: str, epcs) -> list[tuple[str, str]]:
