@@ -1,5 +1,5 @@
 """Every RPC of every shelfproof gRPC service, fed hostile requests (tests/security/protofuzz.py) through
-the real servers on loopback — ledger adapter over the embedded ledger, registry, planner (a scripted
+the real servers on loopback — ledger adapter over the embedded ledger, registry, pricing, planner (a scripted
 model stands in for vLLM: the fuzz is of the service's input handling) — over a real PostgreSQL: each is
 answered with a status a client can act on (never UNKNOWN, INTERNAL or DATA_LOSS), unary calls within
 their deadline, and every server still serving afterwards.
@@ -26,6 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from hypothesis import given
 from shelfproof.planner.drafter import Drafter
+from shelfproof.pricing.projector import PricingProjector
+from shelfproof.pricing.service import PricingService
+from shelfproof.runtime.server import GrpcServer
+from shelfproof.runtime.settings import GrpcServerSettings
 
 from tests.conftest import fresh_database
 from tests.integration.planner_harness import PlannerStack
@@ -41,9 +45,7 @@ ANSWERS = {
 }
 UNARY_DEADLINE_S = 20.0
 STREAM_DEADLINE_S = 1.0
-NOT_IN_FUZZ_STACK: dict[str, str] = {
-    "shelfproof.pricing.v1.PricingService": "a proto stub with no server yet (issue 12)",
-}
+NOT_IN_FUZZ_STACK: dict[str, str] = {}
 
 
 def shelfproof_services() -> list[str]:
@@ -90,14 +92,32 @@ class StackThread:
             self.thread.join(10)
 
 
+class FuzzStack(PlannerStack):
+    """The planner's stack (ledger, registry, planner) plus the pricing service on a server of its own."""
+
+    async def __aenter__(self):
+        await super().__aenter__()
+        self.pricing_projector = PricingProjector(self.pool, self.ledger, poll_s=0.01)
+        await self.pricing_projector.start()
+        pricing = PricingService(self.pool, self.retailer, self.pricing_projector)
+        self.pricing_server = GrpcServer(GrpcServerSettings(port=0), [pricing.binding()])
+        await self.pricing_server.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.pricing_server.stop()
+        await self.pricing_projector.stop()
+        await super().__aexit__(*exc)
+
+
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory, postgres_cluster, migrated_template):
     with fresh_database(postgres_cluster, migrated_template) as dsn:
-        stack = PlannerStack(tmp_path_factory.mktemp("fuzz"), dsn, Drafter(ScriptedModel()), products=3)
+        stack = FuzzStack(tmp_path_factory.mktemp("fuzz"), dsn, Drafter(ScriptedModel()), products=3)
         with StackThread(stack) as running:
             running.run(stack.set_up_store())
             addresses = [running.stack.ledger_address, *(
-                f"127.0.0.1:{server.port}" for server in (stack.server, stack.planner_server)
+                f"127.0.0.1:{server.port}" for server in (stack.server, stack.planner_server, stack.pricing_server)
             )]
             channels = {address: grpc.insecure_channel(address) for address in addresses}
             hosted = {}
