@@ -9,7 +9,7 @@ import pytest
 
 from shelfproof.ledger.core.rules.price_computation import (
     BPS, CURRENCY_MINOR_UNITS, DAY_S, KEPT_DAYS, Guardrails, compute_line, guardrails_for, lowest_prior_price,
-    price_violation, promotion_violation, record_day, round_half_up,
+    max_off, price_violation, promotion_violation, record_day, round_half_up,
 )
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
@@ -99,7 +99,7 @@ def test_random_lines_stay_between_the_floor_and_the_base():
         assert 0 <= line.line_minor <= base * quantity
         assert line.line_minor == base * quantity - sum(a.off_minor for a in line.adjustments) + line.clamp_minor
         if line.adjustments:
-            assert line.line_minor * BPS >= min(base * quantity * (BPS - g.max_discount_bps), base * quantity * BPS)
+            assert line.line_minor >= base * quantity - max_off(base * quantity, g.max_discount_bps)
 
 
 def _policy(**overrides) -> txpb.GuardrailPolicy:
@@ -171,3 +171,14 @@ def test_daily_lows_stay_bounded_and_keep_the_carried_close():
     assert len(record.days) <= KEPT_DAYS + 1
     # Window days 169..198; day 169 opened at day 168's close (a day's low counts its opening price).
     assert lowest_prior_price(record, T + 199 * DAY_S) == 1_000 + 168
+
+
+@pytest.mark.parametrize("base", [249, 1_249, 999, 7, 3_333])
+def test_a_percentage_promotion_at_exactly_the_maximum_discount_is_allowed_at_any_price(base):
+    """30 % of 1,249 is 374.7, rounded half up to 375 off: the guardrail rounds its limit the same way
+    (the demo seed's 30 % promotion on a 2.49 product was refused as "3004 bps off" before)."""
+    g = Guardrails(max_discount_bps=3_000)
+    assert promotion_violation(promo("p", discount_bps=3_000), base, 0, g) is None
+    assert promotion_violation(promo("p", discount_bps=3_001), base * 10_000, 0, g).startswith("max_discount: ")
+    line = compute_line(base, 0, 1, [promo("p", discount_bps=3_000)], g)
+    assert line.clamp_minor == 0 and line.line_minor == base - round_half_up(base * 3_000, BPS)

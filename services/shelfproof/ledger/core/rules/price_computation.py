@@ -138,6 +138,12 @@ def promotion_order(p: txpb.CreatePromotion) -> tuple[int, str]:
     return (-p.priority, p.promotion_id)
 
 
+def max_off(base_line: int, max_discount_bps: int) -> int:
+    """The most a line may lose to promotions: its maximum discount, rounded as a percentage promotion's
+    amount is (half up), so a promotion at exactly the maximum is allowed at any price."""
+    return round_half_up(base_line * max_discount_bps, BPS)
+
+
 def promotion_off(p: txpb.CreatePromotion, current_line: int, quantity: int) -> int:
     """What ``p`` takes off a line now at ``current_line`` for ``quantity`` units (0..current_line)."""
     kind = kind_of(p)
@@ -217,7 +223,7 @@ def compute_line(
         floors = {
             RULE_MIN_PRICE: guardrails.min_price_minor * quantity,
             RULE_MARGIN_FLOOR: ceil_div(unit_cost_minor * quantity * (BPS + guardrails.margin_floor_bps), BPS),
-            RULE_MAX_DISCOUNT: ceil_div(base_line * (BPS - guardrails.max_discount_bps), BPS),
+            RULE_MAX_DISCOUNT: base_line - max_off(base_line, guardrails.max_discount_bps),
         }
         rule = max(floors, key=lambda r: (floors[r], r))
         floor = min(floors[rule], base_line)
@@ -236,7 +242,7 @@ def promotion_violation(p: txpb.CreatePromotion, unit_base_minor: int, unit_cost
     base_line = unit_base_minor * quantity
     off = promotion_off(p, base_line, quantity)
     line = base_line - off
-    if off * BPS > base_line * g.max_discount_bps:
+    if off > max_off(base_line, g.max_discount_bps):
         return f"{RULE_MAX_DISCOUNT}: {off * BPS // max(base_line, 1)} bps off exceeds the maximum of {g.max_discount_bps} bps"
     if line < g.min_price_minor * quantity:
         return f"{RULE_MIN_PRICE}: {round_half_up(line, quantity)} per unit is below the minimum of {g.min_price_minor}"
