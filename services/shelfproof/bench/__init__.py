@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "registry": ("GetProduct requests per second on one registry process", "registry_bench:REGISTRY"),
     "epcis": ("capture an EPCIS document of 10,000 events end to end", "epcis_bench:BENCHMARK"),
     "verify": ("consumer verifications per second (JSON form, proofs checked)", "verify_bench:BENCHMARK"),
+    "state": ("CPU time and RSS to commit 1,000 changed keys over N keys in state", "state_bench:BENCHMARK"),
     "planner": ("the planner's model bare vs. on Ray Serve, schema validity, and a 1,000-product restock draft", "planner_bench:BENCHMARK"),
 }
 

@@ -24,7 +24,7 @@ from tendermint.crypto import proof_pb2
 
 from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.codes import ResultCode, TxRejected
-from shelfproof.ledger.proofs.merkle import uvarint, value_op
+from shelfproof.ledger.proofs.merkle import uvarint
 from shelfproof.ledger.core.state import STORES, AppVersion, LedgerState, Overlay, StateStore
 from shelfproof.ledger.core.tx import ParsedTx, parse, sign_doc_bytes
 from shelfproof.ledger.v1 import ledger_pb2
@@ -61,7 +61,7 @@ class LedgerApplication:
         # FinalizeBlock's result (version, writes, block time) until Commit persists it.
         self._pending_block: tuple[AppVersion, Overlay, int] | None = None
         # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
-        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
+        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ...]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -93,7 +93,7 @@ class LedgerApplication:
         genesis = st.GenesisState()
         if request.app_state_bytes and request.app_state_bytes.strip() not in (b"", b"null", b"{}"):
             json_format.Parse(request.app_state_bytes, genesis)
-        overlay = Overlay(AppVersion.build(0, self.state.versions[0].stores))
+        overlay = Overlay(self.state.genesis_base())
         rules.load_genesis(overlay, genesis)
         version = self.state.replace_genesis(overlay)
         self._reset_check_state()
@@ -281,8 +281,9 @@ class LedgerApplication:
     # --- queries -------------------------------------------------------------------------------
 
     def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
-        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops, or for a
-        missing key a ``shelfproof:absent`` op and the store's ``simple:v`` op (the stock light proxy
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as three ``simple:v`` ops (key,
+        bucket, store), or for a missing key a ``shelfproof:absent`` op and the bucket's and store's
+        ``simple:v`` ops (the stock light proxy
         refuses absent values whatever the proof; our verifier checks them, merkle.verify_absence_proof).
 
         ``/keys`` reads several keys at one height: ``data`` is a QueryManyRequest, the answer's value a
@@ -337,16 +338,13 @@ class LedgerApplication:
 
     def _proof_ops_for(
         self, version: AppVersion, height: int, store: str, key: bytes, present: bool
-    ) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
+    ) -> tuple[ledger_pb2.ProofOp, ...]:
         """The key's presence or absence proof at ``height``, cached by the app hash it proves against
         (the same state answers the same, at whatever height; a replaced genesis state cannot be stale)."""
         cache_key = (version.app_hash, store, key)
         ops = self._proof_ops.get(cache_key)
         if ops is None:
-            stored = version.stores[store]
-            key_op = value_op(key, stored.proof(key)) if present else stored.absence_op(key)
-            store_op = value_op(store.encode(), version.store_proof(store))
-            ops = tuple(ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data) for op in (key_op, store_op))
+            ops = tuple(version.proof_ops(store, key, present))
             self._proof_ops[cache_key] = ops
             while len(self._proof_ops) > 50_000:
                 self._proof_ops.popitem(last=False)
