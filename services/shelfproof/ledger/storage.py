@@ -10,11 +10,23 @@ per-height change log: superseded rows past the retention are deleted in the sam
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
+from shelfproof.ledger.core.state import SNAPSHOT_CHUNK_BYTES, encode_snapshot_chunks, snapshot_metadata
 from shelfproof.ledger.proofs.merkle import MerkleTree, bucket_of, kv_leaf_hash
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (height INTEGER PRIMARY KEY, chunks INTEGER NOT NULL, metadata BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (height INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (height, idx)) WITHOUT ROWID;
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -53,6 +65,18 @@ class StateDB:
                 f"{path} holds state in the pre-bucket layout (a different app hash): reset this node's ledger home"
             )
         self.conn.executescript(_SCHEMA)
+        # Snapshots go to a file of their own, written by a background thread, so a snapshot of a large
+        # state neither holds the state file's write lock nor stalls Commit.
+        self.snapshot_path = ":memory:" if str(path) == ":memory:" else f"{path}.snapshots"
+        self._snapshots = self._snapshot_connection()
+        self._snapshot_thread: threading.Thread | None = None
+        self.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES
+
+    def _snapshot_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.snapshot_path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SNAPSHOT_SCHEMA)
+        return conn
 
     def load_meta(self) -> dict[str, bytes]:
         return {name: bytes(value) for name, value in self.conn.execute("SELECT name, value FROM meta")}
@@ -133,7 +157,7 @@ class StateDB:
         reader = self.conn if str(self.path) == ":memory:" else sqlite3.connect(self.path, check_same_thread=False)
         try:
             rows = reader.execute(
-                "SELECT store, key, value FROM kv WHERE until IS NULL AND value IS NOT NULL ORDER BY store, key"
+                "SELECT store, key, value FROM kv WHERE until IS NULL AND value IS NOT NULL ORDER BY store, bucket, key"
             )
             for store, key, value in rows:
                 yield store, bytes(key), bytes(value)
@@ -188,5 +212,81 @@ class StateDB:
             cur.execute("ROLLBACK")
             raise
 
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    def take_snapshot(self, height: int, chain_id: str, last_block_time: int, keep: int) -> None:
+        if self._snapshot_thread is not None and self._snapshot_thread.is_alive():
+            log.warning("snapshot at height %d skipped: the previous one is still being written", height)
+            return
+        if str(self.path) == ":memory:":
+            self._write_snapshot(self.conn, self._snapshots, height, chain_id, last_block_time, keep, self.snapshot_chunk_bytes)
+            return
+        # The read transaction starts here, before the next Commit can write: WAL keeps this view.
+        reader = sqlite3.connect(self.path, check_same_thread=False)
+        reader.execute("BEGIN")
+        (committed,) = reader.execute("SELECT value FROM meta WHERE name = 'height'").fetchone()
+        if int(committed) != height:
+            reader.close()
+            raise RuntimeError(f"snapshot of height {height} asked with {int(committed)} committed")
+
+        def write() -> None:
+            writer = self._snapshot_connection()
+            try:
+                self._write_snapshot(reader, writer, height, chain_id, last_block_time, keep, self.snapshot_chunk_bytes)
+            except Exception:  # noqa: BLE001 - a failed snapshot is logged, the node goes on
+                log.exception("snapshot at height %d failed", height)
+            finally:
+                reader.close()
+                writer.close()
+
+        self._snapshot_thread = threading.Thread(target=write, name=f"snapshot-{height}", daemon=True)
+        self._snapshot_thread.start()
+
+    @staticmethod
+    def _write_snapshot(
+        reader: sqlite3.Connection,
+        writer: sqlite3.Connection,
+        height: int,
+        chain_id: str,
+        last_block_time: int,
+        keep: int,
+        chunk_bytes: int,
+    ) -> None:
+        rows = reader.execute(
+            "SELECT store, key, value FROM kv WHERE until IS NULL AND value IS NOT NULL ORDER BY store, bucket, key"
+        )
+        hashes = []
+        writer.execute("DELETE FROM chunks WHERE height = ?", (height,))
+        for index, chunk in enumerate(
+            encode_snapshot_chunks(((s, bytes(k), bytes(v)) for s, k, v in rows), chunk_bytes)
+        ):
+            writer.execute("INSERT INTO chunks (height, idx, data) VALUES (?, ?, ?)", (height, index, chunk))
+            hashes.append(hashlib.sha256(chunk).digest())
+        metadata = snapshot_metadata(chain_id, last_block_time, hashes)
+        writer.execute("BEGIN")
+        writer.execute("INSERT OR REPLACE INTO snapshots (height, chunks, metadata) VALUES (?, ?, ?)", (height, len(hashes), metadata))
+        old = [h for (h,) in writer.execute("SELECT height FROM snapshots ORDER BY height DESC LIMIT -1 OFFSET ?", (keep,))]
+        for h in old:
+            writer.execute("DELETE FROM snapshots WHERE height = ?", (h,))
+            writer.execute("DELETE FROM chunks WHERE height = ?", (h,))
+        writer.execute("COMMIT")
+        log.info("snapshot written", extra={"height": height, "chunks": len(hashes)})
+
+    def wait_for_snapshot(self, timeout_s: float | None = None) -> None:
+        """Until the snapshot being written (if any) is finished (tests, shutdown)."""
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join(timeout_s)
+
+    def list_snapshots(self) -> list[tuple[int, int, bytes]]:
+        return [
+            (h, n, bytes(m)) for h, n, m in self._snapshots.execute("SELECT height, chunks, metadata FROM snapshots ORDER BY height DESC")
+        ]
+
+    def load_snapshot_chunk(self, height: int, index: int) -> bytes | None:
+        row = self._snapshots.execute("SELECT data FROM chunks WHERE height = ? AND idx = ?", (height, index)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def close(self) -> None:
+        self.wait_for_snapshot()
+        self._snapshots.close()
         self.conn.close()

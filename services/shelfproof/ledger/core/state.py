@@ -36,6 +36,7 @@ from shelfproof.ledger.proofs.merkle import (
     bucket_tree_changes,
     empty_node,
     kv_leaf_hash,
+    uvarint,
     value_op,
 )
 from shelfproof.ledger.v1.ledger_pb2 import ProofOp
@@ -120,6 +121,18 @@ class StateStore(Protocol):
         ...
 
 
+    def take_snapshot(self, height: int, chain_id: str, last_block_time: int, keep: int) -> None:
+        """Write a snapshot of the state just committed at ``height`` (``encode_snapshot_chunks``; maybe
+        in the background), keeping the newest ``keep``."""
+        ...
+
+    def list_snapshots(self) -> list[tuple[int, int, bytes]]:
+        """(height, chunks, metadata) of every finished snapshot, newest first."""
+        ...
+
+    def load_snapshot_chunk(self, height: int, index: int) -> bytes | None: ...
+
+
 class MemoryStateStore:
     """The StateStore in dicts, for unit tests and tools; ``ledger.storage.StateDB`` is the real one
     (tests/unit/test_state_store.py runs both through the same checks)."""
@@ -129,6 +142,7 @@ class MemoryStateStore:
         self.rows: dict[tuple[str, int], dict[bytes, list[list]]] = {}
         self.roots: dict[tuple[str, int], bytes] = {}
         self.meta: dict[str, bytes] = {}
+        self.snapshots: dict[int, tuple[list[bytes], bytes]] = {}
 
     def load_meta(self) -> dict[str, bytes]:
         return dict(self.meta)
@@ -202,6 +216,20 @@ class MemoryStateStore:
             return False
         self.meta = dict(meta)
         return True
+
+
+    def take_snapshot(self, height, chain_id, last_block_time, keep) -> None:
+        chunks = list(encode_snapshot_chunks(self.live_items()))
+        metadata = snapshot_metadata(chain_id, last_block_time, [hashlib.sha256(c).digest() for c in chunks])
+        self.snapshots = dict(sorted(self.snapshots.items())[-(keep - 1) :]) if keep > 1 else {}
+        self.snapshots[height] = (chunks, metadata)
+
+    def list_snapshots(self) -> list[tuple[int, int, bytes]]:
+        return [(h, len(c), m) for h, (c, m) in sorted(self.snapshots.items(), reverse=True)]
+
+    def load_snapshot_chunk(self, height, index) -> bytes | None:
+        chunks = self.snapshots.get(height, ([], b""))[0]
+        return chunks[index] if 0 <= index < len(chunks) else None
 
 
 _EMPTY_BUCKET_ROOT = MerkleTree.from_leaf_hashes([]).root
@@ -522,3 +550,97 @@ def app_hash_of_buckets(bucket_roots: Iterable[tuple[str, int, bytes]]) -> bytes
         leaves[store][bucket] = bucket_leaf(root)
     roots = {n: (bucket_tree_changes(leaves[n], empty_node)[1] if leaves[n] else EMPTY_STORE_ROOT) for n in STORES}
     return MerkleTree.from_leaf_hashes([kv_leaf_hash(n.encode(), roots[n]) for n in STORES]).root
+
+
+# --- snapshots (state sync): the format, owned here because the core parses hostile chunks ---------
+
+SNAPSHOT_FORMAT = 1
+SNAPSHOT_CHUNK_BYTES = 4 * 1024 * 1024  # CometBFT allows up to 16 MiB per chunk message
+MAX_SNAPSHOT_CHUNKS = 100_000
+MAX_SNAPSHOT_KEY_BYTES = 4096
+MAX_SNAPSHOT_VALUE_BYTES = 8 * 1024 * 1024
+
+
+class SnapshotError(ValueError):
+    """A snapshot chunk or its metadata is malformed."""
+
+
+def _put_bytes(out: bytearray, data: bytes) -> None:
+    out += uvarint(len(data))
+    out += data
+
+
+def encode_snapshot_chunks(items: Iterable[tuple[str, bytes, bytes]], chunk_bytes: int = SNAPSHOT_CHUNK_BYTES) -> Iterator[bytes]:
+    """The state as chunks of records ``uvarint(len) store ‖ uvarint(len) key ‖ uvarint(len) value``."""
+    chunk = bytearray()
+    for store, key, value in items:
+        _put_bytes(chunk, store.encode())
+        _put_bytes(chunk, key)
+        _put_bytes(chunk, value)
+        if len(chunk) >= chunk_bytes:
+            yield bytes(chunk)
+            chunk = bytearray()
+    yield bytes(chunk)  # the last (possibly empty: an empty state is one empty chunk)
+
+
+def _read_uvarint(data: bytes, at: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if at >= len(data) or shift > 35:
+            raise SnapshotError("truncated or overlong length")
+        byte = data[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, at
+        shift += 7
+
+
+def decode_snapshot_chunk(data: bytes) -> list[tuple[str, bytes, bytes]]:
+    """A chunk's records; SnapshotError for anything but well-formed records of known stores."""
+    out = []
+    at = 0
+    limits = (32, MAX_SNAPSHOT_KEY_BYTES, MAX_SNAPSHOT_VALUE_BYTES)
+    while at < len(data):
+        parts = []
+        for limit in limits:
+            length, at = _read_uvarint(data, at)
+            if length > limit or at + length > len(data):
+                raise SnapshotError(f"a field of {length} bytes at offset {at} overruns the chunk or its limit")
+            parts.append(data[at : at + length])
+            at += length
+        try:
+            store = parts[0].decode("ascii")
+        except UnicodeDecodeError:
+            raise SnapshotError("store name is not ASCII") from None
+        if store not in STORE_INDEX or not parts[1] or not parts[2]:
+            raise SnapshotError(f"record of unknown store {store!r} or with an empty key or value")
+        out.append((store, parts[1], parts[2]))
+    return out
+
+
+def snapshot_metadata(chain_id: str, last_block_time: int, chunk_hashes: list[bytes]) -> bytes:
+    """What a snapshot's ``metadata`` carries: the chain id and block time a joining node's CheckTx needs
+    (not in the app hash; a wrong one only hurts the node that trusted it) and SHA-256 of every chunk."""
+    out = bytearray()
+    _put_bytes(out, chain_id.encode())
+    out += uvarint(last_block_time)
+    out += b"".join(chunk_hashes)
+    return bytes(out)
+
+
+def parse_snapshot_metadata(metadata: bytes, chunks: int) -> tuple[str, int, list[bytes]]:
+    if not 1 <= chunks <= MAX_SNAPSHOT_CHUNKS:
+        raise SnapshotError(f"{chunks} chunks (1..{MAX_SNAPSHOT_CHUNKS} accepted)")
+    length, at = _read_uvarint(metadata, 0)
+    if length > 256 or at + length > len(metadata):
+        raise SnapshotError("chain id overruns the metadata")
+    try:
+        chain_id = metadata[at : at + length].decode()
+    except UnicodeDecodeError:
+        raise SnapshotError("chain id is not UTF-8") from None
+    block_time, at = _read_uvarint(metadata, at + length)
+    hashes = metadata[at:]
+    if len(hashes) != 32 * chunks:
+        raise SnapshotError(f"metadata holds {len(hashes)} bytes of chunk hashes for {chunks} chunks")
+    return chain_id, block_time, [hashes[i : i + 32] for i in range(0, len(hashes), 32)]
