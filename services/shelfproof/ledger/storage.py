@@ -111,6 +111,21 @@ class StateDB:
             )
         return [(bytes(k), bytes(leaf)) for k, leaf in rows]
 
+    def latest_bucket_entries(self, store: str, buckets: Iterable[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        """``bucket_entries`` of the latest state for many buckets in a few statements (a block's)."""
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        wanted = sorted(set(buckets))
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT bucket, key, leaf FROM kv WHERE store = ? AND bucket IN ({','.join('?' * len(part))})"  # noqa: S608
+                " AND until IS NULL AND value IS NOT NULL ORDER BY bucket, key",
+                (store, *part),
+            )
+            for bucket, key, leaf in rows:
+                out.setdefault(bucket, []).append((bytes(key), bytes(leaf)))
+        return out
+
     def bucket_roots(self) -> Iterable[tuple[str, int, bytes]]:
         return [(s, b, bytes(r)) for s, b, r in self.conn.execute("SELECT store, bucket, root FROM buckets")]
 

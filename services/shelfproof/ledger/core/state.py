@@ -92,6 +92,10 @@ class StateStore(Protocol):
         """(key, leaf hash) of the bucket's pairs at ``height``, sorted by key."""
         ...
 
+    def latest_bucket_entries(self, store: str, buckets: Iterable[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        """``bucket_entries(store, b, None)`` for every bucket b (empty ones may be left out)."""
+        ...
+
     def bucket_roots(self) -> Iterable[tuple[str, int, bytes]]:
         """(store, bucket, root) of every non-empty bucket of the latest state."""
         ...
@@ -167,6 +171,9 @@ class MemoryStateStore:
                     out.append((key, row[2]))
         out.sort()
         return out
+
+    def latest_bucket_entries(self, store: str, buckets: Iterable[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        return {b: self.bucket_entries(store, b, None) for b in buckets}
 
     def bucket_roots(self) -> Iterable[tuple[str, int, bytes]]:
         return [(s, b, r) for (s, b), r in self.roots.items()]
@@ -449,8 +456,9 @@ class LedgerState:
                         in_buckets[bucket].append(key)
             leaves = {}
             store_roots_changed = roots.setdefault(store, {})
+            committed = self.db.latest_bucket_entries(store, in_buckets)
             for bucket, keys in in_buckets.items():
-                entries = dict(self.db.bucket_entries(store, bucket, None))
+                entries = dict(committed.get(bucket, ()))
                 for key in keys:
                     if key in entries:
                         existing.add((store, key))
