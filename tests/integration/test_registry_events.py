@@ -90,7 +90,7 @@ async def test_capture_query_inventory_export_and_reimport(tmp_path, database_ds
         # Every event is on the ledger under its hash, provably.
         ledger = ledger_pb2_grpc.LedgerServiceStub(registry.ledger_channel)
         proof = await ledger.Query(lpb.QueryRequest(store="events", key=hashes[3].encode(), prove=True), timeout=10)
-        assert proof.found and len(proof.proof_ops) == 2
+        assert proof.found and len(proof.proof_ops) == 3
 
         exported = (await stub.ExportEvents(pb.ExportEventsRequest(filter=pb.EventFilter(gtin=GTIN)), timeout=10)).epcis_document
         epcis.validate_document(json.loads(exported))

@@ -53,7 +53,7 @@ async def test_labels_are_signed_by_a_ledger_key_printed_and_voided(tmp_path, da
         voided = await registry.labels.VoidLabels(pb.VoidLabelsRequest(gtin=GTIN, serials=[serial], reason="damaged"), timeout=20)
         assert voided.voided == 1
         status = await ledger.Query(lpb.QueryRequest(store="status", key=f"{GTIN}/{serial}".encode(), height=voided.ledger_ref.height, prove=True), timeout=10)
-        assert st.StatusRecord.FromString(status.value).status == "voided" and len(status.proof_ops) == 2
+        assert st.StatusRecord.FromString(status.value).status == "voided" and len(status.proof_ops) == 3
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await registry.labels.GetItemLabel(pb.GetItemLabelRequest(gtin=GTIN, serial=serial), timeout=10)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION

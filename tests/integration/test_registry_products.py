@@ -229,7 +229,7 @@ async def test_recalls_commit_provably_and_stream_resumably(tmp_path, database_d
         # The recall is a present key on the ledger, provable.
         ledger = ledger_pb2_grpc.LedgerServiceStub(registry.ledger_channel)
         answer = await ledger.Query(lpb.QueryRequest(store="recalls", key=f"{VALID_GTINS[0]}/L1".encode(), prove=True), timeout=10)
-        assert answer.found and len(answer.proof_ops) == 2
+        assert answer.found and len(answer.proof_ops) == 3
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.RecallLot(pb.RecallLotRequest(gtin=VALID_GTINS[0], lot="has space", reason="x"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -72,11 +72,12 @@ def _neighbour(value: lpb.StoreValue) -> lpb.AbsenceNeighbour:
     return lpb.AbsenceNeighbour(key=value.key, value_hash=hashlib.sha256(value.value).digest(), index=proof.index, aunts=proof.aunts)
 
 
-def _replace_recall(report: dict, key: bytes, absence: lpb.AbsenceProof | bytes, store_op: lpb.ProofOp) -> dict:
-    """The report with its recall entry replaced by a claimed absence of ``key`` and the verdict GENUINE."""
+def _replace_recall(report: dict, key: bytes, absence: lpb.AbsenceProof | bytes, above: list[lpb.ProofOp]) -> dict:
+    """The report with its recall entry replaced by a claimed absence of ``key`` (the absent op, then the
+    ops ``above`` it) and the verdict GENUINE."""
     data = absence if isinstance(absence, bytes) else absence.SerializeToString()
     forged = lpb.StoreValue(
-        store="recalls", key=key, found=False, proof_ops=[lpb.ProofOp(type=PROOF_OP_ABSENT, key=key, data=data), store_op]
+        store="recalls", key=key, found=False, proof_ops=[lpb.ProofOp(type=PROOF_OP_ABSENT, key=key, data=data), *above]
     )
     lie = copy.deepcopy(report)
     lie["verdict"] = "GENUINE"
@@ -151,35 +152,32 @@ async def test_a_lying_server_is_refused_or_contradicted(tmp_path, database_dsn)
         swapped["evidence"]["chain_id"] = "shelfproof-other"
         _refused(check_fetched(url, swapped, other_chain, policy), "expected 'shelfproof-other'")
 
-        # Lie 4: forged absence proofs of the L2 recall, built from real leaves and paths of the recall store.
+        # Lie 4: forged absence proofs of the L2 recall, built from real leaves, paths and bucket ops of the
+        # recall store (each key sits in the bucket SHA-256 of it picks; a bucket op has an empty key).
         recall_key = f"{GTIN}/L2".encode()
         extra = [("recalls", f"{GTIN}/{lot}".encode()) for lot in ("L0", "L1", "L3", "L4")]
         fresh, values = await _at_one_height(stack, report, extra)
         assert check_fetched(url, fresh, trust, policy).verdict == "RECALLED"
         l0, l4 = values[("recalls", f"{GTIN}/L0".encode())], values[("recalls", f"{GTIN}/L4".encode())]
         l1_absent, l3_absent = values[("recalls", f"{GTIN}/L1".encode())], values[("recalls", f"{GTIN}/L3".encode())]
-        assert l0.found and l4.found and not l1_absent.found and not l3_absent.found
-        store_op = l0.proof_ops[1]
+        l2 = values[("recalls", recall_key)]
+        assert l0.found and l4.found and l2.found and not l1_absent.found and not l3_absent.found
+        store_op, l2_bucket_op = l2.proof_ops[2], l2.proof_ops[1]
         left, right = _neighbour(l0), _neighbour(l4)
         total = proof_pb2.ValueOp.FromString(l0.proof_ops[0].data).proof.total
-        assert right.index == left.index + 2  # L2 sits between them
         forgeries = {
-            "not adjacent": (lpb.AbsenceProof(total=total, left=left, right=right), "not adjacent"),
-            "index moved to look adjacent": (
-                lpb.AbsenceProof(total=total, left=left, right=lpb.AbsenceNeighbour(
-                    key=right.key, value_hash=right.value_hash, index=left.index + 1, aunts=right.aunts)),
-                "the tree position needs",  # L0, L2, L4: index 1 of 3 sits deeper than L4's real path
+            "neighbours from other buckets": (lpb.AbsenceProof(total=total, left=left, right=right), [l0.proof_ops[1], store_op], "the key lives in"),
+            "an empty bucket": (lpb.AbsenceProof(total=0), [l2_bucket_op, store_op], "leaf hash mismatch for key b''"),
+            "L1's real proof for L2": (l1_absent.proof_ops[0].data, list(l1_absent.proof_ops[1:]), "the key lives in"),
+            "L3's real proof under L2's bucket": (l3_absent.proof_ops[0].data, [l2_bucket_op, store_op], None),
+            "no bucket op": (l1_absent.proof_ops[0].data, [store_op], "three ops"),
+            "a keyed bucket op": (
+                lpb.AbsenceProof(total=0), [lpb.ProofOp(type="simple:v", key=b"recalls", data=l2_bucket_op.data), store_op], "empty key",
             ),
-            "wrong order": (lpb.AbsenceProof(total=total, left=right, right=left), "does not sort"),
-            "only the left neighbour": (lpb.AbsenceProof(total=total, left=left), "last leaf"),
-            "an empty store": (lpb.AbsenceProof(total=0), "leaf hash mismatch for key b'recalls'"),
-            # Real absence proofs of L3 (neighbours L2, L4) and L1 (L0, L2) passed off for L2: not between.
-            "L3's proof for L2": (l3_absent.proof_ops[0].data, "left neighbour does not sort before"),
-            "L1's proof for L2": (l1_absent.proof_ops[0].data, "right neighbour does not sort after"),
         }
-        for name, (absence, why) in forgeries.items():
-            result = check_fetched(url, _replace_recall(fresh, recall_key, absence, store_op), trust, policy)
-            assert result.exit_code == EXIT_UNVERIFIABLE and why in result.lines[0], (name, result.lines)
+        for name, (absence, above, why) in forgeries.items():
+            result = check_fetched(url, _replace_recall(fresh, recall_key, absence, above), trust, policy)
+            assert result.exit_code == EXIT_UNVERIFIABLE and (why is None or why in result.lines[0]), (name, result.lines)
 
         # Lie 5: the server's clone rules and scan time. Scanned in Berlin, then in New York a moment later.
         travel = stack.local(await _label(stack, serials[0]))

@@ -90,7 +90,7 @@ class World:
     def snapshot(self) -> dict[str, dict[bytes, bytes]]:
         """Every store at the latest height, agents without their nonces (a refused transaction
         still consumes its nonce)."""
-        out = {name: dict(store.values) for name, store in self.app.state.latest.stores.items()}
+        out = self.app.state.dump()
         for key, raw in out["agents"].items():
             agent = st.AgentRecord.FromString(raw)
             agent.nonce = 0

@@ -272,7 +272,7 @@ def test_query_proof_verifies_against_the_app_hash_and_tampering_fails(chain):
     with pytest.raises(merkle.ProofError):
         merkle.verify_value_proof(ops, bytes(32), merkle.keypath_for("recalls", key), answer.value)
     missing = app.query(abci.RequestQuery(path="/store/recalls/key", data=b"nope", prove=True))
-    assert missing.code == 0 and missing.value == b"" and [op.type for op in missing.proof_ops.ops] == ["shelfproof:absent", "simple:v"]
+    assert missing.code == 0 and missing.value == b"" and [op.type for op in missing.proof_ops.ops] == ["shelfproof:absent", "simple:v", "simple:v"]
     merkle.verify_absence_proof(list(missing.proof_ops.ops), app.app_hash, merkle.keypath_for("recalls", b"nope"))
     with pytest.raises(merkle.ProofError):  # an absence proof is no proof that the recalled lot is absent
         merkle.verify_absence_proof(list(missing.proof_ops.ops), app.app_hash, merkle.keypath_for("recalls", key))

@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "verify": ("consumer verifications per second (JSON form, proofs checked)", "verify_bench:BENCHMARK"),
     "clones": ("planted-clone simulation: detection, false positives and verdict latency", "clones_bench:BENCHMARK"),
     "pricing": ("GetPrice lookups/s and p99, basket lines/s, one change's fan-out to 100 streams", "pricing_bench:BENCHMARK"),
+    "state": ("CPU time and RSS to commit 1,000 changed keys over N keys in state", "state_bench:BENCHMARK"),
     "planner": ("the planner's model bare vs. on Ray Serve, schema validity, and a 1,000-product restock draft", "planner_bench:BENCHMARK"),
     "forecast-reference": ("our TSB and Croston-SBA vs. Nixtla statsforecast's: accuracy (MASE) and time", "forecast_reference:BENCHMARK"),
     "restock-loop": ("the autonomous restock loop on the ledger vs. order-up-to alone, 90 simulated days", "restock_loop:BENCHMARK"),

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 from nacl.exceptions import BadSignatureError
@@ -31,8 +32,19 @@ from tendermint.crypto import proof_pb2
 
 from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.codes import ResultCode, TxRejected
-from shelfproof.ledger.proofs.merkle import uvarint, value_op
-from shelfproof.ledger.core.state import STORES, AppVersion, LedgerState, Overlay, StateStore
+from shelfproof.ledger.proofs.merkle import uvarint
+from shelfproof.ledger.core.state import (
+    RETAINED_VERSIONS,
+    SNAPSHOT_FORMAT,
+    STORES,
+    AppVersion,
+    LedgerState,
+    Overlay,
+    SnapshotError,
+    StateStore,
+    decode_snapshot_chunk,
+    parse_snapshot_metadata,
+)
 from shelfproof.ledger.core.tx import ParsedTx, application_transactions, is_batch, parse, parse_batch, sign_doc_bytes, tx_hash
 from shelfproof.ledger.v1 import ledger_pb2
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -53,10 +65,19 @@ MAX_KEYS_PER_QUERY = 256
 
 class LedgerApplication:
     """State machine + ABCI handlers. ``db`` (``shelfproof.ledger.storage.StateDB``) persists the
-    committed state; None keeps it in memory (unit tests)."""
+    committed state; None keeps it in memory (unit tests). ``retain`` versions stay provable; every
+    ``snapshot_interval`` heights (0: never) a state-sync snapshot is taken, the newest
+    ``snapshot_keep`` kept."""
 
-    def __init__(self, db: StateStore | None = None) -> None:
-        self.state = LedgerState(db)
+    def __init__(
+        self, db: StateStore | None = None, *, retain: int = RETAINED_VERSIONS, snapshot_interval: int = 0, snapshot_keep: int = 2
+    ) -> None:
+        self.state = LedgerState(db, retain)
+        self.snapshot_interval = snapshot_interval
+        self.snapshot_keep = snapshot_keep
+        # The snapshot being restored (OfferSnapshot accepted it): its height, trusted app hash, chain
+        # id, block time, chunk hashes and the records of the chunks applied so far.
+        self._restoring: _Restore | None = None
         self.chain_id = self.state.meta.get("chain_id", b"").decode()
         # The time of the last committed block: CheckTx checks against it (a scan may be stamped at
         # most MAX_SCAN_SKEW_S after it), so it is committed with the state and survives a restart.
@@ -81,7 +102,7 @@ class LedgerApplication:
         # FinalizeBlock's result (version, writes, block time) until Commit persists it.
         self._pending_block: tuple[AppVersion, Overlay, int, list[bytes]] | None = None
         # Proof ops by (app hash, store, key): many readers ask for the same keys at one height.
-        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]] = OrderedDict()
+        self._proof_ops: OrderedDict[tuple[bytes, str, bytes], tuple[ledger_pb2.ProofOp, ...]] = OrderedDict()
 
     # --- queries of the committed state (used by ABCI Query and the embedded engine) ---------
 
@@ -113,7 +134,7 @@ class LedgerApplication:
         genesis = st.GenesisState()
         if request.app_state_bytes and request.app_state_bytes.strip() not in (b"", b"null", b"{}"):
             json_format.Parse(request.app_state_bytes, genesis)
-        overlay = Overlay(AppVersion.build(0, self.state.versions[0].stores))
+        overlay = Overlay(self.state.genesis_base())
         rules.load_genesis(overlay, genesis)
         version = self.state.replace_genesis(overlay)
         self._reset_check_state()
@@ -370,7 +391,7 @@ class LedgerApplication:
         block_state = Overlay(self.state.latest)
         # Scheduled prices and promotion windows due by this block's time, before its transactions
         # (bounded work, total: see rules.pricing.run_price_schedule).
-        rules.run_price_schedule(block_state, self.state.latest.stores["price_schedule"].keys, request.height, block_time)
+        rules.run_price_schedule(block_state, request.height, block_time)
         results = []
         self._block_inner = []
         for raw in request.txs:
@@ -412,13 +433,93 @@ class LedgerApplication:
         while len(self._recently_committed) > RECENTLY_COMMITTED_SIZE:
             self._recently_committed.popitem(last=False)
         self._reset_check_state()
+        if self.snapshot_interval and version.height % self.snapshot_interval == 0:
+            self.state.db.take_snapshot(version.height, self.chain_id, block_time, self.snapshot_keep)
         return abci.ResponseCommit(retain_height=0)
+
+    # --- ABCI: snapshots (state sync) ------------------------------------------------------------
+    # Chunks come from peers, so everything about them is hostile until the restored state hashes to
+    # the app hash CometBFT's light client trusts (OfferSnapshot's app_hash): each chunk must match its
+    # hash in the offered metadata (else refetched from another peer), each record must parse within
+    # bounds, and the whole state is written in one store transaction only if its root is that hash.
+
+    def list_snapshots(self, request: abci.RequestListSnapshots) -> abci.ResponseListSnapshots:
+        return abci.ResponseListSnapshots(
+            snapshots=[
+                abci.Snapshot(height=h, format=SNAPSHOT_FORMAT, chunks=n, hash=hashlib.sha256(m).digest(), metadata=m)
+                for h, n, m in self.state.db.list_snapshots()
+            ]
+        )
+
+    def load_snapshot_chunk(self, request: abci.RequestLoadSnapshotChunk) -> abci.ResponseLoadSnapshotChunk:
+        if request.format != SNAPSHOT_FORMAT:
+            return abci.ResponseLoadSnapshotChunk()
+        return abci.ResponseLoadSnapshotChunk(chunk=self.state.db.load_snapshot_chunk(request.height, request.chunk) or b"")
+
+    def offer_snapshot(self, request: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
+        result = abci.ResponseOfferSnapshot.Result
+        snapshot = request.snapshot
+        if snapshot.format != SNAPSHOT_FORMAT:
+            return abci.ResponseOfferSnapshot(result=result.REJECT_FORMAT)
+        if self.height:
+            log.warning("snapshot offered to a node with state at height %d; refused", self.height)
+            return abci.ResponseOfferSnapshot(result=result.ABORT)
+        try:
+            if hashlib.sha256(snapshot.metadata).digest() != snapshot.hash:
+                raise SnapshotError("metadata does not hash to the snapshot's hash")
+            if snapshot.height <= 0 or len(request.app_hash) != 32:
+                raise SnapshotError(f"height {snapshot.height}, app hash of {len(request.app_hash)} bytes")
+            chain_id, block_time, hashes = parse_snapshot_metadata(snapshot.metadata, snapshot.chunks)
+        except SnapshotError as err:
+            log.warning("snapshot at height %d refused: %s", snapshot.height, err)
+            return abci.ResponseOfferSnapshot(result=result.REJECT)
+        self._restoring = _Restore(snapshot.height, bytes(request.app_hash), chain_id, block_time, hashes)
+        return abci.ResponseOfferSnapshot(result=result.ACCEPT)
+
+    def apply_snapshot_chunk(self, request: abci.RequestApplySnapshotChunk) -> abci.ResponseApplySnapshotChunk:
+        result = abci.ResponseApplySnapshotChunk.Result
+        restoring = self._restoring
+        if restoring is None:
+            return abci.ResponseApplySnapshotChunk(result=result.ABORT)
+        if request.index != len(restoring.applied):
+            # CometBFT applies chunks in order; anything else is out of step: start this snapshot over.
+            self._restoring = None
+            return abci.ResponseApplySnapshotChunk(result=result.RETRY_SNAPSHOT)
+        if hashlib.sha256(request.chunk).digest() != restoring.chunk_hashes[request.index]:
+            log.warning("snapshot chunk %d from %s does not match its hash; refetching", request.index, request.sender)
+            return abci.ResponseApplySnapshotChunk(
+                result=result.RETRY, refetch_chunks=[request.index], reject_senders=[request.sender] if request.sender else []
+            )
+        try:
+            records = decode_snapshot_chunk(request.chunk)
+        except SnapshotError as err:
+            # The chunk is the one the metadata names: the snapshot itself is bad.
+            log.warning("snapshot at height %d refused: chunk %d: %s", restoring.height, request.index, err)
+            self._restoring = None
+            return abci.ResponseApplySnapshotChunk(result=result.REJECT_SNAPSHOT)
+        restoring.applied.append(records)
+        if len(restoring.applied) < len(restoring.chunk_hashes):
+            return abci.ResponseApplySnapshotChunk(result=result.ACCEPT)
+        self._restoring = None
+        items = (record for chunk in restoring.applied for record in chunk)
+        meta = {"chain_id": restoring.chain_id.encode(), "last_block_time": str(restoring.block_time).encode()}
+        if not self.state.restore(restoring.height, items, restoring.app_hash, meta):
+            log.warning("snapshot at height %d refused: its state does not hash to the trusted app hash", restoring.height)
+            return abci.ResponseApplySnapshotChunk(result=result.REJECT_SNAPSHOT)
+        self.chain_id = restoring.chain_id
+        self._last_block_time = restoring.block_time
+        self._pending_block = None
+        self._proof_ops.clear()
+        self._reset_check_state()
+        log.info("state restored from a snapshot", extra={"height": restoring.height})
+        return abci.ResponseApplySnapshotChunk(result=result.ACCEPT)
 
     # --- queries -------------------------------------------------------------------------------
 
     def query(self, request: abci.RequestQuery) -> abci.ResponseQuery:
-        """``/store/<name>/key`` with the raw key in ``data``; proofs as two ``simple:v`` ops, or for a
-        missing key a ``shelfproof:absent`` op and the store's ``simple:v`` op (the stock light proxy
+        """``/store/<name>/key`` with the raw key in ``data``; proofs as three ``simple:v`` ops (key,
+        bucket, store), or for a missing key a ``shelfproof:absent`` op and the bucket's and store's
+        ``simple:v`` ops (the stock light proxy
         refuses absent values whatever the proof; our verifier checks them, merkle.verify_absence_proof).
 
         ``/keys`` reads several keys at one height: ``data`` is a QueryManyRequest, the answer's value a
@@ -473,20 +574,27 @@ class LedgerApplication:
 
     def _proof_ops_for(
         self, version: AppVersion, height: int, store: str, key: bytes, present: bool
-    ) -> tuple[ledger_pb2.ProofOp, ledger_pb2.ProofOp]:
+    ) -> tuple[ledger_pb2.ProofOp, ...]:
         """The key's presence or absence proof at ``height``, cached by the app hash it proves against
         (the same state answers the same, at whatever height; a replaced genesis state cannot be stale)."""
         cache_key = (version.app_hash, store, key)
         ops = self._proof_ops.get(cache_key)
         if ops is None:
-            stored = version.stores[store]
-            key_op = value_op(key, stored.proof(key)) if present else stored.absence_op(key)
-            store_op = value_op(store.encode(), version.store_proof(store))
-            ops = tuple(ledger_pb2.ProofOp(type=op.type, key=op.key, data=op.data) for op in (key_op, store_op))
+            ops = tuple(version.proof_ops(store, key, present))
             self._proof_ops[cache_key] = ops
             while len(self._proof_ops) > 50_000:
                 self._proof_ops.popitem(last=False)
         return ops
+
+
+@dataclass
+class _Restore:
+    height: int
+    app_hash: bytes
+    chain_id: str
+    block_time: int
+    chunk_hashes: list[bytes]
+    applied: list[list[tuple[str, bytes, bytes]]] = field(default_factory=list)
 
 
 _INTERNAL_LOG = "internal error while executing the transaction; its writes are discarded"

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tendermint.abci import types_pb2 as abci
 
 from shelfproof.ledger.core.app import LedgerApplication
+from shelfproof.ledger.core.state import RETAINED_VERSIONS
 from shelfproof.ledger.storage import StateDB
 from shelfproof.ledger.proofs.merkle import uvarint
 from shelfproof.runtime.log import configure_logging
@@ -42,6 +43,11 @@ class AbciSettings(BaseSettings):
     home: Path
     host: str = "127.0.0.1"
     port: int = 26658
+    # Heights whose state stays provable (older versions are pruned from the state file).
+    retain_versions: int = RETAINED_VERSIONS
+    # Take a state-sync snapshot every this many heights (0: never), keeping the newest few.
+    snapshot_interval: int = 0
+    snapshot_keep: int = 2
 
 
 async def _read_uvarint(reader: asyncio.StreamReader) -> int:
@@ -87,15 +93,13 @@ class AbciSocketServer:
         if kind == "flush":
             return abci.Response(flush=abci.ResponseFlush())
         if kind == "list_snapshots":
-            return abci.Response(list_snapshots=abci.ResponseListSnapshots())
+            return abci.Response(list_snapshots=app.list_snapshots(request.list_snapshots))
         if kind == "offer_snapshot":
-            return abci.Response(offer_snapshot=abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT))
+            return abci.Response(offer_snapshot=app.offer_snapshot(request.offer_snapshot))
         if kind == "load_snapshot_chunk":
-            return abci.Response(load_snapshot_chunk=abci.ResponseLoadSnapshotChunk())
+            return abci.Response(load_snapshot_chunk=app.load_snapshot_chunk(request.load_snapshot_chunk))
         if kind == "apply_snapshot_chunk":
-            return abci.Response(
-                apply_snapshot_chunk=abci.ResponseApplySnapshotChunk(result=abci.ResponseApplySnapshotChunk.ABORT)
-            )
+            return abci.Response(apply_snapshot_chunk=app.apply_snapshot_chunk(request.apply_snapshot_chunk))
         if kind == "extend_vote":
             return abci.Response(extend_vote=abci.ResponseExtendVote())
         if kind == "verify_vote_extension":
@@ -155,7 +159,12 @@ def main() -> None:
     common = CommonSettings()
     configure_logging(common.log_level, common.log_format)
     settings = AbciSettings()
-    app = LedgerApplication(StateDB(settings.home / "state.db"))
+    app = LedgerApplication(
+        StateDB(settings.home / "state.db"),
+        retain=settings.retain_versions,
+        snapshot_interval=settings.snapshot_interval,
+        snapshot_keep=settings.snapshot_keep,
+    )
     server = AbciSocketServer(app, settings.host, settings.port)
     asyncio.run(run_until_signalled(server.start, server.stop))
 

@@ -400,34 +400,7 @@ def generate_network(
     genesis_text = _genesis_text(genesis, app_state_json)
     for node in nodes:
         node.genesis_path.write_text(genesis_text)
-        values: dict[str, dict[str, TomlValue]] = {
-            "": {
-                "proxy_app": proxy_app or node.abci_address,
-                "abci": "socket",
-                "moniker": f"node{node.index}",
-                "log_level": log_level,
-                "log_format": "plain",
-            },
-            "rpc": {
-                "laddr": f"tcp://{LOOPBACK}:{node.rpc_port}",
-                "grpc_laddr": "",
-                "pprof_laddr": "",
-                **rpc.config_values(),
-            },
-            "p2p": {
-                "laddr": f"tcp://{LOOPBACK}:{node.p2p_port}",
-                "external_address": "",
-                "persistent_peers": ",".join(p.p2p_address for p in nodes if p is not node),
-                "allow_duplicate_ip": True,
-                "addr_book_strict": False,
-                "pex": False,
-                "flush_throttle_timeout": "10ms",
-            },
-            "mempool": {"recheck": recheck},
-            "consensus": consensus.config_values(),
-            "tx_index": {"indexer": "kv"},
-            "instrumentation": {"prometheus": False},
-        }
+        values = _node_config(node, [p for p in nodes if p is not node], proxy_app, rpc, consensus, log_level, recheck)
         for section, keys in (overrides or {}).items():
             values.setdefault(section, {}).update(keys)
         edit_config(node.config_path, values)
@@ -435,6 +408,106 @@ def generate_network(
     layout = NetworkLayout(root=root, chain_id=chain_id, base_port=base_port, nodes=nodes)
     layout.save()
     return layout
+
+
+def _node_config(
+    node: NodeLayout,
+    peers: list[NodeLayout],
+    proxy_app: str | None,
+    rpc: RpcLimits,
+    consensus: ConsensusTimeouts,
+    log_level: str,
+    recheck: bool,
+) -> dict[str, dict[str, TomlValue]]:
+    """The config.toml settings of one node of a local network (validator or not)."""
+    return {
+        "": {
+            "proxy_app": proxy_app or node.abci_address,
+            "abci": "socket",
+            "moniker": f"node{node.index}",
+            "log_level": log_level,
+            "log_format": "plain",
+        },
+        "rpc": {
+            "laddr": f"tcp://{LOOPBACK}:{node.rpc_port}",
+            "grpc_laddr": "",
+            "pprof_laddr": "",
+            **rpc.config_values(),
+        },
+        "p2p": {
+            "laddr": f"tcp://{LOOPBACK}:{node.p2p_port}",
+            "external_address": "",
+            "persistent_peers": ",".join(p.p2p_address for p in peers),
+            "allow_duplicate_ip": True,
+            "addr_book_strict": False,
+            "pex": False,
+            "flush_throttle_timeout": "10ms",
+        },
+        "mempool": {"recheck": recheck},
+        "consensus": consensus.config_values(),
+        "tx_index": {"indexer": "kv"},
+        "instrumentation": {"prometheus": False},
+    }
+
+
+@dataclass(frozen=True)
+class StateSync:
+    """``[statesync]`` of a node that joins by snapshot instead of replaying from genesis: CometBFT's
+    light client checks the snapshot height's header against ``trust_hash`` (a block hash at
+    ``trust_height`` the operator trusts) through two RPC servers, and hands the application that
+    header's app hash with the snapshot (OfferSnapshot), which the application restores only to it."""
+
+    rpc_servers: tuple[str, ...]
+    trust_height: int
+    trust_hash: str
+    trust_period: float = 7 * 24 * 3600.0
+    discovery_time: float = 5.0
+    chunk_request_timeout: float = 10.0
+
+    def config_values(self) -> dict[str, TomlValue]:
+        if len(self.rpc_servers) < 2:
+            raise ValueError("state sync needs at least two RPC servers (a primary and a witness)")
+        return {
+            "enable": True,
+            "rpc_servers": ",".join(self.rpc_servers),
+            "trust_height": self.trust_height,
+            "trust_hash": self.trust_hash,
+            "trust_period": _duration(self.trust_period),
+            "discovery_time": _duration(self.discovery_time),
+            "chunk_request_timeout": _duration(self.chunk_request_timeout),
+        }
+
+
+def add_full_node(
+    layout: NetworkLayout,
+    *,
+    state_sync: StateSync | None = None,
+    consensus: ConsensusTimeouts = ConsensusTimeouts(),
+    rpc: RpcLimits = RpcLimits(),
+    log_level: str = "error",
+    overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
+    cometbft_bin: Path | None = None,
+) -> NodeLayout:
+    """A non-validator node ``node{n}`` joining ``layout``'s network (peers: every node so far), by
+    state sync when ``state_sync`` is given; added to the layout and saved."""
+    index = len(layout.nodes)
+    home = layout.root / f"node{index}"
+    binary = cometbft_bin or default_cometbft_bin()
+    done = subprocess.run([str(binary), "init", "--home", str(home), "--log_level", "error"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"cometbft init failed ({done.returncode}): {done.stderr or done.stdout}")
+    p2p, rpc_port, abci = node_ports(layout.base_port, index)
+    node = NodeLayout(index, home, node_id_from_key(home / "config" / "node_key.json"), p2p, rpc_port, abci)
+    node.genesis_path.write_text(layout.nodes[0].genesis_path.read_text())
+    values = _node_config(node, list(layout.nodes), None, rpc, consensus, log_level, True)
+    if state_sync is not None:
+        values["statesync"] = state_sync.config_values()
+    for section, keys in (overrides or {}).items():
+        values.setdefault(section, {}).update(keys)
+    edit_config(node.config_path, values)
+    layout.nodes.append(node)
+    layout.save()
+    return node
 
 
 # --- running nodes -------------------------------------------------------------------------------

@@ -18,7 +18,16 @@ from pathlib import Path
 
 from shelfproof.ledger.engines.comet_engine import MAX_BROADCAST_BATCH
 from shelfproof.ledger.genesis import Genesis
-from shelfproof.ledger.network.config import ConsensusTimeouts, LocalNetwork, NetworkLayout, NodeLayout, generate_network
+from shelfproof.ledger.network.config import (
+    CometNode,
+    ConsensusTimeouts,
+    LocalNetwork,
+    NetworkLayout,
+    NodeLayout,
+    StateSync,
+    add_full_node,
+    generate_network,
+)
 
 # Fewer, larger blocks than the network default: our application's per-block work (Merkle roots of
 # the changed stores, one fsync'd commit) is then spread over more transactions.
@@ -29,8 +38,9 @@ from shelfproof.runtime.processes import die_with_parent
 class AppProcess:
     """Our ABCI application for one node, as its own process."""
 
-    def __init__(self, node: NodeLayout) -> None:
+    def __init__(self, node: NodeLayout, env: dict[str, str] | None = None) -> None:
         self.node = node
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -43,6 +53,7 @@ class AppProcess:
             "SHELFPROOF_ABCI_HOME": str(self.node.home / "app"),
             "SHELFPROOF_ABCI_PORT": str(self.port),
             "SHELFPROOF_LOG_FORMAT": "json",
+            **self.env,
         }
         with open(self.node.home / "app.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -82,15 +93,19 @@ class AppProcess:
 class ShelfproofNetwork:
     """Validators and their applications: started, stopped, and (for fault tests) killed one by one."""
 
-    def __init__(self, layout: NetworkLayout, cometbft_bin: Path) -> None:
+    def __init__(self, layout: NetworkLayout, cometbft_bin: Path, app_env: dict[str, str] | None = None) -> None:
         self.layout = layout
+        self.cometbft_bin = cometbft_bin
+        self.app_env = app_env or {}
         self.network = LocalNetwork(layout, cometbft_bin)
-        self.apps = [AppProcess(node) for node in layout.nodes]
+        self.apps = [AppProcess(node, self.app_env) for node in layout.nodes]
 
     @classmethod
     def create_or_load(
-        cls, root: Path, genesis: Genesis, validators: int, base_port: int, cometbft_bin: Path
+        cls, root: Path, genesis: Genesis, validators: int, base_port: int, cometbft_bin: Path,
+        app_env: dict[str, str] | None = None,
     ) -> "ShelfproofNetwork":
+        """``app_env``: settings for every node's application (e.g. SHELFPROOF_ABCI_SNAPSHOT_INTERVAL)."""
         if (root / "node0").exists():
             layout = NetworkLayout.load(root)
         else:
@@ -101,7 +116,7 @@ class ShelfproofNetwork:
                 # The adapter sends broadcasts as JSON-RPC batches (CometBFT allows 10 by default).
                 overrides={"rpc": {"max_request_batch_size": MAX_BROADCAST_BATCH}},
             )
-        return cls(layout, cometbft_bin)
+        return cls(layout, cometbft_bin, app_env)
 
     @property
     def rpc_urls(self) -> list[str]:
@@ -116,6 +131,19 @@ class ShelfproofNetwork:
             self.apps[index].start()
         if not self.network.node(index).is_running():
             self.network.node(index).start()
+
+    def join_by_state_sync(self, trust_height: int, trust_hash: str, rpc_servers: list[str] | None = None) -> int:
+        """Add a non-validator node that restores a validator's snapshot (verified by its light client
+        against ``trust_hash`` at ``trust_height``) and then follows the chain; start it, return its index."""
+        servers = tuple(rpc_servers or self.rpc_urls[:2])
+        node = add_full_node(
+            self.layout, state_sync=StateSync(servers, trust_height, trust_hash), consensus=CONSENSUS,
+            overrides={"rpc": {"max_request_batch_size": MAX_BROADCAST_BATCH}}, cometbft_bin=self.cometbft_bin,
+        )
+        self.network.nodes.append(CometNode(node, self.cometbft_bin))
+        self.apps.append(AppProcess(node, self.app_env))
+        self.start_node(node.index)
+        return node.index
 
     def kill_node(self, index: int) -> None:
         self.network.node(index).kill()

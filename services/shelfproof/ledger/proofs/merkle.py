@@ -5,10 +5,15 @@ right), empty tree = SHA256(""); a list of n > 1 items splits at the largest pow
 build bottom-up instead (pair neighbours, promote a lone last node one level): that gives the same tree
 and keeps every level, so a proof is a walk up the levels.
 
-The application's state commits to a two-level map (see notes/cometbft.md §6): each store's root is a
-tree over ``kv_leaf(key, value)`` sorted by key, and the app hash is a tree over
-``kv_leaf(store name, store root)`` sorted by name. A query proof is two ``simple:v`` ops, which
-CometBFT's light client checks with its default proof runtime.
+The application's state commits to a three-level map: each key lives in one of ``BUCKETS`` buckets
+of its store, chosen by SHA-256 of the key; a bucket's root is a tree over ``kv_leaf(key, value)`` of
+its pairs sorted by key; a store's root is the perfect tree over its ``BUCKETS`` bucket leaves
+``kv_leaf(b"", bucket root)`` in bucket order; the app hash is a tree over ``kv_leaf(store name, store
+root)`` sorted by name. A query proof is three ``simple:v`` ops (key, bucket, store), which CometBFT's
+light client checks with its default proof runtime and the keypath ``/<store>/<key>``: an op with an
+empty key consumes no keypath part. Why buckets: a change rebuilds one small bucket and one path of
+``BUCKET_BITS`` hashes instead of a tree over the whole store, and empty buckets all share one leaf,
+so empty subtrees are constants and a store's tree is stored sparsely (see ``core.state``).
 
 Absence ("not recalled", "key not revoked") is proven over the same sorted trees, by the missing key's
 two neighbours: a ``shelfproof:absent`` op carries the greatest key below it and the least key above it
@@ -45,6 +50,11 @@ _INNER = b"\x01"
 _VALUE_HASH_LEN = b"\x20"  # uvarint(32), the length prefix of SHA256(value) in a kv leaf
 
 EMPTY_ROOT = _sha256(b"").digest()
+
+# Buckets per store: 2^18 bounds a store's tree at 2^19 nodes in memory, keeps buckets to ~20 keys at
+# five million keys, and a bucket path (18 aunts) well under MAX_AUNTS.
+BUCKET_BITS = 18
+BUCKETS = 1 << BUCKET_BITS
 
 
 class ProofError(ValueError):
@@ -93,6 +103,26 @@ def kv_leaf_hash(key: bytes, value: bytes) -> bytes:
 def kv_leaf_hash_of_value_hash(key: bytes, value_hash: bytes) -> bytes:
     """The same leaf hash from SHA256(value): what an absence proof's neighbours carry."""
     return _sha256(_LEAF + uvarint(len(key)) + key + _VALUE_HASH_LEN + value_hash).digest()
+
+
+def bucket_of(key: bytes) -> int:
+    """The bucket a key lives in: the top ``BUCKET_BITS`` bits of SHA-256(key) (every node agrees)."""
+    return int.from_bytes(_sha256(key).digest()[:4], "big") >> (32 - BUCKET_BITS)
+
+
+EMPTY_BUCKET_LEAF = kv_leaf_hash(b"", EMPTY_ROOT)
+
+
+def _empty_subtree_roots() -> tuple[bytes, ...]:
+    """Root of an all-empty subtree of the bucket tree by its height above the bucket leaves."""
+    roots = [EMPTY_BUCKET_LEAF]
+    for _ in range(BUCKET_BITS):
+        roots.append(inner_hash(roots[-1], roots[-1]))
+    return tuple(roots)
+
+
+EMPTY_SUBTREES = _empty_subtree_roots()
+EMPTY_STORE_ROOT = EMPTY_SUBTREES[BUCKET_BITS]
 
 
 def split_point(total: int) -> int:
@@ -225,6 +255,59 @@ class MerkleTree:
                 aunts.append(level[sibling])
             i >>= 1
         return Proof(total, index, self.levels[0][index], tuple(aunts))
+
+
+def empty_node(node: int) -> bytes:
+    """The hash of bucket-tree node ``node`` (heap numbering: root 1, children 2i and 2i + 1, bucket b's
+    leaf BUCKETS + b) when every bucket under it is empty."""
+    return EMPTY_SUBTREES[BUCKET_BITS + 1 - node.bit_length()]
+
+
+def bucket_leaf(bucket_root: bytes) -> bytes:
+    """A bucket's leaf in its store's tree: the kv leaf of (empty key, bucket root)."""
+    return EMPTY_BUCKET_LEAF if bucket_root == EMPTY_ROOT else kv_leaf_hash(b"", bucket_root)
+
+
+def bucket_tree_changes(leaves: Mapping[int, bytes], node_of: Callable[[int], bytes]) -> dict[int, bytes]:
+    """Every bucket-tree node that changes when the buckets in ``leaves`` get these leaf hashes (the root
+    included); ``node_of`` reads the others. One path of BUCKET_BITS hashes per bucket, shared near the top."""
+    changed = {BUCKETS + bucket: leaf for bucket, leaf in leaves.items()}
+    level = set(changed)
+    while level and level != {1}:
+        level = {node >> 1 for node in level}
+        for node in level:
+            left, right = 2 * node, 2 * node + 1
+            changed[node] = _sha256(
+                _INNER + (changed[left] if left in changed else node_of(left)) + (changed[right] if right in changed else node_of(right))
+            ).digest()
+    return changed
+
+
+def bucket_path(bucket: int, node_of: Callable[[int], bytes]) -> Proof:
+    """The inclusion proof of a bucket's leaf in its store's tree."""
+    if not 0 <= bucket < BUCKETS:
+        raise IndexError(f"bucket {bucket} outside 0..{BUCKETS - 1}")
+    node = BUCKETS + bucket
+    leaf = node_of(node)
+    aunts = []
+    while node > 1:
+        aunts.append(node_of(node ^ 1))
+        node >>= 1
+    return Proof(BUCKETS, bucket, leaf, tuple(aunts))
+
+
+def bucket_tree(items: Mapping[bytes, bytes]) -> tuple[dict[int, tuple[list[bytes], MerkleTree]], dict[int, bytes]]:
+    """A store held as a plain mapping, laid out as the ledger commits it: (bucket -> (sorted keys, bucket
+    tree)) for the non-empty buckets, and the store tree's non-empty nodes (the root is node 1)."""
+    grouped: dict[int, list[bytes]] = {}
+    for key in items:
+        grouped.setdefault(bucket_of(key), []).append(key)
+    buckets = {}
+    for bucket, keys in grouped.items():
+        keys.sort()
+        buckets[bucket] = (keys, MerkleTree.from_leaf_hashes([kv_leaf_hash(k, items[k]) for k in keys]))
+    nodes = bucket_tree_changes({b: bucket_leaf(tree.root) for b, (_, tree) in buckets.items()}, empty_node)
+    return buckets, nodes
 
 
 def value_op(key: bytes, proof: Proof) -> ProofOp:
@@ -373,10 +456,11 @@ def absent_store_root(key: bytes, data: bytes) -> bytes:
 
 
 def verify_absence_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequence[bytes]) -> None:
-    """``keypath``'s last part is absent: a ``shelfproof:absent`` op for it gives its store's root, and
-    the ``simple:v`` ops after it prove that root under ``root`` (consuming the rest of the path)."""
-    if len(ops) < 2:
-        raise ProofError("an absence proof needs the absent op and the store op")
+    """``keypath``'s last part is absent: a ``shelfproof:absent`` op for it gives its bucket's root, the
+    bucket's ``simple:v`` op (at the key's bucket) its store's root, and the store's op proves that
+    under ``root`` (consuming the rest of the path)."""
+    if len(ops) != 3:
+        raise ProofError("an absence proof is three ops: the absent op, the bucket op and the store op")
     op = ops[0]
     if op.type != PROOF_OP_ABSENT:
         raise ProofError(f"op #0: expected {PROOF_OP_ABSENT!r}, got {op.type!r}")
@@ -384,6 +468,20 @@ def verify_absence_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Seque
     if not keys or keys[-1] != op.key:
         raise ProofError(f"op #0: key mismatch, expected {keys[-1] if keys else None!r}, got {op.key!r}")
     keys.pop()
+    # The bucket op must place the proven bucket where the key lives: an empty-keyed op consumes no
+    # keypath part, so without this a key could be "proven" absent from some other bucket (or, with
+    # the bucket op left out, from the store tree's own leaves).
+    bucket_op = ops[1]
+    if bucket_op.type != PROOF_OP_VALUE or bucket_op.key:
+        raise ProofError("op #1: expected the bucket's simple:v op with an empty key")
+    try:
+        bucket_proof = proof_pb2.ValueOp.FromString(bucket_op.data).proof
+    except DecodeError as err:
+        raise ProofError(f"op #1: undecodable ValueOp: {err}") from None
+    if bucket_proof.total != BUCKETS or bucket_proof.index != bucket_of(op.key):
+        raise ProofError(
+            f"op #1: bucket {bucket_proof.index} of {bucket_proof.total}, the key lives in {bucket_of(op.key)} of {BUCKETS}"
+        )
     _run_value_ops(ops, 1, root, keys, absent_store_root(op.key, op.data))
 
 
@@ -395,33 +493,30 @@ def verify_store_proof(ops: Sequence[ProofOpLike], root: bytes, keypath: Sequenc
         verify_value_proof(ops, root, keypath, value)
 
 
-# --- the two-level store layout, for callers that hold plain mappings (tests, tools) ---------------
-
-
-def store_tree(items: Mapping[bytes, bytes]) -> tuple[list[bytes], MerkleTree]:
-    """(keys sorted by bytes, tree over their kv leaves)."""
-    keys = sorted(items)
-    return keys, MerkleTree.from_leaf_hashes([kv_leaf_hash(k, items[k]) for k in keys])
+# --- the store layout, for callers that hold plain mappings (tests, tools) -------------------------
 
 
 def store_root_and_proofs(
     stores: Mapping[str, Mapping[bytes, bytes]], store: str, key: bytes
 ) -> tuple[bytes, list[ProofOp]]:
-    """App hash of ``stores`` and the two ops proving ``stores[store][key]`` (or its absence) under it."""
+    """App hash of ``stores`` and the three ops proving ``stores[store][key]`` (or its absence) under it."""
+    if store not in stores:
+        raise KeyError(store)
     names = sorted(stores, key=str.encode)
     roots = {}
-    key_op = None
+    key_ops: list[ProofOp] = []
     for name in names:
-        keys, tree = store_tree(stores[name])
-        roots[name] = tree.root
+        items = stores[name]
+        buckets, nodes = bucket_tree(items)
+        roots[name] = nodes.get(1, EMPTY_STORE_ROOT)
         if name == store:
-            items = stores[name]
+            bucket = bucket_of(key)
+            keys, tree = buckets.get(bucket, ([], MerkleTree.from_leaf_hashes([])))
             key_op = (
                 value_op(key, tree.proof(keys.index(key)))
                 if key in items
                 else absence_op(key, keys, tree, lambda k: _sha256(items[k]).digest())
             )
-    if key_op is None:
-        raise KeyError(store)
+            key_ops = [key_op, value_op(b"", bucket_path(bucket, lambda n: nodes.get(n) or empty_node(n)))]
     root_tree = MerkleTree.from_leaf_hashes([kv_leaf_hash(n.encode(), roots[n]) for n in names])
-    return root_tree.root, [key_op, value_op(store.encode(), root_tree.proof(names.index(store)))]
+    return root_tree.root, [*key_ops, value_op(store.encode(), root_tree.proof(names.index(store)))]

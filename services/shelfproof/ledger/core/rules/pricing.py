@@ -4,14 +4,13 @@ Only the organisation whose company prefix a location's GLN carries sets prices 
 Every base price and every promotion is checked against the guardrails in force for its product's
 category at its location (``price_computation.guardrails_for``); a violation is GUARDRAIL_VIOLATED
 naming the rule and its limit, and nothing changes. Scheduled changes and promotion windows are
-keyed by their due time in the ``price_schedule`` store and carried out at the start of the first
-block at or after it (``run_price_schedule``, at most SCHEDULE_BATCH per block), guardrails checked
-again then; what each block did is the ``price_log`` record of its height.
+keyed by their due time in the ``price_schedule`` store, listed in the slot of their due minute, and
+carried out at the start of the first block at or after it (``run_price_schedule``, at most
+SCHEDULE_BATCH entries and MAX_MINUTES_PER_BLOCK slots per block), guardrails checked again then; what each block did is the ``price_log`` record of its height.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 import re
 
@@ -67,6 +66,9 @@ SCHEDULE_BATCH = 256
 # Redemption counters saturate here (they only ever grow).
 COUNTER_LIMIT = 2**53
 CURSOR_KEY = "~cursor"
+MINUTE_S = 60
+# Slots (minutes) looked at per block: an idle stretch of the chain is caught up over a few blocks.
+MAX_MINUTES_PER_BLOCK = 1_440
 _ENDING = re.compile(r"[0-9]{1,6}", re.ASCII)
 
 
@@ -108,8 +110,20 @@ def _due_key(due_unix_s: int, kind: int, subject: str) -> str:
     return f"{due_unix_s:012d}/{kind}/{subject}"
 
 
+def _slot_key(minute: int) -> str:
+    return f"slot/{minute:010d}"
+
+
 def _schedule(state: Overlay, entry: st.ScheduleEntry, subject: str) -> None:
-    write(state, "price_schedule", _due_key(entry.due_unix_s, entry.kind, subject), entry)
+    key = _due_key(entry.due_unix_s, entry.kind, subject)
+    write(state, "price_schedule", key, entry)
+    minute = entry.due_unix_s // MINUTE_S
+    slot = read(state, "price_schedule", _slot_key(minute), st.ScheduleSlot) or st.ScheduleSlot()
+    if key not in slot.keys:
+        write(state, "price_schedule", _slot_key(minute), st.ScheduleSlot(keys=sorted([*slot.keys, key])))
+    cursor = read(state, "price_schedule", CURSOR_KEY, st.ScheduleCursor)
+    if cursor is None or minute < cursor.next_minute:
+        write(state, "price_schedule", CURSOR_KEY, st.ScheduleCursor(next_minute=minute))
 
 
 def log_price_event(state: Overlay, height: int, block_unix_s: int, entry: st.PriceLogEntry) -> None:
@@ -503,37 +517,61 @@ def _activate(state: Overlay, entry: st.ScheduleEntry, height: int, block_time: 
         write(state, "promotions", entry.promotion_id, record)
 
 
-def run_price_schedule(state: Overlay, schedule_keys: list[bytes], height: int, block_time: int) -> None:
-    """Carry out the schedule entries due by ``block_time`` (at most SCHEDULE_BATCH, in key order:
-    due time, then kind, then subject) on ``state``, from the committed store's sorted keys. Total:
-    an entry that fails is logged as refused with its reason; nothing raises out."""
+def run_price_schedule(state: Overlay, height: int, block_time: int) -> None:
+    """Carry out the schedule entries due by ``block_time`` (at most SCHEDULE_BATCH, minute slot by minute
+    slot, each slot in key order: due time, then kind, then subject) on ``state``. Total: an entry that
+    fails is logged as refused with its reason; nothing raises out."""
     try:
         cursor = read(state, "price_schedule", CURSOR_KEY, st.ScheduleCursor)
-        start = bisect.bisect_right(schedule_keys, cursor.last_key.encode()) if cursor else 0
-        limit = f"{block_time:012d}/~".encode()
-        last = None
+        if cursor is None:
+            return  # nothing was ever scheduled
+        limit = f"{block_time:012d}/~"
         work = Overlay(state)
-        for key in schedule_keys[start:start + SCHEDULE_BATCH]:
-            if key > limit or not key[:1].isdigit():
+        minute, done = cursor.next_minute, 0
+        for _ in range(MAX_MINUTES_PER_BLOCK):
+            if minute > block_time // MINUTE_S or done >= SCHEDULE_BATCH:
                 break
-            last = key
-            entry = read(work, "price_schedule", key.decode(), st.ScheduleEntry)
-            if entry.kind == st.SCHEDULE_KIND_PRICE_CHANGE:
-                _unpend(work, entry)
-            attempt = Overlay(work)
-            try:
-                _activate(attempt, entry, height, block_time)
-                attempt.merge_into(work)
-            except TxRejected as rejected:
-                log_price_event(work, height, block_time, _refused(entry, rejected.log))
-            except Exception:  # noqa: BLE001 - a bug an entry reaches refuses that entry, never the block
-                log.error("schedule entry raised; refused", exc_info=True, extra={"height": height, "key": key.decode()})
-                log_price_event(work, height, block_time, _refused(entry, "internal error"))
-        if last is not None:
-            write(work, "price_schedule", CURSOR_KEY, st.ScheduleCursor(last_key=last.decode()))
+            slot_key = _slot_key(minute)
+            slot = read(work, "price_schedule", slot_key, st.ScheduleSlot)
+            keys = list(slot.keys) if slot is not None else []
+            remaining = []
+            for key in keys:
+                if done >= SCHEDULE_BATCH or key > limit:
+                    remaining.append(key)
+                    continue
+                done += 1
+                _carry_out(work, key, height, block_time)
+            if slot is not None and remaining != keys:
+                if remaining:
+                    write(work, "price_schedule", slot_key, st.ScheduleSlot(keys=remaining))
+                else:
+                    work.delete("price_schedule", slot_key.encode())
+            if remaining:
+                break  # this minute is not done: not yet due, or the batch is spent
+            minute += 1
+        if minute != cursor.next_minute or done:
+            write(work, "price_schedule", CURSOR_KEY, st.ScheduleCursor(next_minute=minute))
             work.merge_into(state)
     except Exception:  # noqa: BLE001 - the same on every node; the block goes on without the schedule
         log.error("price schedule failed at height %s", height, exc_info=True)
+
+
+def _carry_out(work: Overlay, key: str, height: int, block_time: int) -> None:
+    entry = read(work, "price_schedule", key, st.ScheduleEntry)
+    if entry is None:
+        return
+    work.delete("price_schedule", key.encode())  # carried out (or refused) once
+    if entry.kind == st.SCHEDULE_KIND_PRICE_CHANGE:
+        _unpend(work, entry)
+    attempt = Overlay(work)
+    try:
+        _activate(attempt, entry, height, block_time)
+        attempt.merge_into(work)
+    except TxRejected as rejected:
+        log_price_event(work, height, block_time, _refused(entry, rejected.log))
+    except Exception:  # noqa: BLE001 - a bug an entry reaches refuses that entry, never the block
+        log.error("schedule entry raised; refused", exc_info=True, extra={"height": height, "key": key})
+        log_price_event(work, height, block_time, _refused(entry, "internal error"))
 
 
 def _unpend(state: Overlay, entry: st.ScheduleEntry) -> None:
