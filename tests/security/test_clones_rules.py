@@ -46,7 +46,7 @@ def scans_of(world: World, serial: str) -> st.ScanRecord:
 
 def alerts(world: World) -> list[st.AlertRecord]:
     out = []
-    for key, raw in sorted(world.app.state.latest.stores["alerts"].values.items()):
+    for key, raw in sorted(world.app.state.dump()["alerts"].items()):
         if key != b"block":
             out += st.AlertBatch.FromString(raw).alerts
     return out

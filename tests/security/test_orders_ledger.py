@@ -336,7 +336,9 @@ def test_a_60kb_event_naming_an_order_costs_checktx_milliseconds(orders):
         raw = retailer.sign(orders.receive(order, {}, raw_json=raw_json))
         began = time.perf_counter()
         code = world.app.check_tx(abci.RequestCheckTx(tx=raw)).code
-        assert time.perf_counter() - began < 0.25, len(raw)
+        # Milliseconds on a quiet core; the bound is for a quadratic parse (seconds), with room for a
+        # loaded machine running the suite on every core.
+        assert time.perf_counter() - began < 1.5, len(raw)
         assert code == expected
         if code:  # a refusal in CheckTx leaves the nonce unused
             retailer.next_nonce -= 1
