@@ -46,6 +46,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_REGISTRY_EPCIS_PORT": str(free_port()),
         "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
         "SHELFPROOF_VERIFY_PORT": str(free_port()),
+        "SHELFPROOF_PRICING_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
         "SHELFPROOF_CONSOLE_PORT": str(free_port()),
@@ -179,7 +180,7 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
         assert status.returncode == 0, status.stdout + status.stderr
         rows = [row.split() for row in status.stdout.splitlines() if row.strip()]
         assert rows and all(row[-1] == "SERVING" for row in rows), status.stdout
-        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "epcis-rest", "planner", "verify", "console"]
+        assert [row[0] for row in rows] == ["postgres", "ledger", "registry", "epcis-rest", "pricing", "planner", "verify", "console"]
         assert any(line.startswith("ledger engine: cometbft") for line in lines), "".join(lines)
         assert any(line.startswith("consumer page: http://127.0.0.1:") for line in lines), "".join(lines)
         engine_line = next(line for line in lines if line.startswith("planner engine: "))

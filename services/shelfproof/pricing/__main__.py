@@ -23,8 +23,10 @@ class PricingSettings(GrpcServerSettings):
 
     port: int = Field(default=50054, ge=0, le=65535)
     ledger_address: str = "127.0.0.1:50051"
-    # The retailer agent price changes are signed as (the dev genesis holds the dev keys).
-    signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-0"
+    # The retailer agent price changes are signed as (the dev genesis holds the dev keys). One process per
+    # agent: the demo seed signs as admin-0 and the planner as admin-1, and two writers of one agent race
+    # for its nonces.
+    signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-2"
     genesis_file: Path | None = None
     # How often the projector asks the ledger for new heights of its price log.
     poll_s: float = Field(default=0.02, gt=0, le=5)
