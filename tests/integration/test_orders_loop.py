@@ -89,7 +89,7 @@ async def _orders(stack: PlannerStack, **filters) -> list[pb.PurchaseOrder]:
     return list((await stack.stub.ListPurchaseOrders(pb.ListPurchaseOrdersRequest(**filters), timeout=10)).purchase_orders)
 
 
-async def _collect(stack: PlannerStack, request: pb.StreamPurchaseOrdersRequest, count: int) -> list[pb.PurchaseOrderChange]:
+async def _collect(stack: PlannerStack, request: pb.StreamPurchaseOrdersRequest, count: int) -> list[pb.StreamPurchaseOrdersResponse]:
     changes = []
     async for change in stack.stub.StreamPurchaseOrders(request, timeout=30):
         changes.append(change)

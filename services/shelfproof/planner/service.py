@@ -209,7 +209,7 @@ class PurchaseOrderRpcs:
             seen = self.projector.position
             rows = await purchase_orders.changes_after(self.pool, position, buyer=buyer, supplier=supplier)
             for height, index, order_id, action, record in rows:
-                yield pb.PurchaseOrderChange(
+                yield pb.StreamPurchaseOrdersResponse(
                     purchase_order=purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(record)),
                     height=height, index=index, action=action,
                 )
