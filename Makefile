@@ -154,23 +154,24 @@ bench: deps
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 # Two sessions side by side (each with its own PostgreSQL and leftover check): the tests of the real model
-# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) in the background, the
-# rest in the foreground on TEST_WORKERS processes (pytest-xdist, whole files per worker), the e2e files
-# handed out last, so the e2e stack's Ray starts long after the real-model session's (two Rays starting
-# at once on two cores have failed to start). The suite mostly waits on the engines, Ray and validators
-# it starts: one test after the other it used under a third of two cores. The real-model output follows
-# the others, then both exit codes.
-TIERS := tests/unit tests/integration tests/security tests/e2e
+# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) in the background; in
+# the foreground the unit, integration and security tiers on TEST_WORKERS processes (pytest-xdist, whole
+# files per worker), then the e2e tier alone (its stack starts a Ray of its own: with CometBFT networks
+# and two workers beside it, Ray's fixed 30 s for its node to register ran out three times in a row).
+# The suite mostly waits on the engines, Ray and validators it starts: one test after the other it used
+# under a third of two cores. The real-model output follows the others, then the exit codes.
+TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
+	$(PYTEST) --durations=5 tests/e2e; e2e=$$?; \
 	wait $$model; model_rc=$$?; \
 	echo "============================ real-model tests ============================"; \
 	cat .local/test-real-model.log; \
-	echo "exit codes: unit/integration/security/e2e $$others, real-model $$model_rc"; \
-	test $$others -eq 0 -a $$model_rc -eq 0
+	echo "exit codes: unit/integration/security $$others, e2e $$e2e, real-model $$model_rc"; \
+	test $$others -eq 0 -a $$e2e -eq 0 -a $$model_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit

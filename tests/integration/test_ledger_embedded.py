@@ -226,10 +226,12 @@ async def test_batched_submissions_are_answered_indexed_and_streamed_per_transac
     raws.insert(61, gap)
     async with LedgerUnderTest(tmp_path, genesis) as ledger:
         stub = ledger.stub
-        replies = await asyncio.gather(
-            stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[:61]), timeout=20),
-            stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[61:]), timeout=20),
-        )
+        # One call after the other: two concurrent calls may reach the adapter in either order, and the
+        # second call's transactions would then skip nonces (NONCE_GAP), as they should.
+        replies = [
+            await stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[:61]), timeout=20),
+            await stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws[61:]), timeout=20),
+        ]
         results = [r for reply in replies for r in reply.results]
         assert [r.status for r in results] == [pb.TRANSACTION_STATUS_PENDING] * 61 + [pb.TRANSACTION_STATUS_REJECTED] + [
             pb.TRANSACTION_STATUS_PENDING] * 59

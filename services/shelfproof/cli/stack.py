@@ -84,7 +84,7 @@ SERVICES: list[ServiceSpec] = [
         default_port=50053,
         health_service="shelfproof.planner.v1.PlannerService",
         # Ray, Serve and the vLLM engine start first (minutes on two cores, the first time longer).
-        start_timeout_s=420.0,
+        start_timeout_s=600.0,
     ),
     ServiceSpec(
         name="verify",

@@ -69,6 +69,8 @@ Messages = list[dict[str, str]]
 Dtype = Literal["auto", "bfloat16", "float32", "float16"]
 # Ray's switch between a cluster (servers on the node's network address) and one local node (loopback).
 RAY_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Starts of a local Ray before giving up (each late one costs about 50 s on a loaded two-core machine).
+RAY_START_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -638,7 +640,7 @@ def start_local_llm(
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
         temp_dir = (state_dir / "ray").resolve()
         temp_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in (1, 2, 3):
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
             try:
                 ray.init(
                     address="local",
@@ -659,9 +661,10 @@ def start_local_llm(
                 # start has worked. A failed start leaves its processes running: stop ours first.
                 ray.shutdown()
                 stop_processes_under(temp_dir)
-                if attempt == 3:
+                if attempt == RAY_START_ATTEMPTS:
                     raise
                 log.warning("Ray did not start (%s); starting it again", err)
+                time.sleep(5 * attempt)  # the load that made it late is often a passing one
     port = http_port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     started = time.monotonic()
