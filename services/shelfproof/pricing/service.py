@@ -12,11 +12,17 @@ from google.protobuf import timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.common.v1 import common_pb2
+from shelfproof.db.request_ids import earlier_write, remember_write
 from shelfproof.ledger.client import LedgerClient, ledger_error
 from shelfproof.ledger.core.bounds import MAX_AMOUNT_MINOR, MAX_QUANTITY
-from shelfproof.ledger.core.rules.common import _ID
 from shelfproof.ledger.core.rules.price_computation import (
-    CURRENCY_MINOR_UNITS, DAY_S, compute_line, guardrails_for, locations_of, lowest_prior_price, price_in_effect,
+    CURRENCY_MINOR_UNITS,
+    DAY_S,
+    compute_line,
+    guardrails_for,
+    locations_of,
+    lowest_prior_price,
+    price_in_effect,
 )
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
@@ -270,29 +276,14 @@ class PricingService(pricing_pb2_grpc.PricingServiceServicer):
             raise InvalidArgument("unknown product or location", field_violations=violations)
 
     async def _replayed(self, request_id: str, method: str) -> tuple[str, bytes] | None:
-        if not request_id:
-            return None
-        if not _ID.fullmatch(request_id):
-            raise _bad("request_id", "1-128 of [A-Za-z0-9._:/-]")
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "SELECT method, resource, tx_hash FROM request_ids WHERE request_id = %s", (request_id,)
-            )).fetchone()
-        if row and row[0] != method:
-            raise _bad("request_id", f"used for {row[0]}")
-        return (row[1], bytes(row[2])) if row else None
+        return await earlier_write(self.pool, request_id, method)
 
     async def _commit(self, body: txpb.TransactionBody, request_id: str, method: str, resource: str) -> lpb.TransactionResult:
         try:
             result = await self.ledger.submit(body)
         except LedgerRejected as err:
             raise ledger_error(err) from err
-        if request_id:
-            async with self.pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (request_id, method, resource, result.tx_hash),
-                )
+        await remember_write(self.pool, request_id, method, resource, result.tx_hash)
         if not await self.projector.wait_for_height(result.height):
             raise DependencyUnavailable("committed on the ledger, but the price book is behind; read again shortly")
         return result

@@ -10,19 +10,19 @@ from datetime import date
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from shelfproof.common.v1 import common_pb2
+from shelfproof.db.request_ids import earlier_write, remember_write
 from shelfproof.gs1.keys import CSET82_VALUE
 from shelfproof.gs1.serials import generate_serials
-from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.client import LedgerClient, ledger_error
+from shelfproof.ledger.proofs.merkle import MerkleTree
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
-from shelfproof.runtime.client import call
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as pb
 from shelfproof.product.v1 import product_pb2_grpc
-from shelfproof.common.v1 import common_pb2
-from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
 from shelfproof.registry.projector import RegistryProjector
+from shelfproof.runtime.client import call
 from shelfproof.runtime.errors import (
     AlreadyExists,
     DependencyUnavailable,
@@ -32,6 +32,7 @@ from shelfproof.runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
 from shelfproof.runtime.server import ServiceBinding
 
 log = logging.getLogger(__name__)
@@ -127,17 +128,8 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
 
     async def _replayed(self, request_id: str, method: str) -> str | None:
         """The resource a previous call with this request id wrote, if any."""
-        if not request_id:
-            return None
-        if len(request_id) > 128:
-            raise InvalidArgument("request_id is longer than 128", field_violations=[FieldViolation("request_id", "at most 128 characters")])
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute("SELECT method, resource FROM request_ids WHERE request_id = %s", (request_id,))
-            ).fetchone()
-        if row and row[0] != method:
-            raise InvalidArgument(f"request_id was used for {row[0]}", field_violations=[FieldViolation("request_id", "reused for another method")])
-        return row[1] if row else None
+        earlier = await earlier_write(self.pool, request_id, method)
+        return earlier[0] if earlier else None
 
     async def _commit(
         self, body: txpb.TransactionBody, request_id: str, method: str, resource: str, timeout_s: float = 10.0
@@ -146,12 +138,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
             result = await self.ledger.submit(body)
         except LedgerRejected as err:
             raise ledger_error(err) from err
-        if request_id:
-            async with self.pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (request_id, method, resource, result.tx_hash),
-                )
+        await remember_write(self.pool, request_id, method, resource, result.tx_hash)
         if not await self.projector.wait_for(result.height, result.index, timeout_s):
             raise DependencyUnavailable("committed on the ledger, but the query model is behind; read again shortly")
 
@@ -175,12 +162,7 @@ class ProductService(product_pb2_grpc.ProductServiceServicer):
                 await self.ledger.submit(body)
             except LedgerRejected as err:
                 raise ledger_error(err) from err
-            if request.request_id:
-                async with self.pool.connection() as conn:
-                    await conn.execute(
-                        "INSERT INTO request_ids VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (request.request_id, "CreateOrganization", gln, b""),
-                    )
+            await remember_write(self.pool, request.request_id, "CreateOrganization", gln, b"")
         return pb.CreateOrganizationResponse(organization=await self._organization(gln))
 
     async def GetOrganization(self, request: pb.GetOrganizationRequest, context) -> pb.GetOrganizationResponse:
