@@ -89,12 +89,23 @@ def consumer_scan(env: dict[str, str]) -> None:
             for _ in range(100):  # the registry projects the batch's items a moment after the commit
                 try:
                     reply = await labels.GetItemLabel(labels_pb2.GetItemLabelRequest(gtin="00614141123452", serial=serial), timeout=10)
-                    return reply.uri
+                    break
                 except grpc.aio.AioRpcError as err:
                     if err.code() != grpc.StatusCode.NOT_FOUND:
                         raise
                 await asyncio.sleep(0.1)
-            raise AssertionError("no label for the item")
+            else:
+                raise AssertionError("no label for the item")
+        # The verify page proves what it reads at the newest height with a header above it: the batch is
+        # provable one block after its commit (what the integration tests' VerifyStack.provable waits for).
+        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}") as ledger_channel:
+            ledger = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
+            committed = (await ledger.GetLedgerStatus(ledger_pb2.GetLedgerStatusRequest(), timeout=10)).latest_height
+            for _ in range(300):
+                if (await ledger.GetLedgerStatus(ledger_pb2.GetLedgerStatusRequest(), timeout=10)).latest_height > committed:
+                    return reply.uri
+                await asyncio.sleep(0.1)
+            raise AssertionError("the ledger made no block after the commissioning")
 
     uri = asyncio.run(label_uri())
     assert uri.startswith(f"http://127.0.0.1:{env['SHELFPROOF_VERIFY_PORT']}/01/00614141123452/21/")
