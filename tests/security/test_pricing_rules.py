@@ -387,3 +387,31 @@ def test_the_reference_price_is_the_lowest_of_the_prior_30_days_from_the_ledgers
     assert lowest_prior_price(record, T0 + 10 * day) == 900
     assert lowest_prior_price(record, T0 + 34 * day) == 900  # 900 closed day 3, the window's opening price
     assert lowest_prior_price(record, T0 + 37 * day) == 1_200
+
+
+def test_the_schedule_catches_up_after_an_idle_chain_and_keeps_no_carried_out_entries(world):
+    """The schedule's own per-minute index (the bucketed state has no key order): an entry due later in
+    a minute the cursor already passed rewinds it; a block after an idle stretch walks at most
+    MAX_MINUTES_PER_BLOCK minutes and the next blocks catch up; nothing carried out stays in the store."""
+    retailer = world.agent(RETAILER, "admin-0")
+    far = 10**7
+    a = (T0 + 3 * 86_400) // 60 * 60 + 10  # ten seconds into a minute
+    ok_at(world, T0 + 1_000, retailer, promotion("a", start=a, end=a + far))
+    world.block([], time_s=a)
+    assert promo(world, "a").status == st.PROMOTION_STATUS_ACTIVE
+    # later in the same minute: the cursor has moved past it
+    ok_at(world, a + 5, retailer, promotion("b", start=a + 20, end=a + far))
+    world.block([], time_s=a + 30)
+    assert promo(world, "b").status == st.PROMOTION_STATUS_ACTIVE
+    # two more, then a day and a half without blocks
+    ok_at(world, a + 40, retailer, promotion("c", start=a + 40_000, end=a + far), promotion("d", start=a + 121_000, end=a + far))
+    idle = a + 129_600
+    world.block([], time_s=idle)
+    assert promo(world, "c").status == st.PROMOTION_STATUS_ACTIVE  # minute 666 of 2160
+    assert promo(world, "d").status == st.PROMOTION_STATUS_SCHEDULED  # minute 2016: beyond this block's walk
+    world.block([], time_s=idle + 1)
+    assert promo(world, "d").status == st.PROMOTION_STATUS_ACTIVE
+    schedule = world.app.state.dump()["price_schedule"]
+    left = [k for k in schedule if k[:1].isdigit() or k.startswith(b"slot/")]
+    # only what is still due: the four promotions' ends, each an entry and a slot
+    assert len(left) <= 8 and all(int(k.split(b"/")[-1] if k.startswith(b"slot/") else k[:12]) * (60 if k.startswith(b"slot/") else 1) >= a + far - 60 for k in left), left
