@@ -185,6 +185,46 @@ async def test_acknowledged_transaction_survives_a_lost_mempool(tmp_path, genesi
         assert status.engine == "embedded" and status.chain_id == CHAIN and status.validators == 1
 
 
+async def test_a_successor_follows_its_acknowledged_predecessor_that_the_node_lost(tmp_path, genesis):
+    """The node lost nonce 1 (a restart emptied its mempool) before nonce 2 reached it: nonce 2 is a
+    gap to the node but not to the adapter, which holds nonce 1 and resubmits it first. A gap that no
+    held transaction of the same account fills is still refused."""
+    signer = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    other = genesis.accounts[f"{BRAND}/admin-1"].signer(CHAIN)
+    first = signer.sign(_product(GTINS[0]), nonce=1)
+    async with LedgerUnderTest(tmp_path, genesis, block_interval_s=60) as ledger:
+        reply = await ledger.stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=first), timeout=5)
+        assert reply.result.status == pb.TRANSACTION_STATUS_PENDING
+    followers = [signer.sign(_product(GTINS[n]), nonce=n + 1) for n in (1, 2, 3)]
+    async with LedgerUnderTest(tmp_path, genesis, block_interval_s=60) as ledger:
+        stub = ledger.stub
+        # (the resubmitter waits RESUBMIT_AFTER_S: the node has not seen nonce 1 again yet)
+        second = (await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=followers[0]), timeout=5)).result
+        assert second.status == pb.TRANSACTION_STATUS_PENDING
+        # Abuse: a gap below which nothing is held, and another account's gap, stay refused.
+        for raw in (signer.sign(_product(GTINS[0]), nonce=9), other.sign(_product(GTINS[1]), nonce=2)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert errors.error_from_rpc(refused.value).ledger_code == ResultCode.NONCE_GAP
+        # In one call: nonce 3 follows the held 2, nonce 4 follows 3 of the same call.
+        replies = await stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=followers[1:]), timeout=5)
+        assert [r.status for r in replies.results] == [pb.TRANSACTION_STATUS_PENDING] * 2
+        gapped = await stub.SubmitTransactions(
+            pb.SubmitTransactionsRequest(transactions=[other.sign(_product(GTINS[2]), nonce=3)]), timeout=5
+        )
+        assert gapped.results[0].status == pb.TRANSACTION_STATUS_REJECTED and gapped.results[0].code == ResultCode.NONCE_GAP
+    # Blocks again: every acknowledged transaction commits, in nonce order.
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        committed = [
+            (await ledger.stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True), timeout=30)).result
+            for raw in [first, *followers]
+        ]
+        assert all(r.status == pb.TRANSACTION_STATUS_COMMITTED and r.code == 0 for r in committed)
+        positions = [(r.height, r.index) for r in committed]
+        assert positions == sorted(positions)
+
+
 async def test_content_store_round_trip_and_validation(tmp_path, genesis):
     async with LedgerUnderTest(tmp_path, genesis) as ledger:
         serials = "\n".join(f"S{i:012d}" for i in range(10_000)).encode()

@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
 
 @dataclass(frozen=True)
 class IndexedTx:
@@ -52,6 +54,12 @@ class TxIndex:
         self._batch_done: asyncio.Future | None = None
         self._flusher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # Pending transactions by (signer, nonce), in memory: what a successor's nonce gap may wait on.
+        self._held: dict[bytes, tuple[str, int]] = {}
+        self._holding: dict[tuple[str, int], int] = {}  # (two transactions may share a nonce)
+        self._held_lock = threading.Lock()  # writes run in worker threads
+        for h, raw, _ in self.pending():
+            self._hold(h, raw)
 
     # --- acknowledgements ------------------------------------------------------------------------
 
@@ -93,6 +101,28 @@ class TxIndex:
 
     def _write_pending(self, batch: list[tuple[bytes, bytes, int]]) -> None:
         self._write([("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", batch)])
+        for h, raw, _ in batch:
+            self._hold(h, raw)
+
+    def _hold(self, tx_hash: bytes, raw: bytes) -> None:
+        signed = txpb.SignedTransaction.FromString(raw)
+        with self._held_lock:
+            if tx_hash not in self._held:
+                self._held[tx_hash] = key = (signed.signer, signed.nonce)
+                self._holding[key] = self._holding.get(key, 0) + 1
+
+    def _release(self, hashes: list[bytes]) -> None:
+        with self._held_lock:
+            for h in hashes:
+                key = self._held.pop(h, None)
+                if key is not None:
+                    left = self._holding.pop(key) - 1
+                    if left:
+                        self._holding[key] = left
+
+    def holds(self, signer: str, nonce: int) -> bool:
+        """Whether an acknowledged, uncommitted transaction of ``signer`` carries ``nonce``."""
+        return (signer, nonce) in self._holding
 
     def pending(self) -> list[tuple[bytes, bytes, int]]:
         return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending ORDER BY rowid")]
@@ -118,6 +148,7 @@ class TxIndex:
                 ("INSERT OR REPLACE INTO cursor VALUES (0, ?)", [(height,)]),
             ]
         )
+        self._release([h for h, _, _, _ in txs])
 
     def record_rejection(self, tx_hash: bytes, raw: bytes, code: int, log: str) -> None:
         """An acknowledged transaction that can never commit (height 0: rejected outside a block)."""
@@ -127,6 +158,7 @@ class TxIndex:
                 ("DELETE FROM pending WHERE hash = ?", [(tx_hash,)]),
             ]
         )
+        self._release([tx_hash])
 
     def get(self, tx_hash: bytes) -> IndexedTx | None:
         row = self.conn.execute(

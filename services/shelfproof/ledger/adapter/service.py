@@ -1,8 +1,10 @@
 """``shelfproof.ledger.v1.LedgerService``: the one gateway to the ledger for services and retailers.
 
 It follows the engine's committed blocks into a durable index, acknowledges submitted transactions
-only once they passed CheckTx and are on disk, and resubmits acknowledged transactions until they are
-committed or provably rejected (a node's mempool is not durable: a restart loses it). Signed
+only once they passed CheckTx (or failed it only for a nonce gap that the account's previous
+transaction, acknowledged and in flight, fills) and are on disk, and resubmits acknowledged
+transactions until they are committed or provably rejected (a node's mempool is not durable: a
+restart loses it, and the node a successor reaches may never have seen its predecessor). Signed
 transactions travel to the engine packed in batches (``batching``); everything the adapter answers,
 indexes and streams is per signed transaction, as before.
 """
@@ -13,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
@@ -53,6 +56,11 @@ def _signer(raw: bytes) -> str:
     return txpb.SignedTransaction.FromString(raw).signer
 
 
+def _account_nonce(raw: bytes) -> tuple[str, int]:
+    signed = txpb.SignedTransaction.FromString(raw)
+    return signed.signer, signed.nonce
+
+
 def _result(tx: IndexedTx) -> pb.TransactionResult:
     return pb.TransactionResult(
         tx_hash=tx.tx_hash,
@@ -64,6 +72,15 @@ def _result(tx: IndexedTx) -> pb.TransactionResult:
         transaction=tx.raw,
         block_time=timestamp_pb2.Timestamp(seconds=tx.block_time_ms // 1000, nanos=(tx.block_time_ms % 1000) * 1_000_000),
     )
+
+
+@dataclass(frozen=True)
+class _NonceGap:
+    """A transaction refused for a nonce gap, until it is known whether its call fills the gap."""
+
+    tx_hash: bytes
+    raw: bytes
+    error: LedgerRejected
 
 
 class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
@@ -198,6 +215,10 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             outcome = await self.packer.check(raw, signer)
         except EngineUnavailable as err:
             raise DependencyUnavailable(f"ledger engine unavailable: {err}") from err
+        if outcome.code == ResultCode.NONCE_GAP and self.index.holds(signer, txpb.SignedTransaction.FromString(raw).nonce - 1):
+            # The signature checked out and the gap is our own in-flight predecessor (the node it
+            # reached lacks it: lost with another node's mempool): it follows its predecessor.
+            return h, None, True
         if outcome.code != 0 and not self._already_known(outcome):
             raise LedgerRejected(
                 f"ledger rejected the transaction: {outcome.log}",
@@ -236,6 +257,8 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
             try:
                 h, known, needs_ack = await self._admit(raw)
             except LedgerRejected as err:
+                if err.ledger_code == ResultCode.NONCE_GAP:
+                    return _NonceGap(tx_hash(raw), raw, err)
                 return pb.TransactionResult(
                     tx_hash=tx_hash(raw), status=pb.TRANSACTION_STATUS_REJECTED, code=err.ledger_code, log=err.message
                 )
@@ -251,6 +274,22 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
 
         # Started in order, so the engine sees them in order (one JSON-RPC batch for CometBFT).
         admitted = await asyncio.gather(*(admit(raw) for raw in request.transactions))
+        # A nonce gap that an earlier transaction of this call fills (itself acknowledged, or gap-
+        # filled in turn) is no gap: the successor is acknowledged to follow it.
+        acknowledged_here: set[tuple[str, int]] = set()
+        for i, item in enumerate(admitted):
+            if isinstance(item, tuple):
+                acknowledged_here.add(_account_nonce(item[1]))
+            elif isinstance(item, _NonceGap):
+                signer, nonce = _account_nonce(item.raw)
+                if (signer, nonce - 1) in acknowledged_here:
+                    acknowledged_here.add((signer, nonce))
+                    admitted[i] = (item.tx_hash, item.raw)
+                else:
+                    admitted[i] = pb.TransactionResult(
+                        tx_hash=item.tx_hash, status=pb.TRANSACTION_STATUS_REJECTED,
+                        code=item.error.ledger_code, log=item.error.message,
+                    )
         to_acknowledge = [item for item in admitted if isinstance(item, tuple)]
         if to_acknowledge:
             await self.index.acknowledge(to_acknowledge, int(time.time() * 1000))
