@@ -89,6 +89,9 @@ async def test_the_four_verdicts_with_checkable_evidence(tmp_path, database_dsn)
             await stack.stub.CreateLocation(ppb.CreateLocationRequest(location=ppb.Location(gln=gln, name=name, country_code="DE")), timeout=20)
         serials = await _commission(stack, "L1", 12, expected_scans=3)
         recalled = await _commission(stack, "L2", 3)
+        # Scanned the moment its batch committed (not yet provable): the page waits for the proof.
+        status, fresh = await _get(stack.local(await _label(stack, recalled[2])))
+        assert status == 200 and fresh["verdict"] == "GENUINE", fresh
         g, sold, stolen, travel, counted = serials[:5]
         captured = await stack.events.CaptureEvents(epb.CaptureEventsRequest(epcis_document=_document([
             _event("2026-11-20T08:00:00.000Z", "shipping", "in_transit", [g, sold, stolen, travel, counted], PLANT),

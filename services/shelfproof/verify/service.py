@@ -370,6 +370,9 @@ class ScanRecorder:
 
 
 class Verifier:
+    # How long a scan waits for a just-committed batch to become provable (a block or two).
+    PROVABLE_WAIT_S = 3.0
+
     def __init__(
         self, query_model: QueryModel, reader: LedgerReader, scans: ScanRecorder, rules: CloneRules = CloneRules()
     ) -> None:
@@ -396,6 +399,8 @@ class Verifier:
         kid = ev.ItemRef.key_id_of(link.key_id)
         ref = ev.ItemRef(gtin, serial, kid, row.batch_id if row else "", row.lot if row else "")
         read = await self.reader.read(ref.keys())
+        if row is not None and read.records.get("batches") is None:
+            read = await self._await_provable_batch(ref)
         rec = read.records
         key, batch = rec.get("keys"), rec.get("batches")
         if batch is not None and (batch.batch.gtin != gtin or batch.batch.lot != ref.lot):
@@ -426,6 +431,20 @@ class Verifier:
         if verdict.verdict != Verdict.COUNTERFEIT or (facts.void is not None and in_batch):
             recorded = self.scans.record(client, gtin, serial, cell, int(now), batch.batch.batch_id if in_batch else "")
         return await self._report(link, facts, verdict, read, membership, recorded, now)
+
+    async def _await_provable_batch(self, ref: ev.ItemRef) -> LedgerRead:
+        """The query model holds the item's batch (it projects committed blocks) but the newest height
+        with a header above it does not yet: the batch committed moments ago. Read again until its
+        block can be proven; never call a code that exists "not genuine" for being new."""
+        deadline = time.monotonic() + self.PROVABLE_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            read = await self.reader.read(ref.keys())
+            if read.records.get("batches") is not None:
+                return read
+        raise DependencyUnavailable(
+            "this code's batch was committed moments ago and cannot be proven yet; try again in a few seconds"
+        )
 
     async def _report(
         self, link: DigitalLink, f: Facts, verdict: Assessment, read: LedgerRead, membership, recorded: bool, now: float
