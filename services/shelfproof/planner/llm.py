@@ -96,7 +96,10 @@ def engine_profile(
         dtype, reason = "bfloat16", f"the CPU ({machine.cpu_model}) has native bf16 ({'/'.join(sorted(machine.cpu_flags & NATIVE_BF16_FLAGS))})"
     else:
         dtype, reason = "float32", f"the CPU ({machine.cpu_model}) has no native bf16 (AVX512_BF16 or AMX): bf16 would be emulated at about half the speed"
-    threads = omp_threads or (machine.cores if machine.cores <= 3 else machine.cores - 1)
+    # One core left for the rest of the platform (the engine's scheduler, the services, the ledger): on two
+    # cores, two OpenMP threads spin-wait on each other whenever anything else runs (measured here under
+    # load: 41 tokens per CPU-second with two threads, 115 with one; 50 vs 103 tokens/s).
+    threads = omp_threads or max(1, machine.cores - 1)
     kv = cpu_kv_cache_gib or min(8, max(1, int(machine.memory_gib // 16)))
     return EngineProfile(dtype, reason, max(1, min(threads, machine.cores)), kv)
 
