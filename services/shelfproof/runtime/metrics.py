@@ -173,27 +173,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return None
         names = _method_names(handler_call_details.method)
         record = self._record
+        behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
 
-        if handler.unary_unary or handler.stream_unary:
-            behavior = handler.unary_unary or handler.stream_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started, error = time.perf_counter(), None
-                try:
-                    return await behavior(request, context)
-                except BaseException as err:
-                    error = err
-                    raise
-                finally:
-                    record(names, _code_name(context, error), started)
-
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return factory(unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-
-        behavior = handler.unary_stream or handler.stream_stream
         if inspect.isasyncgenfunction(behavior) or inspect.isasyncgenfunction(getattr(behavior, "__func__", None)):
 
-            async def streamed(request: Any, context: grpc.aio.ServicerContext):
+            async def timed(request: Any, context: grpc.aio.ServicerContext):  # a stream that yields
                 started, error = time.perf_counter(), None
                 try:
                     async for response in behavior(request, context):
@@ -205,18 +189,23 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     record(names, _code_name(context, error), started)
         else:
 
-            async def streamed(request: Any, context: grpc.aio.ServicerContext) -> None:  # writes with context.write()
+            async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:  # unary, or a stream by write()
                 started, error = time.perf_counter(), None
                 try:
-                    await behavior(request, context)
+                    return await behavior(request, context)
                 except BaseException as err:
                     error = err
                     raise
                 finally:
                     record(names, _code_name(context, error), started)
 
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return factory(streamed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        factory = (
+            grpc.unary_unary_rpc_method_handler if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler if handler.stream_unary
+            else grpc.unary_stream_rpc_method_handler if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return factory(timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
 
 def watch_grpc_server(metrics: ProcessMetrics, server: Any) -> None:
