@@ -29,7 +29,7 @@ PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 help:
 	@echo "make run     install what is missing, start the whole platform (Ctrl-C stops it)"
 	@echo "make test    every test tier this machine can run (unit, integration, e2e; gpu skips)"
-	@echo "make bench   every benchmark, one JSON object per line"
+	@echo "make bench   every benchmark (sized to ~15 min), one report in bench-report/<date>/"
 	@echo "make proto   generate Python code from proto/ (never committed)"
 	@echo "make lock    re-resolve uv.lock after editing pyproject.toml"
 	@echo "make infra-check  validate infra/k8s (every overlay) against the Kubernetes and CRD schemas"
@@ -146,8 +146,33 @@ infra-check: infra-tools proto
 run: deps
 	$(BIN)/shelfproof up
 
+# Every benchmark, sized so the whole run takes about 15 minutes on two cores (the defaults are the
+# full-size runs the README's figures come from), each result in bench-report/<date>/<name>.json (its
+# log beside it), then one report over them: report.json and report.md (shelfproof/bench/report.py).
+# A benchmark that fails is listed as failed in the report; the target exits 1 after writing it.
+BENCH_DIR ?= bench-report/$(shell date -u +%Y-%m-%d)
+BENCH_RUNS := \
+	"grpc --seconds 3" \
+	"ledger --engine embedded --rate 200 --seconds 5 --drain-seconds 10" \
+	"commission --engine embedded --count 20000" \
+	"registry --engine embedded --seconds 3" \
+	"epcis --events 1000" \
+	"epcis-rest --events 1000 --rounds 10" \
+	"verify --engine embedded --rate 200 --clients 200 --items 1000 --seconds 5" \
+	"clones --items 300" \
+	"pricing --seconds 3 --changes 5" \
+	"state --keys 100000" \
+	"planner --runs 1 --prompts-per-run 4 --products 100 --dtype-runs 1 --drafts 8" \
+	"forecast-reference --series 200" \
+	"restock-loop --products 50 --days 30"
 bench: deps
-	$(BIN)/shelfproof bench all --json
+	@mkdir -p $(BENCH_DIR)
+	@for run in $(BENCH_RUNS); do \
+		name=$${run%% *}; echo "shelfproof bench $$run"; \
+		$(BIN)/shelfproof bench $$run --json > $(BENCH_DIR)/$$name.json 2> $(BENCH_DIR)/$$name.log \
+			|| echo "  $$name failed (exit $$?): see $(BENCH_DIR)/$$name.log"; \
+	done
+	$(BIN)/python -m shelfproof.bench.report $(BENCH_DIR)
 
 # --- tests -------------------------------------------------------------------------------------
 

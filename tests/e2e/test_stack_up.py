@@ -50,6 +50,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "SHELFPROOF_PLANNER_PORT": str(free_port()),
         "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
         "SHELFPROOF_CONSOLE_PORT": str(free_port()),
+        **{f"SHELFPROOF_{s}_METRICS_PORT": str(free_port()) for s in ("LEDGER", "REGISTRY", "PRICING", "PLANNER", "VERIFY")},
         # The demo seed (three real-model drafts, about a minute here) is tested through the same
         # seed_demo in tests/integration/test_console_pages.py and the console's browser test.
         "SHELFPROOF_DEMO_SEED": "0",

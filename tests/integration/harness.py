@@ -30,13 +30,15 @@ class Registry:
     def __init__(self, tmp_path, dsn: str) -> None:
         self.tmp_path, self.dsn = tmp_path, dsn
         self.genesis = build_genesis(CHAIN, [(DEMO_BRAND_GLN, "brand", [DEMO_BRAND_PREFIX])], agents_per_org=1)
+        # Each server's ProcessMetrics (runtime/metrics.py), when a test sets them before entering.
+        self.ledger_metrics = self.registry_metrics = None
 
     async def __aenter__(self):
         self.engine = EmbeddedEngine(self.tmp_path / "engine", CHAIN, self.genesis.state, block_interval_s=0.01)
         await self.engine.start()
         self.adapter = LedgerAdapter(self.engine, self.tmp_path / "adapter")
         await self.adapter.start()
-        self.ledger_server = GrpcServer(GrpcServerSettings(port=0), [self.adapter.binding()])
+        self.ledger_server = GrpcServer(GrpcServerSettings(port=0), [self.adapter.binding()], self.ledger_metrics)
         self.ledger_address = f"127.0.0.1:{await self.ledger_server.start()}"
         self.ledger_channel = insecure_channel(self.ledger_address)
         self.ledger = ledger = ledger_pb2_grpc.LedgerServiceStub(self.ledger_channel)
@@ -48,7 +50,7 @@ class Registry:
         ledger_client = LedgerClient(ledger, account.signer(CHAIN))
         services = [ProductService(self.pool, ledger_client, self.projector, DEMO_BRAND_GLN)]
         services += self.extra_services(ledger_client)
-        self.server = GrpcServer(GrpcServerSettings(port=0), [service.binding() for service in services])
+        self.server = GrpcServer(GrpcServerSettings(port=0), [service.binding() for service in services], self.registry_metrics)
         self.channel = insecure_channel(f"127.0.0.1:{await self.server.start()}")
         self.stub = product_pb2_grpc.ProductServiceStub(self.channel)
         self.events = events_pb2_grpc.EventServiceStub(self.channel)

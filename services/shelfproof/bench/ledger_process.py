@@ -33,6 +33,7 @@ class LedgerProcess:
             "SHELFPROOF_LEDGER_VALIDATORS": str(self.validators),
             "SHELFPROOF_LEDGER_HOME": str(ledger_home),
             "SHELFPROOF_LEDGER_PORT": str(self.port),
+            "SHELFPROOF_LEDGER_METRICS_PORT": "0",  # any free port: never a running stack's
             "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(self.validators)),
             "SHELFPROOF_LEDGER_CHAIN_ID": self.genesis.chain_id,
             "SHELFPROOF_LOG_FORMAT": "json",

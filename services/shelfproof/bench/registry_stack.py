@@ -48,6 +48,7 @@ class ServiceStack:
             **os.environ,
             "SHELFPROOF_PG_DSN": self.dsn,
             f"{self.env_prefix}PORT": str(self.port),
+            f"{self.env_prefix}METRICS_PORT": "0",  # any free port: never a running stack's
             f"{self.env_prefix}LEDGER_ADDRESS": self.ledger.address,
             f"{self.env_prefix}GENESIS_FILE": str(self.tmp / "ledger" / "genesis.json"),
             "SHELFPROOF_REGISTRY_EPCIS_PORT": str(self.epcis_port),

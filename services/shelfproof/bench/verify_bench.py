@@ -115,6 +115,7 @@ async def run(args: argparse.Namespace) -> dict:
             **os.environ,
             "SHELFPROOF_PG_DSN": stack.dsn,
             "SHELFPROOF_VERIFY_PORT": str(port),
+            "SHELFPROOF_VERIFY_METRICS_PORT": "0",  # any free port for each worker
             "SHELFPROOF_VERIFY_LEDGER_ADDRESS": stack.ledger.address,
             "SHELFPROOF_VERIFY_LEDGER_HOME": str(stack.tmp / "ledger"),
             "SHELFPROOF_VERIFY_PUBLIC_ORIGIN": ORIGIN,

@@ -51,6 +51,8 @@ class ServiceSpec:
     kind: str = "grpc"
     start_timeout_s: float = 90.0
     endpoints: tuple[EndpointSpec, ...] = ()
+    # /metrics and /ready (runtime/metrics.py) at ``<env_prefix>METRICS_PORT``; 0: the process has none.
+    metrics_port: int = 0
 
 
 # Every service that exists so far, in start order (each may depend on the ones before it).
@@ -61,6 +63,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_LEDGER_",
         default_port=50051,
         health_service="shelfproof.ledger.v1.LedgerService",
+        metrics_port=9101,
     ),
     ServiceSpec(
         name="registry",
@@ -68,6 +71,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_REGISTRY_",
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
+        metrics_port=9102,
         endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090),),
     ),
     ServiceSpec(
@@ -76,6 +80,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_PRICING_",
         default_port=50054,
         health_service="shelfproof.pricing.v1.PricingService",
+        metrics_port=9104,
     ),
     ServiceSpec(
         name="planner",
@@ -83,6 +88,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_PLANNER_",
         default_port=50053,
         health_service="shelfproof.planner.v1.PlannerService",
+        metrics_port=9103,
         # Ray, Serve and the vLLM engine start first (minutes on two cores, the first time longer).
         start_timeout_s=600.0,
     ),
@@ -93,6 +99,7 @@ SERVICES: list[ServiceSpec] = [
         default_port=8080,
         health_service="/healthz",
         kind="http",
+        metrics_port=9180,  # worker i: 9180 + i
     ),
     ServiceSpec(
         name="console",
@@ -154,6 +161,10 @@ class Stack:
         return int(os.environ.get(f"{spec.env_prefix}{endpoint.port_setting}", endpoint.default_port))
 
     @staticmethod
+    def _metrics_port(spec: ServiceSpec) -> int:
+        return int(os.environ.get(f"{spec.env_prefix}METRICS_PORT", spec.metrics_port))
+
+    @staticmethod
     def _port(spec: ServiceSpec) -> int:
         return int(os.environ.get(f"{spec.env_prefix}PORT", spec.default_port))
 
@@ -183,6 +194,7 @@ class Stack:
             **self._wiring(),
             f"{spec.env_prefix}PORT": str(port),
             **{f"{spec.env_prefix}{e.port_setting}": str(self._endpoint_port(spec, e)) for e in spec.endpoints},
+            **({f"{spec.env_prefix}METRICS_PORT": str(self._metrics_port(spec))} if spec.metrics_port else {}),
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_STATE_DIR": str(self.state_dir),
             "SHELFPROOF_LOG_FORMAT": "json",
@@ -317,6 +329,8 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             print("demo logins (development only; passphrases from the demo seed):", flush=True)
             for login, passphrase in demo.passphrases.items():
                 print(f"  {login:<8} {PEOPLE[login].role:<16} passphrase {passphrase}", flush=True)
+        metrics = ", ".join(f"{s.name} 127.0.0.1:{Stack._metrics_port(s)}" for s in SERVICES if s.metrics_port)
+        print(f"metrics (GET /metrics, /ready): {metrics}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)

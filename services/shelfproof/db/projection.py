@@ -38,6 +38,18 @@ class Projector:
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        # Whether it may have more to apply: not reading the stream, or applying what it read
+        # (a projector waiting on the stream has applied all there is: runtime/metrics.py's lag).
+        self.following = False
+        self.applying = False
+
+    @property
+    def behind(self) -> bool:
+        return self.applying or not self.following
+
+    @property
+    def projected_height(self) -> int:
+        return self.position[0]
 
     async def prepare(self, action: str, signed: txpb.SignedTransaction, body: txpb.TransactionBody) -> Any:
         """What ``apply`` needs from outside the database (read before its transaction opens)."""
@@ -80,21 +92,28 @@ class Projector:
                 stream = self.ledger.StreamCommittedTransactions(
                     pb.StreamCommittedTransactionsRequest(from_height=max(self.position[0], 1))
                 )
+                self.following = True
                 async for item in stream:
                     result = item.result
                     if (result.height, result.index) <= self.position:
                         continue
-                    await self._apply(result)
+                    self.applying = True
+                    try:
+                        await self._apply(result)
+                    finally:
+                        self.applying = False
                     async with self._advanced:
                         self._advanced.notify_all()
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as err:
+                self.following = False
                 if self._stopping:
                     return
                 log.warning("ledger stream broke (%s); resuming", err.code().name, extra={"projector": self.NAME})
                 await asyncio.sleep(0.5)
             except Exception:
+                self.following = False
                 if self._stopping:
                     return
                 log.exception("projection failed; retrying from the cursor", extra={"projector": self.NAME})

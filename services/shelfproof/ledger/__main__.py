@@ -20,6 +20,7 @@ from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.core.tx import MAX_BATCH_BYTES, MAX_BATCH_TXS
 from shelfproof.ledger.genesis import Genesis, development_genesis
 from shelfproof.runtime.log import configure_logging
+from shelfproof.runtime.metrics import ProcessMetrics, watch_grpc_server, watch_ledger_adapter
 from shelfproof.runtime.server import GrpcServer, run_until_signalled
 from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings
 
@@ -32,6 +33,8 @@ class LedgerSettings(GrpcServerSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_LEDGER_", extra="ignore")
 
     port: int = Field(default=50051, ge=0, le=65535)
+    # /metrics and /ready (runtime/metrics.py) on their own loopback port.
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
     engine: Literal["auto", "embedded", "cometbft"] = "auto"
     # Ledger state (engine homes, adapter index, genesis); empty = <state_dir>/ledger.
     home: Path | None = None
@@ -102,14 +105,19 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
     )
     batching = BatchSettings(settings.batch_max_txs, settings.batch_max_bytes, settings.batch_linger_ms / 1000)
     adapter = LedgerAdapter(engine, home / "adapter", why, batching)
-    server = GrpcServer(settings, [adapter.binding()])
+    metrics = ProcessMetrics("ledger")
+    server = GrpcServer(settings, [adapter.binding()], metrics)
+    watch_grpc_server(metrics, server)
+    watch_ledger_adapter(metrics, adapter)
 
     async def start() -> None:
         await adapter.start()
         await server.start()
+        await metrics.start(settings.host, settings.metrics_port)
 
     async def stop() -> None:
         await server.stop()
+        await metrics.stop()
         await adapter.stop()
         await engine.close()
         if network is not None:

@@ -19,6 +19,7 @@ from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.metrics import MeteredDrafter, ProcessMetrics, watch_query_service
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
 from shelfproof.runtime.settings import GrpcServerSettings
 
@@ -29,6 +30,8 @@ class PlannerSettings(GrpcServerSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_PLANNER_", extra="ignore")
 
     port: int = Field(default=50053, ge=0, le=65535)
+    # /metrics and /ready (runtime/metrics.py) on their own loopback port.
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
     ledger_address: str = "127.0.0.1:50051"
     # The agent that submits drafts (needs draft::submit); people approve with their own keys.
     signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-1"
@@ -66,11 +69,13 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
     local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=ray_dir, http_port=settings.openai_port)
     drafter = await asyncio.to_thread(start_drafter, settings.urgent_lines)
     log.info("planner model served", extra={"openai_base_url": local.openai_base_url, "model": local.config.model_name})
+    metrics = ProcessMetrics("planner")
     service = PlannerService(
-        pool, LedgerClient(ledger, account.signer(genesis.chain_id)), drafter, projector,
+        pool, LedgerClient(ledger, account.signer(genesis.chain_id)), MeteredDrafter(drafter, metrics), projector,
         service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
     )
-    server = GrpcServer(settings, [service.binding()])
+    server = GrpcServer(settings, [service.binding()], metrics)
+    watch_query_service(metrics, server, pool, ledger, {"planner": projector})
     locations = [gln.strip() for gln in settings.restock_locations.split(",") if gln.strip()]
     runner = RestockRunner(
         service, pool, locations, cadence_s=settings.restock_cadence_s, check_interval_s=settings.restock_check_interval_s
@@ -81,10 +86,12 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
         await server.start()
         if locations:
             await runner.start()
+        await metrics.start(settings.host, settings.metrics_port)
 
     async def stop() -> None:
         await runner.stop()
         await server.stop()
+        await metrics.stop()
         await projector.stop()
         await pool.close()
         await channel.close()

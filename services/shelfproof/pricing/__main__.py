@@ -14,6 +14,7 @@ from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.pricing.projector import PricingProjector
 from shelfproof.pricing.service import PricingService
 from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.metrics import ProcessMetrics, watch_query_service
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
 from shelfproof.runtime.settings import GrpcServerSettings
 
@@ -22,6 +23,8 @@ class PricingSettings(GrpcServerSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_PRICING_", extra="ignore")
 
     port: int = Field(default=50054, ge=0, le=65535)
+    # /metrics and /ready (runtime/metrics.py) on their own loopback port.
+    metrics_port: int = Field(default=9104, ge=0, le=65535)
     ledger_address: str = "127.0.0.1:50051"
     # The retailer agent price changes are signed as (the dev genesis holds the dev keys). One process per
     # agent: the demo seed signs as admin-0 and the planner as admin-1, and two writers of one agent race
@@ -41,14 +44,18 @@ async def serve(settings: PricingSettings, dsn: str, state_dir: Path) -> None:
     await pool.open(wait=True)
     projector = PricingProjector(pool, ledger, poll_s=settings.poll_s)
     service = PricingService(pool, LedgerClient(ledger, account.signer(genesis.chain_id)), projector)
-    server = GrpcServer(settings, [service.binding()])
+    metrics = ProcessMetrics("pricing")
+    server = GrpcServer(settings, [service.binding()], metrics)
+    watch_query_service(metrics, server, pool, ledger, {"pricing": projector})
 
     async def start() -> None:
         await projector.start()
         await server.start()
+        await metrics.start(settings.host, settings.metrics_port)
 
     async def stop() -> None:
         await server.stop()
+        await metrics.stop()
         await projector.stop()
         await pool.close()
         await channel.close()

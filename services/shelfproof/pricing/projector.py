@@ -140,6 +140,13 @@ class PricingProjector:
         self._task: asyncio.Task | None = None
         self._stopping = False
 
+    # It reads the price log height by height: every height above ``height`` is still to apply.
+    behind = True
+
+    @property
+    def projected_height(self) -> int:
+        return self.height
+
     async def start(self) -> None:
         async with self.pool.connection() as conn:
             row = await (await conn.execute("SELECT height FROM projection_cursors WHERE projector = %s", (self.NAME,))).fetchone()

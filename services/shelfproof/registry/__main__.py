@@ -18,6 +18,7 @@ from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.rest import EpcisRestApi, EpcisRestServer
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.metrics import ProcessMetrics, watch_query_service
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
 from shelfproof.runtime.settings import GrpcServerSettings
 
@@ -26,6 +27,8 @@ class RegistrySettings(GrpcServerSettings):
     model_config = SettingsConfigDict(env_prefix="SHELFPROOF_REGISTRY_", extra="ignore")
 
     port: int = Field(default=50052, ge=0, le=65535)
+    # /metrics and /ready (runtime/metrics.py) on their own loopback port.
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
     ledger_address: str = "127.0.0.1:50051"
     # The agent this registry signs as, and where its key is (the dev genesis holds the dev keys).
     signer_agent_id: str = f"{DEMO_BRAND_GLN}/admin-0"
@@ -49,17 +52,21 @@ async def serve(settings: RegistrySettings, dsn: str, state_dir: Path) -> None:
     events = EventService(pool, ledger_client, projector)
     label_service = LabelService(pool, ledger_client, projector, settings.resolver)
     alerts = AlertService(ledger, ledger_client)
-    server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()])
+    metrics = ProcessMetrics("registry")
+    server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()], metrics)
+    watch_query_service(metrics, server, pool, ledger, {"registry": projector})
     epcis_rest = EpcisRestServer(EpcisRestApi(pool, events), settings.host, settings.epcis_port)
 
     async def start() -> None:
         await projector.start()
         await server.start()
         await epcis_rest.start()
+        await metrics.start(settings.host, settings.metrics_port)
 
     async def stop() -> None:
         await epcis_rest.stop()
         await server.stop()
+        await metrics.stop()
         await projector.stop()
         await pool.close()
         await channel.close()

@@ -7,7 +7,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from shelfproof.runtime.interceptors import DomainErrorInterceptor
 from shelfproof.runtime.settings import GrpcServerSettings
+
+if TYPE_CHECKING:
+    from shelfproof.runtime.metrics import ProcessMetrics
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,14 @@ class ServiceBinding:
 class GrpcServer:
     """One process's gRPC server. Bind to port 0 in tests; ``port`` is the bound port after start."""
 
-    def __init__(self, settings: GrpcServerSettings, services: Sequence[ServiceBinding]) -> None:
+    def __init__(
+        self, settings: GrpcServerSettings, services: Sequence[ServiceBinding], metrics: ProcessMetrics | None = None
+    ) -> None:
         self._settings = settings
         self._services = list(services)
         self._server = grpc.aio.server(
-            interceptors=[DomainErrorInterceptor()],
+            # The metrics interceptor outside the error interceptor: it records the code that one mapped.
+            interceptors=[*([metrics.interceptor()] if metrics is not None else []), DomainErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -25,6 +25,7 @@ from shelfproof.ledger.genesis import CONSORTIUM_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import call, insecure_channel
+from shelfproof.runtime.metrics import ProcessMetrics, watch_ledger_dependency, watch_postgres, watch_verifier
 from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.server import run_service_with_postgres, run_until_signalled
 from shelfproof.verify.ratelimit import RateLimiter
@@ -41,6 +42,8 @@ class VerifySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # /metrics and /ready (runtime/metrics.py) on their own loopback port; worker i listens on this + i.
+    metrics_port: int = Field(default=9180, ge=0, le=65535)
     # The origin the QR codes point at (the registry's resolver): parsed links are read against it.
     public_origin: str = "http://127.0.0.1:8080"
     ledger_address: str = "127.0.0.1:50051"
@@ -86,6 +89,12 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         QueryModel(pool), LedgerReader(stub, genesis.chain_id, trusted), scans, CloneRules(),
     )
     app = build_app(verifier, RateLimiter(settings.rate_per_s, settings.burst), settings.public_origin)
+    metrics = ProcessMetrics("verify")
+    watch_verifier(metrics, verifier)
+    watch_postgres(metrics, pool)
+    watch_ledger_dependency(metrics, stub)
+    serving = asyncio.Event()
+    metrics.ready_when("http", lambda: _is_set(serving))
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     others: list[subprocess.Popen] = []
 
@@ -95,6 +104,8 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         await site.start()
         others.extend(_start_other_workers(settings) if settings.worker_index == 0 else [])
         scans.start()
+        await metrics.start(settings.host, settings.metrics_port + settings.worker_index if settings.metrics_port else 0)
+        serving.set()
         # Latency: what exists at start-up is never garbage (freeze it out of the collector's scans),
         # and the caches hold many small objects, so young collections run less often than by default.
         gc.collect()
@@ -103,9 +114,11 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         log.info("verify listening", extra={"address": f"http://{settings.host}:{settings.port}", "engine": status.engine})
 
     async def stop() -> None:
+        serving.clear()
         for worker in others:
             worker.send_signal(signal.SIGTERM)
         await runner.cleanup()
+        await metrics.stop()
         for worker in others:
             await asyncio.to_thread(worker.wait)
         await scans.stop()
@@ -113,6 +126,10 @@ async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
         await channel.close()
 
     await run_until_signalled(start, stop)
+
+
+async def _is_set(event: asyncio.Event) -> bool:
+    return event.is_set()
 
 
 def _start_other_workers(settings: VerifySettings) -> list[subprocess.Popen]:

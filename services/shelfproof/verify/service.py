@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -382,6 +383,8 @@ class Verifier:
         self.scans = scans
         self.rules = rules
         self._signatures = TTLCache(200_000, None)
+        # Called with each scan's verdict (runtime/metrics.py).
+        self.verdict_observers: list[Callable[[str], None]] = []
 
     def _signature_ok(self, link: DigitalLink, key: st.KeyRecord) -> bool:
         cache_key = (link.gtin, link.serial, link.signature, key.public_key)
@@ -426,6 +429,8 @@ class Verifier:
             scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
         )
         verdict = assess(facts, self.rules)
+        for observe in self.verdict_observers:
+            observe(verdict.verdict.value)
         recorded = False
         # Scans of voided labels are recorded too: the ledger turns them into the brand's alerts.
         if verdict.verdict != Verdict.COUNTERFEIT or (facts.void is not None and in_batch):

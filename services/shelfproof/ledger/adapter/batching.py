@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from shelfproof.ledger.core.tx import MAX_BATCH_BYTES, MAX_BATCH_TXS, batch_size, encode_batch, tx_hash
 from shelfproof.ledger.engines.engine import EngineUnavailable, LedgerEngine, TxOutcome
@@ -61,6 +62,8 @@ class BatchPacker:
         self._queued: dict[bytes, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self.batches_sent = 0
+        # Called with each batch's transaction count as it is sent (runtime/metrics.py).
+        self.batch_observers: list[Callable[[int], None]] = []
 
     def start(self) -> None:
         self._tasks = [
@@ -133,6 +136,8 @@ class BatchPacker:
                 _fail(items, err)
                 return
             self.batches_sent += 1
+            for observe in self.batch_observers:
+                observe(len(items))
             verdicts = _verdicts(outcome, len(items))
             if outcome.code == 0 or verdicts is None:
                 # In the mempool (every inner transaction passed), or refused as a whole by the

@@ -124,6 +124,11 @@ class TxIndex:
         """Whether an acknowledged, uncommitted transaction of ``signer`` carries ``nonce``."""
         return (signer, nonce) in self._holding
 
+    @property
+    def pending_count(self) -> int:
+        """Acknowledged transactions not yet committed or rejected (from memory: cheap to scrape)."""
+        return len(self._held)
+
     def pending(self) -> list[tuple[bytes, bytes, int]]:
         return [(bytes(h), bytes(r), t) for h, r, t in self.conn.execute("SELECT hash, raw, acknowledged_ms FROM pending ORDER BY rowid")]
 

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from google.protobuf import timestamp_pb2
 
@@ -97,6 +98,12 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         self._headers: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._tasks: list[asyncio.Task] = []
         self._indexed_height = self.index.cursor()
+        # Called with (height, header time in ms) of each block once indexed (runtime/metrics.py).
+        self.block_observers: list[Callable[[int, int], None]] = []
+
+    @property
+    def indexed_height(self) -> int:
+        return self._indexed_height
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -142,6 +149,8 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
                     ]
                     await asyncio.to_thread(self.index.record_block, block.height, block.time_unix_ms, entries)
                     height = self._indexed_height = block.height
+                    for observe in self.block_observers:
+                        observe(block.height, block.time_unix_ms)
                     for h, code, log_text, raw in entries:
                         for waiter in self._waiters.pop(h, []):
                             if not waiter.done():

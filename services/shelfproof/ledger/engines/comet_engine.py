@@ -178,6 +178,10 @@ class CometEngine:
                 data = bytes.fromhex(result.get("data") or "")
                 future.set_result(TxOutcome(int(result.get("code", 0)), result.get("log", ""), data))
 
+    async def mempool_size(self) -> int:
+        # "total", not "n_txs": n_txs counts only the transactions the reply lists (a page of them).
+        return int((await self._rpc("num_unconfirmed_txs", {}))["total"])
+
     async def latest_height(self) -> int:
         status = await self._rpc("status", {})
         self._latest = max(self._latest, int(status["sync_info"]["latest_block_height"]))

@@ -224,6 +224,9 @@ class EmbeddedEngine:
             self.mempool[tx_hash] = raw
         return TxOutcome(response.code, response.log, response.data)
 
+    async def mempool_size(self) -> int:
+        return len(self.mempool)
+
     async def latest_height(self) -> int:
         return self.blocks.height()
 

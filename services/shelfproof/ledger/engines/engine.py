@@ -55,6 +55,9 @@ class LedgerEngine(Protocol):
 
     async def latest_height(self) -> int: ...
 
+    async def mempool_size(self) -> int:
+        """Engine transactions (batches) waiting in the mempool (CometBFT: ``num_unconfirmed_txs``)."""
+
     async def block(self, height: int) -> Block | None:
         """A committed block with its signed header and commit; None if not yet committed."""
 
