@@ -39,8 +39,10 @@ from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.runner import CADENCE, DRAFTED, NOTHING_TO_ORDER, REORDER_POINT
+from shelfproof.planner.service import MODEL_NOT_ASKED
 from shelfproof.planner.v1 import planner_pb2 as ppb
 from shelfproof.planner.v1 import planner_pb2_grpc
+from shelfproof.pricing.projector import money
 from shelfproof.pricing.v1 import pricing_pb2 as prcpb
 from shelfproof.pricing.v1 import pricing_pb2_grpc
 from shelfproof.product.v1 import events_pb2 as epb
@@ -115,15 +117,16 @@ class Journey:
     async def _above(self, height: int) -> bool:
         return await self.height() > height
 
-    async def proven(self, store: str, key: str) -> bytes:
-        """``store/key`` read with its proof, checked here against the pinned validator set and chain id."""
+    async def proven(self, store: str, key: str, *, present: bool = True) -> bytes:
+        """``store/key`` read with its proof (of absence, with ``present=False``), checked here against the
+        pinned validator set and chain id."""
         reply = await self.ledger.Query(lpb.QueryRequest(store=store, key=key.encode(), prove=True), timeout=10)
-        assert reply.found, f"{store}/{key} is not on the ledger"
+        assert reply.found == present, f"{store}/{key} is {'not ' if present else ''}on the ledger"
         header = types_pb2.SignedHeader.FromString(reply.signed_header)
         validators = validator_pb2.ValidatorSet.FromString(reply.validator_set)
         assert header.header.validators_hash in self.trust.validator_hashes, "signed by a validator set nobody trusts"
         check = light.verify_query(
-            self.trust.chain_id, list(reply.proof_ops), keypath_for(store, key.encode()), reply.value, header, validators,
+            self.trust.chain_id, list(reply.proof_ops), keypath_for(store, key.encode()), reply.value if present else None, header, validators,
             query_height=reply.height,
         )
         assert check.signed_power * 3 > check.total_power * 2
@@ -149,9 +152,8 @@ class Journey:
         return await eventually(label, f"the label of {serial}")
 
 
-async def _sites_product_and_policies(j: Journey) -> None:
-    """Each organisation registers its own site; the brand its product; the retailer its guardrails, the
-    store's replenishment bounds (the brand supplies) and, through the pricing service, the shelf price."""
+async def _sites(j: Journey) -> None:
+    """Each organisation registers its own site under its own company prefix."""
     await j.products.CreateLocation(prpb.CreateLocationRequest(location=prpb.Location(
         gln=PLANT_GLN, organization_gln=DEMO_BRAND_GLN, name="Demo Brand plant", city="Lyon", country_code="FR"),
         request_id="journey-plant"), timeout=30)
@@ -159,6 +161,11 @@ async def _sites_product_and_policies(j: Journey) -> None:
         gln=DC_GLN, organization_gln=DEMO_DISTRIBUTOR_GLN, name="Distribution centre North", city="Utrecht", country_code="NL")))
     await j.retailer.submit(txpb.TransactionBody(register_location=txpb.RegisterLocation(
         gln=STORE, organization_gln=DEMO_RETAILER_GLN, name="Store Amsterdam Centraal", city="Amsterdam", country_code="NL")))
+
+
+async def _product_and_policies(j: Journey) -> None:
+    """The brand registers its product; the retailer its guardrails, the store's replenishment bounds (the
+    brand supplies) and, through the pricing service, the shelf price."""
     await j.products.CreateProduct(prpb.CreateProductRequest(product=prpb.Product(
         gtin=GTIN, name="Extra virgin olive oil 1 l", brand="Demo Brand", category="Olive oil", net_content="1 l"),
         request_id="journey-product"), timeout=30)
@@ -177,7 +184,8 @@ async def _sites_product_and_policies(j: Journey) -> None:
     ]):
         assert isinstance(outcome, lpb.TransactionResult), outcome
     price = await j.pricing.ProposePriceChange(prcpb.ProposePriceChangeRequest(change=prcpb.PriceChange(
-        gtin=GTIN, location_gln=STORE, amount=eur(1_299), unit_cost=eur(450), reason="launch price"), request_id="journey-price"), timeout=30)
+        gtin=GTIN, location_gln=STORE, amount=money(EUR, 1_299), unit_cost=money(EUR, 450), reason="launch price"),
+        request_id="journey-price"), timeout=30)
     assert price.price.amount.amount_minor == 1_299
 
     # Nothing sold yet, nothing stocked: the loop's run of this period finds nothing to order (so the
@@ -237,13 +245,19 @@ async def _consumer_scans(j: Journey, serials: list[str]) -> None:
     assert report["scan"]["recorded"] and {"not recalled — proven", "key not revoked — proven"} <= set(report["facts"]["proven"])
 
     async def scanned_once():
-        record = st.ScanRecord.FromString(await j.proven("scans", f"{GTIN}/{serials[0]}"))
-        return record.scans >= 1
+        reply = await j.ledger.Query(lpb.QueryRequest(store="scans", key=f"{GTIN}/{serials[0]}".encode()), timeout=10)
+        return reply.found and st.ScanRecord.FromString(reply.value).scans >= 1
     await eventually(scanned_once, "the first scan on the ledger")  # the verify page flushes scans each second
     _, report = await scan(uri + f"&cell={SHANGHAI}", client="127.0.10.2")
     assert report["verdict"] == "SUSPICIOUS", report
     result = await asyncio.to_thread(check_url, uri, j.trust)
     assert (result.exit_code, result.verdict) == (EXIT_AGREES, "SUSPICIOUS"), result.lines
+
+
+async def _not_recalled_proven_absent(j: Journey) -> None:
+    """Before the recall, "not recalled" is a proof of the recall key's absence (what the verify page's
+    "not recalled — proven" rests on), checked here."""
+    assert await j.proven("recalls", f"{GTIN}/{LOT}", present=False) == b""
 
 
 async def _recall(j: Journey, serials: list[str]) -> None:
@@ -269,7 +283,7 @@ async def _restock_drafted_by_the_loop(j: Journey) -> ppb.Draft:
     draft = (await j.planner.GetDraft(ppb.GetDraftRequest(draft_id=run.draft_id), timeout=10)).draft
     assert draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER and draft.state == ppb.DRAFT_STATE_PENDING_APPROVAL, draft
     assert [line.gtin for line in draft.order_lines] == [GTIN] and draft.order_lines[0].quantity >= 6
-    assert not run.reason.startswith("model not asked"), run.reason
+    assert not run.reason.startswith(MODEL_NOT_ASKED), run.reason  # drafted with the model
     return draft
 
 
@@ -354,6 +368,8 @@ async def _on_the_ledger_with_proofs(j: Journey, serials: list[str], order: ppb.
     assert st.BatchRecord.FromString(await j.proven("batches", j.batch.batch_id)).batch.count == ITEMS
     for event_hash in [e.event_hash for e in j.captured] + [j.receiving_hash]:
         await j.proven("events", event_hash)
+    scans = st.ScanRecord.FromString(await j.proven("scans", f"{GTIN}/{serials[0]}"))
+    assert scans.compromise.reason == st.COMPROMISE_REASON_IMPOSSIBLE_TRAVEL and scans.claimed_cell == AMSTERDAM, scans
     item = st.ItemRecord.FromString(await j.proven("items", f"{GTIN}/{serials[0]}"))
     assert [c.biz_step for c in item.custody][-1] == "retail_selling", item
 
@@ -369,14 +385,16 @@ async def _promotion_on_the_price_stream(j: Journey, promotion: ppb.Draft) -> No
                 break
     finally:
         stream.cancel()
-    assert created is not None and created.applied, created
-    assert created.effective_time.seconds == promotion.promotion.start_time.seconds
-    inside = timestamp_pb2.Timestamp(seconds=promotion.promotion.start_time.seconds + 60)
+    assert created is not None and created.applied and created.promotion_id == promotion.draft_id, created
+    # The planner names a promotion after its draft; its window is the draft's terms.
+    record = st.PromotionRecord.FromString(await j.proven("promotions", promotion.draft_id))
+    assert (record.promotion.draft_id, record.promotion.discount_bps) == (promotion.draft_id, promotion.promotion.discount_bps)
+    assert (record.promotion.start_unix_s, record.promotion.end_unix_s) == (
+        promotion.promotion.start_time.seconds, promotion.promotion.end_time.seconds)
+    inside = timestamp_pb2.Timestamp(seconds=record.promotion.start_unix_s + 60)
     line = (await j.pricing.GetPrice(prcpb.GetPriceRequest(gtin=GTIN, location_gln=STORE, time=inside), timeout=10)).line
     assert [a.draft_id for a in line.breakdown.adjustments] == [promotion.draft_id], line
-    assert line.line_total.amount_minor < 1_299 and line.reference_price.amount_minor == 1_299
-    # The planner names a promotion after its draft.
-    assert st.PromotionRecord.FromString(await j.proven("promotions", promotion.draft_id)).promotion.draft_id == promotion.draft_id
+    assert line.line_total.amount_minor < 1_299 and line.reference_price.amount_minor == 1_299, line
 
 
 # The shared stack's start (up to 10 minutes here) counts against the first test that uses it.
@@ -384,10 +402,12 @@ async def _promotion_on_the_price_stream(j: Journey, promotion: ppb.Draft) -> No
 async def test_a_product_from_registration_to_restock_and_promotion(shelfproof_up):
     j = Journey(shelfproof_up)
     try:
-        await _sites_product_and_policies(j)
+        await _sites(j)
+        await _product_and_policies(j)
         serials = await _commission(j)
         await _custody_and_sales(j, serials)
         await _consumer_scans(j, serials)
+        await _not_recalled_proven_absent(j)
         await _recall(j, serials)
         restock = await _restock_drafted_by_the_loop(j)
         promotion = await _promotion_drafted(j)
