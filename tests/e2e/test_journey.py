@@ -101,7 +101,10 @@ class Journey:
         self.retailer = LedgerClient(self.ledger, self.genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-0"].signer(self.genesis.chain_id))
         self.distributor = LedgerClient(self.ledger, self.genesis.accounts[f"{DEMO_DISTRIBUTOR_GLN}/admin-0"].signer(self.genesis.chain_id))
         self.verify_base = f"http://{stack.address('verify')}"
+        # What the steps recorded, read back with proofs at the end.
         self.captured: list[epb.CapturedEvent] = []
+        self.batch: prpb.CommissionItemsResponse | None = None
+        self.receiving_hash = ""
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -244,8 +247,8 @@ async def _consumer_scans(j: Journey, serials: list[str]) -> None:
     assert [s["step"] for s in report["journey"]][:1] == ["commissioned"] and report["journey"][-1]["location"] == "Store Amsterdam Centraal"
     assert report["scan"]["recorded"] and {"not recalled — proven", "key not revoked — proven"} <= set(report["facts"]["proven"])
 
-    async def scanned_once():
-        reply = await j.ledger.Query(lpb.QueryRequest(store="scans", key=f"{GTIN}/{serials[0]}".encode()), timeout=10)
+    async def scanned_once():  # at the newest provable height, where the verify page reads
+        reply = await j.ledger.Query(lpb.QueryRequest(store="scans", key=f"{GTIN}/{serials[0]}".encode(), prove=True), timeout=10)
         return reply.found and st.ScanRecord.FromString(reply.value).scans >= 1
     await eventually(scanned_once, "the first scan on the ledger")  # the verify page flushes scans each second
     _, report = await scan(uri + f"&cell={SHANGHAI}", client="127.0.10.2")
