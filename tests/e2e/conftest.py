@@ -45,6 +45,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def describe(pids: set[int]) -> list[str]:
+    """Each process as its id and the start of its command line (what a failure message names)."""
+    out = []
+    for pid in sorted(pids):
+        try:
+            out.append(f"{pid} {(Path('/proc') / str(pid) / 'cmdline').read_bytes().replace(bytes(1), b' ').decode(errors='replace')[:160]}")
+        except OSError:
+            out.append(f"{pid} (gone)")
+    return out
+
+
 def stack_env(root: Path) -> dict[str, str]:
     ledger_port = free_port()
     return {

@@ -252,7 +252,12 @@ async def _consumer_scans(j: Journey, serials: list[str]) -> None:
         return reply.found and st.ScanRecord.FromString(reply.value).scans >= 1
     await eventually(scanned_once, "the first scan on the ledger")  # the verify page flushes scans each second
     _, report = await scan(uri + f"&cell={SHANGHAI}", client="127.0.10.2")
-    assert report["verdict"] == "SUSPICIOUS", report
+    assert report["verdict"] == "SUSPICIOUS" and "km away" in report["reasons"][0], report
+
+    async def compromised():  # the copy's scan, and the compromise it proves, on the ledger
+        reply = await j.ledger.Query(lpb.QueryRequest(store="scans", key=f"{GTIN}/{serials[0]}".encode(), prove=True), timeout=10)
+        return st.ScanRecord.FromString(reply.value).compromise.reason != st.COMPROMISE_REASON_UNSPECIFIED
+    await eventually(compromised, "the compromise on the ledger")
     result = await asyncio.to_thread(check_url, uri, j.trust)
     assert (result.exit_code, result.verdict) == (EXIT_AGREES, "SUSPICIOUS"), result.lines
 
