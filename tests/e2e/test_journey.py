@@ -196,7 +196,7 @@ async def _product_and_policies(j: Journey) -> None:
     async def checked():
         runs = (await j.planner.ListRestockRuns(ppb.ListRestockRunsRequest(location_gln=STORE), timeout=10)).runs
         return any(r.trigger == CADENCE and r.outcome == NOTHING_TO_ORDER for r in runs)
-    await eventually(checked, "the restock loop's check of the store")
+    await eventually(checked, "the restock loop's check of the store", timeout_s=90)
 
 
 async def _commission(j: Journey) -> list[str]:
@@ -328,7 +328,7 @@ async def _order_acknowledged_shipped_received(j: Journey, draft: ppb.Draft) -> 
     async def issued():
         orders = (await j.planner.ListPurchaseOrders(ppb.ListPurchaseOrdersRequest(buyer_gln=DEMO_RETAILER_GLN), timeout=10)).purchase_orders
         return next((o for o in orders if o.draft_id == draft.draft_id), None)
-    order = await eventually(issued, "the purchase order")
+    order = await eventually(issued, "the purchase order", timeout_s=60)
     assert (order.state, order.supplier_gln, order.ship_to_gln) == (ppb.PURCHASE_ORDER_STATE_ISSUED, DEMO_BRAND_GLN, STORE)
     assert order.decision_record_hash == draft.decision_record_hash
 
@@ -352,7 +352,7 @@ async def _order_acknowledged_shipped_received(j: Journey, draft: ppb.Draft) -> 
     async def filled():
         got = (await j.planner.GetPurchaseOrder(ppb.GetPurchaseOrderRequest(order_id=order.order_id), timeout=10)).purchase_order
         return got if got.lines and all(line.state == ppb.PURCHASE_ORDER_LINE_STATE_RECEIVED for line in got.lines) else None
-    got = await eventually(filled, "the order received")
+    got = await eventually(filled, "the order received", timeout_s=60)
     assert [(line.received_quantity, line.open_quantity) for line in got.lines] == [(q, 0) for q in units.values()]
     await j.provable(received.height)
     return got

@@ -1,5 +1,6 @@
 """`shelfproof up` as a user runs it: started, healthy, listening on loopback only, stopped by SIGTERM with
-nothing left behind."""
+nothing left behind. The stack is the session's shared one (tests/e2e/conftest.py): this test stops it, so
+it runs after the others that use it (test_journey.py)."""
 
 from __future__ import annotations
 
