@@ -1,62 +1,24 @@
 """`shelfproof up` as a user runs it: started, healthy, listening on loopback only, stopped by SIGTERM with
-nothing left behind."""
+nothing left behind. The stack is the session's shared one (tests/e2e/conftest.py): this test stops it, so
+it runs after the others that use it (test_journey.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from shelfproof.ledger.network.config import find_free_base_port
-from shelfproof.planner.model import default_model_dir, gguf_source
-from shelfproof.runtime.processes import descendants, free_port
-from tests.conftest import postgres_reachable_tempdir
+from shelfproof.runtime.processes import descendants
+from tests.e2e.conftest import SHELFPROOF, RunningStack, alive, describe
 from tests.sockets import is_loopback, listening_sockets
 
-SHELFPROOF = Path(sys.executable).with_name("shelfproof")
 # Screenshots and other things a person may want to look at after a run (gitignored).
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SHELFPROOF_STATE_DIR": str(tmp_path / "state"),
-        "SHELFPROOF_PG_PORT": str(free_port()),
-        "SHELFPROOF_PG_CLUSTER_DIR": str(postgres_reachable_tempdir("shelfproof-e2e-pg-") / "cluster"),
-        "SHELFPROOF_LOG_FORMAT": "text",
-        "SHELFPROOF_LEDGER_PORT": str(ledger_port := free_port()),
-        "SHELFPROOF_REGISTRY_LEDGER_ADDRESS": f"127.0.0.1:{ledger_port}",
-        "SHELFPROOF_REGISTRY_PORT": str(free_port()),
-        "SHELFPROOF_REGISTRY_EPCIS_PORT": str(free_port()),
-        "SHELFPROOF_LEDGER_BASE_PORT": str(find_free_base_port(1)),
-        "SHELFPROOF_VERIFY_PORT": str(free_port()),
-        "SHELFPROOF_PRICING_PORT": str(free_port()),
-        "SHELFPROOF_PLANNER_PORT": str(free_port()),
-        "SHELFPROOF_PLANNER_OPENAI_PORT": str(free_port()),
-        "SHELFPROOF_CONSOLE_PORT": str(free_port()),
-        **{f"SHELFPROOF_{s}_METRICS_PORT": str(free_port()) for s in ("LEDGER", "REGISTRY", "PRICING", "PLANNER", "VERIFY")},
-        # The demo seed (three real-model drafts, about a minute here) is tested through the same
-        # seed_demo in tests/integration/test_console_pages.py and the console's browser test.
-        "SHELFPROOF_DEMO_SEED": "0",
-        # The converted model is shared with the integration tests (converted once, read-only after).
-        "SHELFPROOF_PLANNER_MODEL_DIR": str(default_model_dir(gguf_source().package_version).resolve()),
-    }
+# It stops the stack the session shares: tests/e2e/conftest.py runs it after the others.
+STOPS_THE_SHARED_STACK = True
 
 
 def consumer_scan(env: dict[str, str]) -> None:
@@ -149,43 +111,13 @@ def epcis_rest_query(env: dict[str, str]) -> None:
     assert reply.json()["type"] == "EPCISQueryDocument"
 
 
-def stop_stack(up: subprocess.Popen, pidfile: Path) -> None:
-    """After a failure or timeout: stop `shelfproof up` as Ctrl-C would (it stops its services and
-    PostgreSQL), then kill whatever of its tree is left."""
-    tree = set(descendants(up.pid))
-    if up.poll() is None:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-    if pidfile.exists():
-        tree.add(int(pidfile.read_text().split()[0]))
-    for pid in tree:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-# The test's own deadlines add up to about 12 minutes (start, checks, stop); pytest's is above them.
+# The shared stack's start (up to 10 minutes here) counts against this test when it runs alone.
 @pytest.mark.timeout(1200)
-def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
-    up = subprocess.Popen(
-        [str(SHELFPROOF), "up"], env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    pidfile = Path(stack_env["SHELFPROOF_PG_CLUSTER_DIR"]) / "data" / "postmaster.pid"
-    lines: list[str] = []
+def test_up_status_and_sigterm_leave_nothing_behind(shelfproof_up: RunningStack):
+    stack_env, up, lines = shelfproof_up.env, shelfproof_up.up, shelfproof_up.lines
+    pidfile = shelfproof_up.pidfile
     stopped = False
     try:
-        deadline = time.monotonic() + 600  # the planner's engine takes minutes on two cores
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("logs:"):
-                break
-        assert any(line.startswith("shelfproof is up") for line in lines), "".join(lines)
-
         status = subprocess.run(
             [str(SHELFPROOF), "status"], env=stack_env, capture_output=True, text=True, timeout=60
         )
@@ -211,12 +143,16 @@ def test_up_status_and_sigterm_leave_nothing_behind(stack_env):
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0
-        stopped = True
+        stopped = shelfproof_up.stopped = True
     finally:
         if not stopped:
-            stop_stack(up, pidfile)
-    leftovers = {pid for pid in watched if _alive(pid)}
-    assert not leftovers, f"processes left behind: {leftovers}"
+            shelfproof_up.kill_what_is_left()
+    # `up` has waited for its children; their own children (Ray's workers, the engine) may take a moment
+    # more to exit on a loaded machine (the same grace as the session's leftover check in tests/conftest.py).
+    deadline = time.monotonic() + 10
+    while (leftovers := {pid for pid in watched if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers, f"processes left behind: {describe(leftovers)}"
     after = subprocess.run(
         [str(SHELFPROOF), "status"], env=stack_env, capture_output=True, text=True, timeout=60
     )

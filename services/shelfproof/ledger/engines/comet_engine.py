@@ -239,8 +239,8 @@ class CometEngine:
         )
         for op in (result.get("proofOps") or result.get("proof_ops") or {}).get("ops") or []:
             response.proof_ops.ops.append(
-                # (CometBFT's JSON leaves out an empty key: the bucket op's)
-                proof_pb2.ProofOp(type=op["type"], key=base64.b64decode(op.get("key") or ""), data=base64.b64decode(op["data"]))
+                # (CometBFT's JSON leaves out an empty key, the bucket op's, and empty data: an absence proof's)
+                proof_pb2.ProofOp(type=op["type"], key=base64.b64decode(op.get("key") or ""), data=base64.b64decode(op.get("data") or ""))
             )
         return response
 
