@@ -53,7 +53,7 @@ async def console(stack):
     port = free_port()
     env = {**os.environ, "SHELFPROOF_CONSOLE_PORT": str(port), "SHELFPROOF_STATE_DIR": str(stack.state_dir),
            "SHELFPROOF_CONSOLE_LEDGER_ADDRESS": stack.ledger_address, "SHELFPROOF_CONSOLE_REGISTRY_ADDRESS": stack.registry_address,
-           "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": stack.planner_address}
+           "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": stack.planner_address, "SHELFPROOF_CONSOLE_PRICING_ADDRESS": stack.pricing_address}
     child = subprocess.Popen([sys.executable, "-m", "shelfproof.console"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(timeout=1) as client:

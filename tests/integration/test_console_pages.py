@@ -15,12 +15,20 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from shelfproof.console.people import PEOPLE, WrongPassphrase, key_file, unlock_key_file
-from shelfproof.demo.seed import STORE_A_GLN, DemoSize, seed_demo
-from shelfproof.ledger.genesis import development_genesis
+from shelfproof.demo.seed import (
+    AMSTERDAM_CELL, DEMO_PROMOTION_ID, MADRID_CELL, ORDER_APPROVER, STORE_A_GLN, STORE_B_GLN, DemoSize, seed_demo,
+)
+from shelfproof.ledger.client import LedgerClient
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, development_genesis
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
+from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.planner.drafter import Drafter
 from shelfproof.planner.v1 import planner_pb2 as ppb
+from shelfproof.pricing.projector import PricingProjector
+from shelfproof.pricing.service import PricingService
 from shelfproof.product.v1 import events_pb2 as epb
+from shelfproof.runtime.server import GrpcServer
+from shelfproof.runtime.settings import GrpcServerSettings
 from tests.integration.harness import CHAIN
 from tests.integration.planner_harness import PlannerStack
 from tests.integration.test_planner_service import ScriptedModel
@@ -40,8 +48,8 @@ def module_dsn(postgres_cluster, migrated_template):
 
 
 class SeededStack(PlannerStack):
-    """Ledger, registry and planner on loopback over the development genesis (every organisation of the
-    demo, with its people), seeded with the small demo."""
+    """Ledger, registry (with its alert stream), planner and pricing on loopback over the development
+    genesis (every organisation of the demo, with its people), seeded with the small demo."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -51,9 +59,25 @@ class SeededStack(PlannerStack):
         await super().__aenter__()
         self.planner_address = f"127.0.0.1:{self.planner_server.port}"
         self.registry_address = f"127.0.0.1:{self.server.port}"
+        # the pricing service as `shelfproof up` runs it: its own retailer agent, its own projector
+        self.pricing_projector = PricingProjector(self.pool, self.ledger, poll_s=0.02)
+        await self.pricing_projector.start()
+        pricing_signer = self.genesis.accounts[f"{DEMO_RETAILER_GLN}/admin-2"].signer(CHAIN)
+        self.pricing_service = PricingService(self.pool, LedgerClient(self.ledger, pricing_signer), self.pricing_projector)
+        self.pricing_server = GrpcServer(GrpcServerSettings(port=0), [self.pricing_service.binding()])
+        self.pricing_address = f"127.0.0.1:{await self.pricing_server.start()}"
         self.state_dir = self.tmp_path / "state"
-        self.seed = await seed_demo(self.ledger_address, self.registry_address, self.planner_address, self.genesis, self.state_dir, SMALL)
+        try:
+            self.seed = await seed_demo(self.ledger_address, self.registry_address, self.planner_address, self.genesis, self.state_dir, SMALL)
+        except BaseException:
+            await self.__aexit__(None, None, None)  # a failed seed stops the servers too (else the test run hangs)
+            raise
         return self
+
+    async def __aexit__(self, *exc):
+        await self.pricing_server.stop()
+        await self.pricing_projector.stop()
+        await super().__aexit__(*exc)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +96,18 @@ async def test_seed_writes_the_demo_and_only_once(seeded):
     assert len(days) >= 30  # daily sales, most recent days first
     recall = await seeded.ledger.Query(lpb.QueryRequest(store="recalls", key=f"{seeded.seed.sample_codes[-1][0]}/L004A".encode()), timeout=5)
     assert recall.found
+    # an open purchase order, issued when a store manager approved its draft, waits for the brand
+    order_id, = result.order_ids
+    order = (await seeded.stub.GetPurchaseOrder(ppb.GetPurchaseOrderRequest(order_id=order_id), timeout=10)).purchase_order
+    assert order.state == ppb.PURCHASE_ORDER_STATE_ISSUED and order.supplier_gln == DEMO_BRAND_GLN and order.lines
+    record = await seeded.ledger.Query(lpb.QueryRequest(store="drafts", key=order.draft_id.encode()), timeout=5)
+    assert st.DraftRecord.FromString(record.value).approvers == [PEOPLE[ORDER_APPROVER].agent_id]
+    # the copied code: scanned in Amsterdam, then in Madrid: compromised on the ledger
+    gtin, serial = result.copied_code
+    scans = st.ScanRecord.FromString((await seeded.ledger.Query(lpb.QueryRequest(store="scans", key=f"{gtin}/{serial}".encode()), timeout=5)).value)
+    assert scans.HasField("compromise") and {s.cell for s in scans.sightings} == {AMSTERDAM_CELL, MADRID_CELL}
+    promotion = await seeded.ledger.Query(lpb.QueryRequest(store="promotions", key=DEMO_PROMOTION_ID.encode()), timeout=5)
+    assert promotion.found
     height = (await seeded.ledger.GetLedgerStatus(lpb.GetLedgerStatusRequest(), timeout=5)).latest_height
 
     again = await seed_demo(seeded.ledger_address, seeded.registry_address, seeded.planner_address, seeded.genesis, seeded.state_dir, SMALL)
@@ -101,6 +137,7 @@ def console_env(seeded, monkeypatch):
     monkeypatch.setenv("SHELFPROOF_CONSOLE_LEDGER_ADDRESS", seeded.ledger_address)
     monkeypatch.setenv("SHELFPROOF_CONSOLE_REGISTRY_ADDRESS", seeded.registry_address)
     monkeypatch.setenv("SHELFPROOF_CONSOLE_PLANNER_ADDRESS", seeded.planner_address)
+    monkeypatch.setenv("SHELFPROOF_CONSOLE_PRICING_ADDRESS", seeded.pricing_address)
     monkeypatch.setenv("SHELFPROOF_STATE_DIR", str(seeded.state_dir))
     return seeded
 
@@ -172,7 +209,6 @@ async def test_the_ledger_refuses_what_the_menu_hides(console_env):
     sentence = problem_of(outcome).sentence()
     assert "Traceback" not in sentence and sentence.endswith(".") and len(sentence) < 400, sentence
     record = await console_env.ledger.Query(lpb.QueryRequest(store="drafts", key=console_env.seed.draft_ids[2].encode()), timeout=5)
-    from shelfproof.ledger.v1 import state_pb2 as st
     assert bea.agent_id not in st.DraftRecord.FromString(record.value).approvers
 
 
@@ -202,7 +238,6 @@ async def test_scan_reads_element_strings_links_and_plain_codes(console_env):
     await _run(at)
     assert "Recorded 'sell'" in at.success[-1].value
     record = await console_env.ledger.Query(lpb.QueryRequest(store="items", key=f"{gtin}/{serial}".encode()), timeout=5)
-    from shelfproof.ledger.v1 import state_pb2 as st
     assert st.ItemRecord.FromString(record.value).disposition == "retail_sold"
 
 
@@ -229,7 +264,6 @@ async def test_drafts_are_approved_with_the_persons_own_signature(console_env):
     assert sum("signed by you" in s.value for s in at.success) == 2, _text(at)
     for draft_id in draft_ids[:2]:
         reply = await console_env.ledger.Query(lpb.QueryRequest(store="drafts", key=draft_id.encode()), timeout=5)
-        from shelfproof.ledger.v1 import state_pb2 as st
         assert PEOPLE["sam"].agent_id in st.DraftRecord.FromString(reply.value).approvers
     at = await logged_in(console_env, "sam", "drafts")  # what sam approved no longer waits for sam
     assert all(f"pick_{d}" not in [c.key for c in at.checkbox] for d in draft_ids[:2])
@@ -251,13 +285,113 @@ async def test_products_page_commissions_with_progress_and_offers_the_label_pdf(
     assert at.error and "Could not recall the lot" in at.error[0].value and "Traceback" not in at.error[0].value
 
 
-async def test_prices_authenticity_and_ledger_pages(console_env):
-    prices = await logged_in(console_env, "maria", "prices")
-    assert len(prices.dataframe[0].value) == 8  # 4 products x 2 stores from the ledger
-    assert "not available yet" in _text(prices)
-    auth = await logged_in(console_env, "maria", "authenticity")
-    assert auth.metric[0].label == "Scans" and "Alert queue" in _text(auth)
-    ledger = await logged_in(console_env, "ada" if "ada" in console_env.seed.passphrases else "maria", "ledger")
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+async def _issued_orders(stack) -> int:
+    reply = await stack.stub.ListPurchaseOrders(ppb.ListPurchaseOrdersRequest(buyer_gln=DEMO_RETAILER_GLN, page_size=200), timeout=10)
+    return sum(o.state == ppb.PURCHASE_ORDER_STATE_ISSUED for o in reply.purchase_orders)
+
+
+async def test_prices_page_reads_the_pricing_service_and_says_what_a_guardrail_refused(console_env):
+    from shelfproof.demo.seed import DEMO_SCHEDULED_CHANGE_ID, demo_gtin
+
+    at = await logged_in(console_env, "maria", "prices")
+    book = at.dataframe(key="price_book").value
+    assert len(book) == 8 and set(book["gtin"]) == {demo_gtin(n) for n in range(4)}  # 4 products x 2 stores, from ListPrices
+    scheduled = at.dataframe(key="scheduled").value
+    assert list(scheduled["change"]) == [DEMO_SCHEDULED_CHANGE_ID] and scheduled["new"].iloc[0] == "EUR 6.59"
+    promotions = at.dataframe(key="promotions").value
+    assert list(promotions["promotion"]) == [DEMO_PROMOTION_ID] and promotions["status"].iloc[0] == "active"
+    assert promotions["terms"].iloc[0] == "15 % off"
+    # GetPrice's breakdown of a promoted product at store A: base, the promotion's share, the line
+    at.selectbox(key="price_gtin").set_value(demo_gtin(0))
+    at.selectbox(key="price_location").set_value(STORE_A_GLN)
+    await _run(at)
+    steps = at.dataframe(key="breakdown").value
+    assert any(DEMO_PROMOTION_ID in step for step in steps["step"]), steps
+    assert _metric(at, "Base") == "EUR 5.99" and _metric(at, "Customer pays") == "EUR 5.09"  # 15 % off, rounded half up
+    assert len(at.dataframe(key="price_history").value) >= 1
+
+    # A price under the margin floor: the ledger refuses it; the page names the rule and its limit, and nothing changes.
+    async def price_now() -> int:
+        reply = await console_env.ledger.Query(lpb.QueryRequest(store="prices", key=f"{demo_gtin(0)}/{STORE_A_GLN}".encode()), timeout=5)
+        return st.PriceRecord.FromString(reply.value).price.amount_minor
+
+    at.number_input(key="propose_amount").set_value(260)
+    at.text_input(key="propose_reason").input("clearance")
+    at.button(key="FormSubmitter:propose_price-Propose the change").click()
+    await _run(at)
+    assert at.error, _text(at)
+    sentence = at.error[0].value
+    assert sentence.startswith("Could not change the price: A guardrail refused this: the margin floor"), sentence
+    assert "cost 2.50 plus 10 %" in sentence and "Traceback" not in sentence and "bps" not in sentence
+    assert await price_now() == 599
+    # Within every guardrail: committed through the pricing service, on the ledger.
+    at.number_input(key="propose_amount").set_value(629)
+    await _run(at)
+    at.button(key="FormSubmitter:propose_price-Propose the change").click()
+    await _run(at)
+    assert any("the price is now EUR 6.29" in s.value for s in at.success), _text(at)
+    assert await price_now() == 629
+
+
+async def test_drafts_page_shows_purchase_orders_with_their_lines(console_env):
+    at = await logged_in(console_env, "maria", "drafts")
+    order_id, = console_env.seed.order_ids
+    orders = at.dataframe(key="orders").value
+    assert order_id in set(orders["order"])
+    assert int(_metric(at, "Waiting for acknowledgement")) == await _issued_orders(console_env) >= 1
+    at.selectbox(key="order_id").set_value(order_id)
+    await _run(at)
+    order = (await console_env.stub.GetPurchaseOrder(ppb.GetPurchaseOrderRequest(order_id=order_id), timeout=10)).purchase_order
+    lines = at.dataframe(key="order_lines").value
+    assert list(lines["gtin"]) == [line.gtin for line in order.lines]
+    assert list(lines["ordered"]) == [line.ordered_quantity for line in order.lines] and (lines["received"] == 0).all()
+    assert any("not acknowledged yet" in m.value and order.draft_id in m.value for m in at.markdown), _text(at)
+    # the supplier's side: the brand's admin sees the order it is asked to deliver
+    brand = await logged_in(console_env, "ada", "drafts")  # the auditor sees every order
+    assert order_id in set(brand.dataframe(key="orders").value["order"])
+
+
+async def test_authenticity_page_shows_the_copied_code_its_alert_and_where_it_was_scanned(console_env):
+    gtin, serial = console_env.seed.copied_code
+    at = await logged_in(console_env, "maria", "authenticity")
+    assert int(_metric(at, "Compromised codes")) == 1 and int(_metric(at, "Counterfeit alerts")) >= 1
+    compromised = at.dataframe(key="compromised").value
+    assert list(compromised["serial"]) == [serial] and "km away" in compromised["why"].iloc[0]
+    alerts = at.dataframe(key="alerts").value
+    assert ((alerts["alert"] == "clone suspected") & (alerts["serial"] == serial)).any()
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2
+    spec = charts[0].proto.spec
+    # offline: plain axes, no map projection, no tiles or data fetched from a URL
+    assert '"url"' not in spec and "geoshape" not in spec and "projection" not in spec
+    assert int(_metric(at, "Areas")) == 2 and int(_metric(at, "Scans")) == 3
+
+
+async def test_today_counts_orders_waiting_late_deliveries_and_alerts(console_env):
+    at = await logged_in(console_env, "maria", "today")
+    assert int(_metric(at, "Orders waiting for acknowledgement")) == await _issued_orders(console_env) >= 1
+    assert int(_metric(at, "Late deliveries")) == 0
+    assert int(_metric(at, "Counterfeit alerts")) >= 1
+
+
+async def test_a_service_that_is_down_is_a_sentence_on_every_page(console_env, monkeypatch):
+    from shelfproof.runtime.processes import free_port
+
+    monkeypatch.setenv("SHELFPROOF_CONSOLE_PRICING_ADDRESS", f"127.0.0.1:{free_port()}")
+    at = await logged_in(console_env, "maria", "prices")
+    assert any(e.value.startswith("Could not read the price book: A service is not reachable") for e in at.error), _text(at)
+    assert "Traceback" not in _text(at)
+    monkeypatch.setenv("SHELFPROOF_CONSOLE_PLANNER_ADDRESS", f"127.0.0.1:{free_port()}")
+    drafts = await logged_in(console_env, "maria", "drafts")
+    assert any(e.value.startswith("Could not read the purchase orders: A service is not reachable") for e in drafts.error), _text(drafts)
+
+
+async def test_ledger_page_proves_a_record(console_env):
+    ledger = await logged_in(console_env, "ada", "ledger")
     assert len(ledger.dataframe[0].value) >= 5
     ledger.button(key="verify_proof").click()
     await _run(ledger)

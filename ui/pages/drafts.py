@@ -4,7 +4,8 @@ import streamlit as st
 
 from shelfproof.console import session
 from shelfproof.console.errors import problem_of
-from shelfproof.console.people import ACTIONS_BY_ROLE
+from shelfproof.console.people import ACTIONS_BY_ROLE, AUDITOR
+from shelfproof.console.views import money, order_line_rows, order_row, order_waits_for_answer, order_is_late
 from shelfproof.ledger.v1 import state_pb2 as stpb
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.v1 import planner_pb2 as ppb
@@ -13,10 +14,6 @@ me = session.person()
 api = session.clients()
 may_approve = "approve" in ACTIONS_BY_ROLE[me.role]
 st.title("Drafts and orders")
-
-
-def money(minor: int, currency: str) -> str:
-    return f"{currency} {minor / 100:,.2f}"
 
 
 with session.explained("read the drafts"):
@@ -79,5 +76,30 @@ with session.explained("read the drafts"):
                 state = ppb.DraftState.Name(outcome.state).removeprefix("DRAFT_STATE_").replace("_", " ").lower()
                 st.success(f"{draft_id}: signed by you; the draft is now {state}.")
 st.subheader("Purchase orders")
-st.info("Purchase orders with their acknowledgements and deliveries are not available yet: the order service has not landed. "
-        "Approved restock drafts stay on the ledger as approved AI decision records.")
+st.caption("Issued by the ledger when a restock draft is approved; the supplier's people acknowledge them, and shipping and "
+           "receiving events that name the order fill its lines.")
+with session.explained("read the purchase orders"):
+    names = session.gln_names()
+    if me.role == AUDITOR:
+        orders = api.purchase_orders()
+    else:  # the orders my organisation placed, and those it supplies
+        mine = {o.order_id: o for o in api.purchase_orders(buyer_gln=me.organization_gln)}
+        mine.update({o.order_id: o for o in api.purchase_orders(supplier_gln=me.organization_gln)})
+        orders = sorted(mine.values(), key=lambda o: (o.ledger_ref.height, o.order_id), reverse=True)
+    if not orders:
+        st.info("No purchase orders yet: approving a restock draft issues one.")
+    else:
+        cards = st.columns(3)
+        cards[0].metric("Waiting for acknowledgement", sum(order_waits_for_answer(o) for o in orders), border=True)
+        cards[1].metric("Late deliveries", sum(order_is_late(o) for o in orders), border=True)
+        cards[2].metric("Open orders", sum(o.state in (ppb.PURCHASE_ORDER_STATE_ISSUED, ppb.PURCHASE_ORDER_STATE_ACCEPTED,
+                                                       ppb.PURCHASE_ORDER_STATE_ACCEPTED_WITH_CHANGES) for o in orders), border=True)
+        st.dataframe([order_row(o, names) for o in orders], hide_index=True, key="orders")
+        chosen_order = st.selectbox("Open an order", [o.order_id for o in orders], key="order_id")
+        order = api.purchase_order(chosen_order)
+        products = {p.gtin: p.name for p in api.products_list()}
+        answer = (f"acknowledged by `{order.acknowledged_by}`" + (f" ({order.response_reason})" if order.response_reason else "")
+                  if order.acknowledged_by else "not acknowledged yet")
+        st.write(f"From draft `{order.draft_id}` (decision record `sha256:{order.decision_record_hash}`), issued in block "
+                 f"{order.ledger_ref.height}; {answer}. EPCIS events name it as `{order.biz_transaction}`.")
+        st.dataframe(order_line_rows(order, products), hide_index=True, key="order_lines")
