@@ -22,6 +22,8 @@ from shelfproof.runtime.errors import GuardrailViolated, InvalidArgument, Ledger
 
 @pytest.mark.parametrize(("message", "words"), [
     ("margin_floor: price 549 is below cost 500 plus 1000 bps", ["the margin floor", "price 5.49", "cost 5.00 plus 10 %"]),
+    ("ledger rejected the transaction: margin_floor: price 260 is below cost 250 plus 1000 bps",
+     ["refused this: the margin floor, price 2.60 is below cost 2.50 plus 10 %"]),
     ("00614141123452 at 4012345000016: max_change_per_day: change from 1000 to 1600 exceeds 2000 bps today",
      ["the largest price change a day", "(00614141123452 at 4012345000016)", "from 10.00 to 16.00 exceeds 20 % today"]),
     ("category wine at 4012345000016: max_discount: 4000 bps exceeds 3000 bps", ["the largest discount", "40 % exceeds 30 %"]),

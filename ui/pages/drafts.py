@@ -13,15 +13,21 @@ from shelfproof.planner.v1 import planner_pb2 as ppb
 me = session.person()
 api = session.clients()
 may_approve = "approve" in ACTIONS_BY_ROLE[me.role]
+# the buyer's people decide drafts and an auditor reads them; a supplier sees the orders it is asked to fill
+sees_drafts = may_approve or me.role == AUDITOR
 st.title("Drafts and orders")
 
 
 with session.explained("read the drafts"):
     names = session.gln_names()
-    drafts = api.drafts(approver_agent_id=me.agent_id) if may_approve else api.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL)
-    st.caption("AI drafts waiting for " + ("you" if may_approve else "approval") + ". Approving signs a transaction with your own key.")
-    if not drafts:
-        st.info("No drafts are waiting for you.")
+    if not sees_drafts:
+        drafts = []
+        st.caption("AI drafts are decided by the buyer's people; below are the purchase orders your organisation is asked to fill.")
+    else:
+        drafts = api.drafts(approver_agent_id=me.agent_id) if may_approve else api.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL)
+        st.caption("AI drafts waiting for " + ("you" if may_approve else "approval") + ". Approving signs a transaction with your own key.")
+        if not drafts:
+            st.info("No drafts are waiting for you.")
     chosen = []
     for draft in drafts:
         kind = "Restock" if draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER else "Promotion"

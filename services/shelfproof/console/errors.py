@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 import grpc
+from grpc_status import rpc_status
 
 from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.core.rules.price_computation import (
@@ -34,6 +35,7 @@ GUARDRAIL_RULES = {
 GUARDRAIL_WHAT_TO_DO = ("Nothing was changed: every validator checks the guardrails. Choose a value within the limit, "
                         "or ask who sets your organisation's guardrail policy.")
 _GUARDRAIL = re.compile(rf"(?:^|.*?: )({'|'.join(GUARDRAIL_RULES)}): (.*)$", re.S)
+LEDGER_PREFIX = "ledger rejected the transaction"  # how the ledger client words every refusal
 _BPS = re.compile(r"(\d+) bps")
 _MINOR = re.compile(r"\b(price|cost|minimum of|from|to|fixed price) (\d+)\b")
 
@@ -63,15 +65,30 @@ def guardrail_problem(message: str) -> Problem | None:
     if found is None:
         return None
     rule, detail = found.groups()
-    subject = message.strip()[:found.start(1)].rstrip(": ")
+    subject = message.strip()[:found.start(1)].rstrip(": ").removeprefix(LEDGER_PREFIX).lstrip(": ")
     detail = _BPS.sub(lambda m: f"{int(m.group(1)) / 100:g} %", detail.rstrip("."))
     detail = _MINOR.sub(lambda m: f"{m.group(1)} {int(m.group(2)) / 100:.2f}", detail)
     where = f" ({subject})" if subject else ""
     return Problem(f"A guardrail refused this: {GUARDRAIL_RULES[rule]}{where}, {detail}", GUARDRAIL_WHAT_TO_DO)
 
 
+def _transport_failure(error: grpc.RpcError) -> Problem | None:
+    """A call that never reached a shelfproof server (those always answer with a google.rpc.Status):
+    the channel's own words ("failed to connect to all addresses ...") are not for people."""
+    try:
+        code, from_a_service = error.code(), rpc_status.from_call(error) is not None
+    except (AttributeError, ValueError):
+        return None
+    if from_a_service or code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return None
+    what = "A service is not reachable" if code == grpc.StatusCode.UNAVAILABLE else "A service did not answer in time"
+    return Problem(what, WHAT_TO_DO[code])
+
+
 def problem_of(error: BaseException) -> Problem:
     if isinstance(error, grpc.RpcError):
+        if (problem := _transport_failure(error)) is not None:
+            return problem
         error = error_from_rpc(error)
     guarded = (isinstance(error, LedgerRejected) and error.ledger_code == ResultCode.GUARDRAIL_VIOLATED) or isinstance(error, GuardrailViolated)
     if guarded and (problem := guardrail_problem(error.message)) is not None:
