@@ -10,6 +10,7 @@ import stat
 import uuid
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -385,6 +386,41 @@ async def test_today_counts_orders_waiting_late_deliveries_and_alerts(console_en
     assert int(_metric(at, "Orders waiting for acknowledgement")) == await _issued_orders(console_env) >= 1
     assert int(_metric(at, "Late deliveries")) == 0
     assert int(_metric(at, "Counterfeit alerts")) >= 1
+
+
+async def test_the_supplier_answers_an_order_with_her_own_key_and_the_buyer_cannot(console_env):
+    from shelfproof.console.clients import Addresses, Clients
+    from shelfproof.console.errors import problem_of
+
+    order_id, = console_env.seed.order_ids
+
+    async def order() -> st.PurchaseOrderRecord:
+        reply = await console_env.ledger.Query(lpb.QueryRequest(store="orders", key=order_id.encode()), timeout=5)
+        return st.PurchaseOrderRecord.FromString(reply.value)
+
+    # The buyer's store manager signs an acceptance of the order herself: the ledger refuses it (the menu is not the guard).
+    api = Clients(Addresses(console_env.ledger_address, console_env.registry_address, console_env.planner_address, console_env.pricing_address))
+    maria = PEOPLE["maria"]
+    key = unlock_key_file(key_file(console_env.state_dir, "maria"), console_env.seed.passphrases["maria"], maria.agent_id)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            await asyncio.to_thread(api.acknowledge, maria.agent_id, key, order_id, accept=True)
+    finally:
+        api.close()
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    sentence = problem_of(refused.value).sentence()
+    assert "Traceback" not in sentence and sentence.endswith("ask someone who may."), sentence
+    assert (await order()).status == st.PURCHASE_ORDER_STATUS_ISSUED and not (await order()).acknowledged_by
+    # maria has no answer buttons; the brand's admin (the supplier's person) accepts it on the page
+    assert not [b for b in (await logged_in(console_env, "maria", "drafts")).button if b.label == "Accept the order"]
+    at = await logged_in(console_env, "bea", "drafts")
+    at.selectbox(key="order_id").set_value(order_id)
+    await _run(at)
+    _button(at, "Accept the order").click()
+    await _run(at)
+    assert any(f"{order_id}: signed by you; the order is now accepted" in s.value for s in at.success), _text(at)
+    record = await order()
+    assert record.status == st.PURCHASE_ORDER_STATUS_ACCEPTED and record.acknowledged_by == PEOPLE["bea"].agent_id
 
 
 async def test_a_service_that_is_down_is_a_sentence_on_every_page(console_env, monkeypatch):

@@ -109,3 +109,15 @@ with session.explained("read the purchase orders"):
         st.write(f"From draft `{order.draft_id}` (decision record `sha256:{order.decision_record_hash}`), issued in block "
                  f"{order.ledger_ref.height}; {answer}. EPCIS events name it as `{order.biz_transaction}`.")
         st.dataframe(order_line_rows(order, products), hide_index=True, key="order_lines")
+        if "acknowledge" in ACTIONS_BY_ROLE[me.role] and order.supplier_gln == me.organization_gln and order_waits_for_answer(order):
+            st.markdown("**Answer this order** (signed with your own key)")
+            answer_reason = st.text_input("Reason (optional)", key="order_reason")
+            accept, refuse = st.columns(2)
+            answered = None
+            if accept.button("Accept the order", type="primary", key="order_accept"):
+                answered = api.acknowledge(me.agent_id, st.session_state[session.KEY], order.order_id, accept=True, reason=answer_reason.strip())
+            if refuse.button("Reject the order", key="order_reject"):
+                answered = api.acknowledge(me.agent_id, st.session_state[session.KEY], order.order_id, accept=False, reason=answer_reason.strip())
+            if answered is not None:
+                st.success(f"{answered.order_id}: signed by you; the order is now "
+                           f"{order_row(answered, names)['state']}.")

@@ -253,6 +253,15 @@ class Clients:
     def purchase_order(self, order_id: str) -> ppb.PurchaseOrder:
         return self.planner.GetPurchaseOrder(ppb.GetPurchaseOrderRequest(order_id=order_id), timeout=READ_S).purchase_order
 
+    def acknowledge(self, agent_id: str, key: SigningKey, order_id: str, *, accept: bool, reason: str = "") -> ppb.PurchaseOrder:
+        """The supplier's person answers an order with a transaction signed by that person's key (the
+        planner relays it; the ledger checks the person is the supplier's)."""
+        status = txpb.ORDER_RESPONSE_STATUS_ACCEPTED if accept else txpb.ORDER_RESPONSE_STATUS_REJECTED
+        body = txpb.TransactionBody(acknowledge_purchase_order=txpb.AcknowledgePurchaseOrder(order_id=order_id, status=status, reason=reason))
+        signed = self.signer_for(agent_id, key).sign(body)
+        request = ppb.AcknowledgePurchaseOrderRequest(order_id=order_id, signed_transaction=signed)
+        return self.planner.AcknowledgePurchaseOrder(request, timeout=WRITE_S).purchase_order
+
     def decide(self, agent_id: str, key: SigningKey, draft_ids: list[str], *, approve: bool, reason: str = "") -> list[ppb.Draft | Exception]:
         """Approve (or reject) each draft with a transaction the person signed; one answer per draft."""
         signer = self.signer_for(agent_id, key)

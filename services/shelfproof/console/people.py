@@ -71,8 +71,8 @@ PAGES_BY_ROLE: dict[str, tuple[str, ...]] = {
 ACTIONS_BY_ROLE: dict[str, tuple[str, ...]] = {
     WAREHOUSE_STAFF: ("receive", "ship"),
     STORE_MANAGER: ("receive", "sell", "report stolen", "destroy", "approve"),
-    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy"),
-    SUPPLIER: ("ship",),
+    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy", "acknowledge"),  # the brand supplies the stores
+    SUPPLIER: ("ship", "acknowledge"),
     AUDITOR: (),
 }
 
