@@ -43,7 +43,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 WIDTH, HEIGHT = 1400, 1700
 # What each page must show before its screenshot (table cells are drawn on a canvas: labels, not cells).
 SHOWS = {
-    "today": ("Orders waiting for acknowledgement", "Counterfeit alerts", "Recent ledger activity"),
+    "today": ("Orders unacknowledged", "Counterfeit alerts", "Recent ledger activity"),
     "drafts": ("Purchase orders", "Waiting for acknowledgement", "not acknowledged yet"),
     "stock": ("Stock at the end of each day",),
     "prices": ("Scheduled changes", "Promotions", "Customer pays", "Propose a price change"),

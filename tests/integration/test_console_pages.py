@@ -383,7 +383,7 @@ async def test_authenticity_page_shows_the_copied_code_its_alert_and_where_it_wa
 
 async def test_today_counts_orders_waiting_late_deliveries_and_alerts(console_env):
     at = await logged_in(console_env, "maria", "today")
-    assert int(_metric(at, "Orders waiting for acknowledgement")) == await _issued_orders(console_env) >= 1
+    assert int(_metric(at, "Orders unacknowledged")) == await _issued_orders(console_env) >= 1
     assert int(_metric(at, "Late deliveries")) == 0
     assert int(_metric(at, "Counterfeit alerts")) >= 1
 

@@ -48,10 +48,13 @@ with session.explained("read the scans and alerts"):
         flagged = {serial for (_, serial), _ in compromised}
         frame = pd.DataFrame(places)
         frame["copied code seen"] = [any(s["serial"] in flagged for s in scans if s["cell"] == cell) for cell in frame["area"]]
+        # the places' extent with a margin, so that two cities a country apart do not sit on one dot
+        lon = [max(-180.0, frame["lon"].min() - 5), min(180.0, frame["lon"].max() + 5)]
+        lat = [max(-90.0, frame["lat"].min() - 3), min(90.0, frame["lat"].max() + 3)]
         points = alt.Chart(frame).mark_circle(opacity=0.8).encode(
-            x=alt.X("lon:Q", title="longitude", scale=alt.Scale(domain=[-180, 180])),
-            y=alt.Y("lat:Q", title="latitude", scale=alt.Scale(domain=[-90, 90])),
-            size=alt.Size("scans:Q", scale=alt.Scale(range=[80, 800])),
+            x=alt.X("lon:Q", title="longitude", scale=alt.Scale(domain=lon)),
+            y=alt.Y("lat:Q", title="latitude", scale=alt.Scale(domain=lat)),
+            size=alt.Size("scans:Q", scale=alt.Scale(range=[120, 900]), legend=alt.Legend(format="d", tickMinStep=1)),
             color=alt.Color("copied code seen:N", scale=alt.Scale(domain=[False, True], range=["#2e7d32", "#c62828"])),
             tooltip=["area", "scans", "items", "lat", "lon"])
         labels = alt.Chart(frame).mark_text(dy=-14).encode(x="lon:Q", y="lat:Q", text="area:N")

@@ -92,6 +92,7 @@ with session.explained("read the purchase orders"):
         mine = {o.order_id: o for o in api.purchase_orders(buyer_gln=me.organization_gln)}
         mine.update({o.order_id: o for o in api.purchase_orders(supplier_gln=me.organization_gln)})
         orders = sorted(mine.values(), key=lambda o: (o.ledger_ref.height, o.order_id), reverse=True)
+    names = {**names, **api.organization_names({o.supplier_gln for o in orders} | {o.buyer_gln for o in orders})}
     if not orders:
         st.info("No purchase orders yet: approving a restock draft issues one.")
     else:

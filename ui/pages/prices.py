@@ -27,7 +27,7 @@ with session.explained("read the guardrail policy"):
         cols[0].metric("Margin floor", f"{policy.margin_floor_bps / 100:.1f} %")
         cols[1].metric("Largest discount", f"{policy.max_discount_bps / 100:.1f} %")
         cols[2].metric("Largest change a day", f"{policy.max_price_change_bps_per_day / 100:.1f} %")
-        cols[3].metric("Budget a period", money(policy.budget_minor, policy.currency_code))
+        cols[3].metric("Budget a period", f"{policy.currency_code} {policy.budget_minor / 100:,.0f}")
 
 prices: list[pricepb.Price] = []
 products: dict[str, str] = {}

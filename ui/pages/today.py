@@ -28,8 +28,10 @@ with session.explained("read today's work"):
     status = api.status()
     alerts = api.alerts_since(max(1, status.latest_height - 5000), brand_owner_gln=me.organization_gln if me.role == BRAND_ADMIN else "")
     work = st.columns(4)
-    work[0].metric("Orders waiting for acknowledgement", sum(order_waits_for_answer(o) for o in orders), border=True)
-    work[1].metric("Late deliveries", sum(order_is_late(o) for o in orders), border=True)
+    work[0].metric("Orders unacknowledged", sum(order_waits_for_answer(o) for o in orders), border=True,
+                   help="Purchase orders waiting for the supplier's acknowledgement")
+    work[1].metric("Late deliveries", sum(order_is_late(o) for o in orders), border=True,
+                   help="Orders with a line received after its delivery date, or still open past it")
     work[2].metric("Receipts due", sum(any(line.open_quantity for line in o.lines) for o in orders
                                        if o.state != ppb.PURCHASE_ORDER_STATE_ISSUED), border=True)
     work[3].metric("Counterfeit alerts", len(alerts), border=True)

@@ -110,6 +110,12 @@ class Clients:
             values += [v.value if v.found else None for v in reply.values]
         return values
 
+    def organization_names(self, glns: set[str]) -> dict[str, str]:
+        """GLN -> the organisation's registered name, for the GLNs that are organisations."""
+        wanted = sorted(glns)
+        return {gln: st.OrganizationRecord.FromString(value).name
+                for gln, value in zip(wanted, self.query_many([("orgs", g) for g in wanted])) if value}
+
     def content(self, sha256: bytes) -> bytes:
         return self.ledger.GetContent(lpb.GetContentRequest(sha256=sha256), timeout=READ_S).content
 

@@ -170,7 +170,7 @@ def order_row(order: ppb.PurchaseOrder, names: dict[str, str]) -> dict:
     confirmed = sum(line.confirmed_quantity for line in order.lines)
     return {
         "order": order.order_id, "state": enum_word(order.state, ppb.PurchaseOrderState, "PURCHASE_ORDER_STATE_"),
-        "supplier": names.get(order.supplier_gln, order.supplier_gln), "ship to": names.get(order.ship_to_gln, order.ship_to_gln),
+        "buyer": names.get(order.buyer_gln, order.buyer_gln), "supplier": names.get(order.supplier_gln, order.supplier_gln), "ship to": names.get(order.ship_to_gln, order.ship_to_gln),
         "due": order.requested_delivery_date, "lines": len(order.lines), "received": f"{received} of {confirmed}",
         "total": money(order.total.amount_minor, order.total.currency_code), "late": order_is_late(order),
         "acknowledged by": order.acknowledged_by or "—", "block": order.ledger_ref.height,
@@ -204,7 +204,7 @@ def price_event_row(event: pricepb.PriceEvent, names: dict[str, str], products: 
         "block": event.height, "event": enum_word(event.kind, pricepb.PriceEventKind, "PRICE_EVENT_KIND_"),
         "product": products.get(event.gtin, event.gtin), "location": names.get(event.location_gln, event.location_gln),
         "old": old, "new": new, "effective": _when(event.effective_time),
-        "outcome": "applied" if event.applied else f"refused: {event.reason}", "reason": event.reason if event.applied else "",
+        "outcome": "applied" if event.applied else f"refused: {event.reason}",
         "promotion": event.promotion_id, "change": event.change_id, "draft": event.draft_id,
     }
 
