@@ -381,6 +381,30 @@ async def test_authenticity_page_shows_the_copied_code_its_alert_and_where_it_wa
     assert int(_metric(at, "Areas")) == 2 and int(_metric(at, "Scans")) == 3
 
 
+async def test_the_brand_clears_a_false_alarm_with_a_reason_and_an_empty_reason_is_a_sentence(console_env):
+    gtin, serial = console_env.seed.copied_code
+    store = await logged_in(console_env, "maria", "authenticity")
+    assert not [b for b in store.button if b.label == "Clear the alarm"]  # only the brand judges its codes
+    at = await logged_in(console_env, "bea", "authenticity")
+    _button(at, "Clear the alarm").click()  # no reason: the registry refuses it, the page says why
+    await _run(at)
+    assert at.error and at.error[0].value.startswith("Could not clear the alarm: Clearing is invalid (reason: required"), _text(at)
+
+    async def record() -> st.ScanRecord:
+        reply = await console_env.ledger.Query(lpb.QueryRequest(store="scans", key=f"{gtin}/{serial}".encode()), timeout=5)
+        return st.ScanRecord.FromString(reply.value)
+
+    assert (await record()).HasField("compromise")
+    at.text_input(key="clear_reason").input("the same shopper, a flight we did not expect")
+    _button(at, "Clear the alarm").click()
+    await _run(at)
+    assert any(f"{serial} is no longer held compromised" in s.value for s in at.success), _text(at)
+    cleared = await record()
+    assert not cleared.HasField("compromise") and cleared.cleared.reason.startswith("the same shopper")
+    at = await logged_in(console_env, "bea", "authenticity")
+    assert int(_metric(at, "Compromised codes")) == 0 and "Cleared by the brand as false alarms" in _text(at)
+
+
 async def test_today_counts_orders_waiting_late_deliveries_and_alerts(console_env):
     at = await logged_in(console_env, "maria", "today")
     assert int(_metric(at, "Orders unacknowledged")) == await _issued_orders(console_env) >= 1

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from shelfproof.console import session
-from shelfproof.console.people import BRAND_ADMIN
+from shelfproof.console.people import ACTIONS_BY_ROLE, BRAND_ADMIN
 from shelfproof.console.views import alert_row, cell_center, compromised_codes, scans_by_place
 from shelfproof.ledger.core.clones import compromise_text
 from shelfproof.ledger.v1 import state_pb2 as stpb
@@ -16,11 +16,13 @@ api = session.clients()
 st.title("Authenticity")
 st.caption("Consumer scans recorded on the ledger by the verify page (a 4-character area, never an address), and the alerts "
            "every validator derives from them. Drawn on plain axes: no map tiles leave this machine.")
+WINDOW = 5_000  # blocks read back (the ledger has no list of alerts: they are streamed from a height)
 # a brand admin sees the alerts on the brand's own products; other roles see every alert
 brand = me.organization_gln if me.role == BRAND_ADMIN else ""
 with session.explained("read the scans and alerts"):
     status = api.status()
-    since = max(1, status.latest_height - 5000)
+    since = max(1, status.latest_height - WINDOW)
+    st.caption(f"Scans and alerts since block {since:,} (the latest {WINDOW:,} blocks).")
     products = {p.gtin: p.name for p in api.products_list()}
     scans = []
     for result in api.transactions_since(since, limit=20_000, wait_s=1.5):
@@ -73,6 +75,15 @@ with session.explained("read the scans and alerts"):
                       for (gtin, serial), record in compromised], hide_index=True, key="compromised")
     else:
         st.info("No code is recorded as compromised.")
+    if compromised and "clear" in ACTIONS_BY_ROLE[me.role]:
+        with st.form("clear_compromise"):
+            code = st.selectbox("A false alarm on one of your codes", [c for c, _ in compromised], format_func=lambda c: f"{products.get(c[0], c[0])} · {c[1]}",
+                                key="clear_code")
+            why = st.text_input("Why it is a false alarm (kept on the ledger)", key="clear_reason")
+            if st.form_submit_button("Clear the alarm"):
+                with session.explained("clear the alarm"):
+                    height = api.clear_compromise(code[0], code[1], why.strip())
+                    st.success(f"{code[1]} is no longer held compromised (block {height}); later scans are judged afresh.")
     cleared = [(code, record) for code, record in still if not record.HasField("compromise") and record.HasField("cleared")]
     if cleared:
         st.caption("Cleared by the brand as false alarms: " + "; ".join(f"{s} ({r.cleared.reason})" for (_, s), r in cleared))

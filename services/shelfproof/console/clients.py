@@ -216,6 +216,11 @@ class Clients:
                                           timeout=wait_s)
         return [reply.alert for reply in _bounded(stream, limit)]
 
+    def clear_compromise(self, gtin: str, serial: str, reason: str) -> int:
+        """The brand clears a false alarm on one of its codes (the registry signs as the brand); the block."""
+        reply = self.alerts.ClearCompromise(alpb.ClearCompromiseRequest(gtin=gtin, serial=serial, reason=reason), timeout=WRITE_S)
+        return reply.ledger_ref.height
+
     # --- pricing ------------------------------------------------------------------------------------
 
     def prices(self, location_gln: str = "") -> list[pricepb.Price]:

@@ -71,7 +71,8 @@ PAGES_BY_ROLE: dict[str, tuple[str, ...]] = {
 ACTIONS_BY_ROLE: dict[str, tuple[str, ...]] = {
     WAREHOUSE_STAFF: ("receive", "ship"),
     STORE_MANAGER: ("receive", "sell", "report stolen", "destroy", "approve"),
-    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy", "acknowledge"),  # the brand supplies the stores
+    # the brand supplies the stores (acknowledge) and judges alarms on its codes (clear)
+    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy", "acknowledge", "clear"),
     SUPPLIER: ("ship", "acknowledge"),
     AUDITOR: (),
 }
