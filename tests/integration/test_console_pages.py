@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from shelfproof.console.people import PEOPLE, WrongPassphrase, key_file, unlock_key_file
 from shelfproof.demo.seed import (
-    AMSTERDAM_CELL, DEMO_PROMOTION_ID, MADRID_CELL, ORDER_APPROVER, STORE_A_GLN, STORE_B_GLN, DemoSize, seed_demo,
+    AMSTERDAM_CELL, DEMO_PROMOTION_ID, MADRID_CELL, ORDER_APPROVER, STORE_A_GLN, DemoSize, seed_demo,
 )
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_RETAILER_GLN, development_genesis
