@@ -40,6 +40,17 @@ from tests.integration.test_planner_service import ScriptedModel
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+WIDTH, HEIGHT = 1400, 1700
+# What each page must show before its screenshot (table cells are drawn on a canvas: labels, not cells).
+SHOWS = {
+    "today": ("Orders unacknowledged", "Counterfeit alerts", "Recent ledger activity"),
+    "drafts": ("Purchase orders", "Waiting for acknowledgement", "not acknowledged yet"),
+    "stock": ("Stock at the end of each day",),
+    "prices": ("Scheduled changes", "Promotions", "Customer pays", "Propose a price change"),
+    "authenticity": ("Scans by place", "Compromised codes", "Alert queue"),
+    "ledger": ("Latest blocks",),
+    "products": ("Register",),
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +64,7 @@ async def console(stack):
     port = free_port()
     env = {**os.environ, "SHELFPROOF_CONSOLE_PORT": str(port), "SHELFPROOF_STATE_DIR": str(stack.state_dir),
            "SHELFPROOF_CONSOLE_LEDGER_ADDRESS": stack.ledger_address, "SHELFPROOF_CONSOLE_REGISTRY_ADDRESS": stack.registry_address,
-           "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": stack.planner_address}
+           "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": stack.planner_address, "SHELFPROOF_CONSOLE_PRICING_ADDRESS": stack.pricing_address}
     child = subprocess.Popen([sys.executable, "-m", "shelfproof.console"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(timeout=1) as client:
@@ -81,7 +92,7 @@ def _browser() -> tuple[webdriver.Chrome, str]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1700"):
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options), profile
 
@@ -116,12 +127,23 @@ class Console:
         self.idle()
 
     def screenshot(self, name: str) -> Path:
+        """The whole page, not only the window: Streamlit scrolls inside its main block, so the window is
+        grown to that block's height for the shot (orders, alerts and charts sit below the fold)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.idle()
         time.sleep(0.5)  # tables and charts paint after the script run ends
+        height = self.driver.execute_script(
+            "const main = document.querySelector('[data-testid=\"stMain\"]') || document.body; return main.scrollHeight;")
+        self.driver.set_window_size(WIDTH, max(HEIGHT, min(int(height) + 120, 8_000)))
+        time.sleep(0.5)
         path = ARTIFACTS / f"{name}.png"
         self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(WIDTH, HEIGHT)
         return path
+
+    def no_error_shown(self, page: str) -> None:
+        body = self.driver.find_element(By.TAG_NAME, "body").text
+        assert "Could not" not in body and "Traceback" not in body, f"{page}: {body[:2000]}"
 
     def log_in(self, login: str, passphrase: str) -> None:
         self.type_into("Login", login, enter=False)
@@ -149,7 +171,9 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
             ui.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, 'input[aria-label="Login"]')))
             shots.append(ui.screenshot("login"))
             ui.log_in("maria", stack.seed.passphrases["maria"])
-            ui.text_appears("Recent ledger activity")
+            for text in SHOWS["today"]:
+                ui.text_appears(text)
+            ui.no_error_shown("today")
             shots.append(ui.screenshot("today"))
 
             ui.open_page("drafts", TITLES["drafts"])
@@ -158,6 +182,9 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
             ui.idle()
             ui.click_button("Approve selected (1)")
             ui.text_appears(f"{draft_id}: signed by you")
+            for text in SHOWS["drafts"]:
+                ui.text_appears(text)
+            ui.no_error_shown("drafts")
             shots.append(ui.screenshot("drafts"))
 
             ui.open_page("scan", TITLES["scan"])
@@ -170,6 +197,9 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
                     if page == "ledger":  # a draft's proof, checked in the console against the validators
                         ui.click_button("Verify proof")
                         ui.text_appears("Proven: drafts/")
+                    for text in SHOWS.get(page, ()):
+                        ui.text_appears(text)
+                    ui.no_error_shown(page)
                     shots.append(ui.screenshot(page))
 
             ui.click_button("Log out")
@@ -177,6 +207,10 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
             ui.log_in("bea", stack.seed.passphrases["bea"])  # the brand admin's menu has Products and labels
             ui.open_page("products", TITLES["products"])
             shots.append(ui.screenshot("products"))
+            ui.open_page("drafts", TITLES["drafts"])  # the brand supplies the stores: the orders it is asked to fill
+            ui.text_appears("Answer this order")
+            ui.no_error_shown("supplier orders")
+            shots.append(ui.screenshot("supplier-orders"))
         finally:
             driver.quit()
             shutil.rmtree(profile, ignore_errors=True)
@@ -205,6 +239,6 @@ async def test_store_manager_approves_a_draft_signed_by_her_key_and_scans_a_code
     key_of_her_file = unlock_key_file(key_file(stack.state_dir, "maria"), stack.seed.passphrases["maria"], maria.agent_id)
     assert public_key == bytes(key_of_her_file.verify_key)
     VerifyKey(public_key).verify(sign_doc_bytes(stack.genesis.chain_id, signed.signer, signed.key_id, signed.nonce, signed.body), signed.signature)
-    assert {p.name for p in shots} == {f"{n}.png" for n in ("login", *PAGES_BY_ROLE[maria.role], "products")}
+    assert {p.name for p in shots} == {f"{n}.png" for n in ("login", *PAGES_BY_ROLE[maria.role], "products", "supplier-orders")}
     assert all(p.stat().st_size > 10_000 for p in shots)
 

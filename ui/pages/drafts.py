@@ -4,7 +4,8 @@ import streamlit as st
 
 from shelfproof.console import session
 from shelfproof.console.errors import problem_of
-from shelfproof.console.people import ACTIONS_BY_ROLE
+from shelfproof.console.people import ACTIONS_BY_ROLE, AUDITOR
+from shelfproof.console.views import money, order_line_rows, order_row, order_waits_for_answer, order_is_late
 from shelfproof.ledger.v1 import state_pb2 as stpb
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.v1 import planner_pb2 as ppb
@@ -12,19 +13,21 @@ from shelfproof.planner.v1 import planner_pb2 as ppb
 me = session.person()
 api = session.clients()
 may_approve = "approve" in ACTIONS_BY_ROLE[me.role]
+# the buyer's people decide drafts and an auditor reads them; a supplier sees the orders it is asked to fill
+sees_drafts = may_approve or me.role == AUDITOR
 st.title("Drafts and orders")
-
-
-def money(minor: int, currency: str) -> str:
-    return f"{currency} {minor / 100:,.2f}"
 
 
 with session.explained("read the drafts"):
     names = session.gln_names()
-    drafts = api.drafts(approver_agent_id=me.agent_id) if may_approve else api.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL)
-    st.caption("AI drafts waiting for " + ("you" if may_approve else "approval") + ". Approving signs a transaction with your own key.")
-    if not drafts:
-        st.info("No drafts are waiting for you.")
+    if not sees_drafts:
+        drafts = []
+        st.caption("AI drafts are decided by the buyer's people; below are the purchase orders your organisation is asked to fill.")
+    else:
+        drafts = api.drafts(approver_agent_id=me.agent_id) if may_approve else api.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL)
+        st.caption("AI drafts waiting for " + ("you" if may_approve else "approval") + ". Approving signs a transaction with your own key.")
+        if not drafts:
+            st.info("No drafts are waiting for you.")
     chosen = []
     for draft in drafts:
         kind = "Restock" if draft.kind == ppb.DRAFT_KIND_RESTOCK_ORDER else "Promotion"
@@ -79,5 +82,43 @@ with session.explained("read the drafts"):
                 state = ppb.DraftState.Name(outcome.state).removeprefix("DRAFT_STATE_").replace("_", " ").lower()
                 st.success(f"{draft_id}: signed by you; the draft is now {state}.")
 st.subheader("Purchase orders")
-st.info("Purchase orders with their acknowledgements and deliveries are not available yet: the order service has not landed. "
-        "Approved restock drafts stay on the ledger as approved AI decision records.")
+st.caption("Issued by the ledger when a restock draft is approved; the supplier's people acknowledge them, and shipping and "
+           "receiving events that name the order fill its lines.")
+with session.explained("read the purchase orders"):
+    names = session.gln_names()
+    if me.role == AUDITOR:
+        orders = api.purchase_orders()
+    else:  # the orders my organisation placed, and those it supplies
+        mine = {o.order_id: o for o in api.purchase_orders(buyer_gln=me.organization_gln)}
+        mine.update({o.order_id: o for o in api.purchase_orders(supplier_gln=me.organization_gln)})
+        orders = sorted(mine.values(), key=lambda o: (o.ledger_ref.height, o.order_id), reverse=True)
+    names = {**names, **api.organization_names({o.supplier_gln for o in orders} | {o.buyer_gln for o in orders})}
+    if not orders:
+        st.info("No purchase orders yet: approving a restock draft issues one.")
+    else:
+        cards = st.columns(3)
+        cards[0].metric("Waiting for acknowledgement", sum(order_waits_for_answer(o) for o in orders), border=True)
+        cards[1].metric("Late deliveries", sum(order_is_late(o) for o in orders), border=True)
+        cards[2].metric("Open orders", sum(o.state in (ppb.PURCHASE_ORDER_STATE_ISSUED, ppb.PURCHASE_ORDER_STATE_ACCEPTED,
+                                                       ppb.PURCHASE_ORDER_STATE_ACCEPTED_WITH_CHANGES) for o in orders), border=True)
+        st.dataframe([order_row(o, names) for o in orders], hide_index=True, key="orders")
+        chosen_order = st.selectbox("Open an order", [o.order_id for o in orders], key="order_id")
+        order = api.purchase_order(chosen_order)
+        products = {p.gtin: p.name for p in api.products_list()}
+        answer = (f"acknowledged by `{order.acknowledged_by}`" + (f" ({order.response_reason})" if order.response_reason else "")
+                  if order.acknowledged_by else "not acknowledged yet")
+        st.write(f"From draft `{order.draft_id}` (decision record `sha256:{order.decision_record_hash}`), issued in block "
+                 f"{order.ledger_ref.height}; {answer}. EPCIS events name it as `{order.biz_transaction}`.")
+        st.dataframe(order_line_rows(order, products), hide_index=True, key="order_lines")
+        if "acknowledge" in ACTIONS_BY_ROLE[me.role] and order.supplier_gln == me.organization_gln and order_waits_for_answer(order):
+            st.markdown("**Answer this order** (signed with your own key)")
+            answer_reason = st.text_input("Reason (optional)", key="order_reason")
+            accept, refuse = st.columns(2)
+            answered = None
+            if accept.button("Accept the order", type="primary", key="order_accept"):
+                answered = api.acknowledge(me.agent_id, st.session_state[session.KEY], order.order_id, accept=True, reason=answer_reason.strip())
+            if refuse.button("Reject the order", key="order_reject"):
+                answered = api.acknowledge(me.agent_id, st.session_state[session.KEY], order.order_id, accept=False, reason=answer_reason.strip())
+            if answered is not None:
+                st.success(f"{answered.order_id}: signed by you; the order is now "
+                           f"{order_row(answered, names)['state']}.")

@@ -1,8 +1,8 @@
 import streamlit as st
 
 from shelfproof.console import session
-from shelfproof.console.people import STORE_MANAGER
-from shelfproof.console.views import activity_row
+from shelfproof.console.people import AUDITOR, BRAND_ADMIN, STORE_MANAGER
+from shelfproof.console.views import activity_row, order_is_late, order_waits_for_answer
 from shelfproof.planner.v1 import planner_pb2 as ppb
 
 me = session.person()
@@ -19,8 +19,23 @@ with session.explained("read today's work"):
     cards[1].metric("Drafts pending in total", len(pending), border=True)
     cards[2].metric("Low-stock lines in stores", len(low), border=True)
     cards[3].metric("Locations", len(names), border=True)
-    st.caption("Receipts due, orders waiting for acknowledgement and late deliveries appear here once purchase orders exist "
-               "(the order service is not available yet); counterfeit alerts once the verify service exposes them.")
+    # the orders my organisation placed or supplies (an auditor: every order)
+    if me.role == AUDITOR:
+        orders = api.purchase_orders()
+    else:
+        orders = list({o.order_id: o for o in api.purchase_orders(buyer_gln=me.organization_gln)
+                       + api.purchase_orders(supplier_gln=me.organization_gln)}.values())
+    status = api.status()
+    alerts = api.alerts_since(max(1, status.latest_height - 5000), brand_owner_gln=me.organization_gln if me.role == BRAND_ADMIN else "")
+    work = st.columns(4)
+    work[0].metric("Orders unacknowledged", sum(order_waits_for_answer(o) for o in orders), border=True,
+                   help="Purchase orders waiting for the supplier's acknowledgement")
+    work[1].metric("Late deliveries", sum(order_is_late(o) for o in orders), border=True,
+                   help="Orders with a line received after its delivery date, or still open past it")
+    work[2].metric("Receipts due", sum(any(line.open_quantity for line in o.lines) for o in orders
+                                       if o.state != ppb.PURCHASE_ORDER_STATE_ISSUED), border=True)
+    work[3].metric("Counterfeit alerts", len(alerts), border=True)
+    st.caption("Orders are on the Drafts and orders page, alerts on the Authenticity page.")
     if low:
         st.subheader("Low stock")
         products = {p.gtin: p.name for p in api.products_list()}

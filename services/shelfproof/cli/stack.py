@@ -183,6 +183,7 @@ class Stack:
             "SHELFPROOF_CONSOLE_LEDGER_ADDRESS": f"127.0.0.1:{ports['ledger']}",
             "SHELFPROOF_CONSOLE_REGISTRY_ADDRESS": f"127.0.0.1:{ports['registry']}",
             "SHELFPROOF_CONSOLE_PLANNER_ADDRESS": f"127.0.0.1:{ports['planner']}",
+            "SHELFPROOF_CONSOLE_PRICING_ADDRESS": f"127.0.0.1:{ports['pricing']}",
         }
         return {k: v for k, v in wiring.items() if k not in os.environ}
 

@@ -20,8 +20,11 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.v1 import planner_pb2 as ppb
 from shelfproof.planner.v1 import planner_pb2_grpc
+from shelfproof.pricing.v1 import pricing_pb2 as pricepb
+from shelfproof.pricing.v1 import pricing_pb2_grpc
+from shelfproof.product.v1 import alerts_pb2 as alpb
+from shelfproof.product.v1 import alerts_pb2_grpc, events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
 from shelfproof.product.v1 import events_pb2 as epb
-from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
 from shelfproof.product.v1 import labels_pb2 as lapb
 from shelfproof.product.v1 import product_pb2 as prpb
 from shelfproof.runtime.server import MAX_MESSAGE_BYTES
@@ -36,6 +39,7 @@ class Addresses:
     ledger: str = "127.0.0.1:50051"
     registry: str = "127.0.0.1:50052"
     planner: str = "127.0.0.1:50053"
+    pricing: str = "127.0.0.1:50054"
 
 
 def _channel(target: str) -> grpc.Channel:
@@ -65,13 +69,16 @@ class Clients:
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        ledger, registry, planner = (_channel(a) for a in (self.addresses.ledger, self.addresses.registry, self.addresses.planner))
-        self._channels = [ledger, registry, planner]
+        where = self.addresses
+        ledger, registry, planner, pricing = (_channel(a) for a in (where.ledger, where.registry, where.planner, where.pricing))
+        self._channels = [ledger, registry, planner, pricing]
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(ledger)
         self.products = product_pb2_grpc.ProductServiceStub(registry)
         self.events = events_pb2_grpc.EventServiceStub(registry)
         self.labels = labels_pb2_grpc.LabelServiceStub(registry)
+        self.alerts = alerts_pb2_grpc.AlertServiceStub(registry)
         self.planner = planner_pb2_grpc.PlannerServiceStub(planner)
+        self.pricing = pricing_pb2_grpc.PricingServiceStub(pricing)
         self._chain_id = ""
 
     def close(self) -> None:
@@ -103,6 +110,12 @@ class Clients:
             values += [v.value if v.found else None for v in reply.values]
         return values
 
+    def organization_names(self, glns: set[str]) -> dict[str, str]:
+        """GLN -> the organisation's registered name, for the GLNs that are organisations."""
+        wanted = sorted(glns)
+        return {gln: st.OrganizationRecord.FromString(value).name
+                for gln, value in zip(wanted, self.query_many([("orgs", g) for g in wanted])) if value}
+
     def content(self, sha256: bytes) -> bytes:
         return self.ledger.GetContent(lpb.GetContentRequest(sha256=sha256), timeout=READ_S).content
 
@@ -112,18 +125,7 @@ class Clients:
         stream = self.ledger.StreamCommittedTransactions(
             lpb.StreamCommittedTransactionsRequest(from_height=max(1, from_height)), timeout=wait_s
         )
-        out: list[lpb.TransactionResult] = []
-        try:
-            for reply in stream:
-                out.append(reply.result)
-                if len(out) >= limit:
-                    break
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise
-        finally:
-            stream.cancel()
-        return out
+        return [reply.result for reply in _bounded(stream, limit)]
 
     def prove(self, store: str, key: str, trusted_validator_hashes: set[bytes] | None = None) -> VerifiedProof:
         """Read ``store/key`` with its proof and check it here: the header's commit signatures by its
@@ -207,12 +209,69 @@ class Clients:
     def capture(self, document: bytes, request_id: str) -> epb.CaptureEventsResponse:
         return self.events.CaptureEvents(epb.CaptureEventsRequest(epcis_document=document, request_id=request_id), timeout=120)
 
+    def alerts_since(self, from_height: int, *, brand_owner_gln: str = "", limit: int = 2_000, wait_s: float = 1.5) -> list[alpb.Alert]:
+        """Counterfeit alerts the ledger derived from scans, from ``from_height`` on (bounded like
+        ``transactions_since``: the stream follows the ledger forever)."""
+        stream = self.alerts.StreamAlerts(alpb.StreamAlertsRequest(from_height=max(0, from_height), brand_owner_gln=brand_owner_gln),
+                                          timeout=wait_s)
+        return [reply.alert for reply in _bounded(stream, limit)]
+
+    def clear_compromise(self, gtin: str, serial: str, reason: str) -> int:
+        """The brand clears a false alarm on one of its codes (the registry signs as the brand); the block."""
+        reply = self.alerts.ClearCompromise(alpb.ClearCompromiseRequest(gtin=gtin, serial=serial, reason=reason), timeout=WRITE_S)
+        return reply.ledger_ref.height
+
+    # --- pricing ------------------------------------------------------------------------------------
+
+    def prices(self, location_gln: str = "") -> list[pricepb.Price]:
+        return self._pages(self.pricing.ListPrices, pricepb.ListPricesRequest(location_gln=location_gln, page_size=500), "prices")
+
+    def price(self, gtin: str, location_gln: str, quantity: int = 1) -> pricepb.PricedLine:
+        return self.pricing.GetPrice(pricepb.GetPriceRequest(gtin=gtin, location_gln=location_gln, quantity=quantity), timeout=READ_S).line
+
+    def price_history(self, gtin: str, location_gln: str, page_size: int = 50) -> list[pricepb.PriceEvent]:
+        request = pricepb.ListPriceHistoryRequest(gtin=gtin, location_gln=location_gln, page_size=page_size)
+        return list(self.pricing.ListPriceHistory(request, timeout=READ_S).events)
+
+    def price_events(self, location_glns: list[str], *, from_height: int = 1, limit: int = 5_000, wait_s: float = 1.0) -> list[pricepb.PriceEvent]:
+        """Committed price events at these locations in ledger order (bounded in time and count)."""
+        stream = self.pricing.StreamPriceChanges(
+            pricepb.StreamPriceChangesRequest(from_height=from_height, location_glns=location_glns[:100]), timeout=wait_s)
+        return [reply.event for reply in _bounded(stream, limit)]
+
+    def propose_price(self, change: pricepb.PriceChange, request_id: str, effective_unix_s: int = 0) -> str:
+        """A base price change now, or at ``effective_unix_s``; the ledger checks the guardrails. Answers
+        what was recorded, as a sentence."""
+        if effective_unix_s:
+            request = pricepb.SchedulePriceChangeRequest(change=change, request_id=request_id)
+            request.effective_time.FromSeconds(effective_unix_s)
+            reply = self.pricing.SchedulePriceChange(request, timeout=WRITE_S)
+            return f"scheduled as change {reply.change_id} in block {reply.ledger_ref.height}"
+        price = self.pricing.ProposePriceChange(pricepb.ProposePriceChangeRequest(change=change, request_id=request_id), timeout=WRITE_S).price
+        return f"the price is now {price.amount.currency_code} {price.amount.amount_minor / 100:,.2f} (block {price.ledger_ref.height})"
+
     # --- planner ------------------------------------------------------------------------------------
 
     def drafts(self, *, state: int = 0, approver_agent_id: str = "") -> list[ppb.Draft]:
         return self._pages(
             self.planner.ListDrafts, ppb.ListDraftsRequest(state=state, approver_agent_id=approver_agent_id, page_size=200), "drafts"
         )
+
+    def purchase_orders(self, *, buyer_gln: str = "", supplier_gln: str = "", state: int = 0) -> list[ppb.PurchaseOrder]:
+        request = ppb.ListPurchaseOrdersRequest(buyer_gln=buyer_gln, supplier_gln=supplier_gln, state=state, page_size=200)
+        return self._pages(self.planner.ListPurchaseOrders, request, "purchase_orders")
+
+    def purchase_order(self, order_id: str) -> ppb.PurchaseOrder:
+        return self.planner.GetPurchaseOrder(ppb.GetPurchaseOrderRequest(order_id=order_id), timeout=READ_S).purchase_order
+
+    def acknowledge(self, agent_id: str, key: SigningKey, order_id: str, *, accept: bool, reason: str = "") -> ppb.PurchaseOrder:
+        """The supplier's person answers an order with a transaction signed by that person's key (the
+        planner relays it; the ledger checks the person is the supplier's)."""
+        status = txpb.ORDER_RESPONSE_STATUS_ACCEPTED if accept else txpb.ORDER_RESPONSE_STATUS_REJECTED
+        body = txpb.TransactionBody(acknowledge_purchase_order=txpb.AcknowledgePurchaseOrder(order_id=order_id, status=status, reason=reason))
+        signed = self.signer_for(agent_id, key).sign(body)
+        request = ppb.AcknowledgePurchaseOrderRequest(order_id=order_id, signed_transaction=signed)
+        return self.planner.AcknowledgePurchaseOrder(request, timeout=WRITE_S).purchase_order
 
     def decide(self, agent_id: str, key: SigningKey, draft_ids: list[str], *, approve: bool, reason: str = "") -> list[ppb.Draft | Exception]:
         """Approve (or reject) each draft with a transaction the person signed; one answer per draft."""
@@ -234,6 +293,22 @@ class Clients:
                 out.append(err)
                 signer = self.signer_for(agent_id, key)  # a refused transaction did not use its nonce
         return out
+
+
+def _bounded(stream, limit: int) -> list:
+    """What a never-ending server stream sent before its deadline (or its first ``limit`` replies)."""
+    out = []
+    try:
+        for reply in stream:
+            out.append(reply)
+            if len(out) >= limit:
+                break
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    finally:
+        stream.cancel()
+    return out
 
 
 def block_time(block: lpb.GetBlockResponse) -> float:

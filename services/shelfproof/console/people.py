@@ -63,16 +63,17 @@ PEOPLE: dict[str, Person] = {
 PAGES_BY_ROLE: dict[str, tuple[str, ...]] = {
     WAREHOUSE_STAFF: ("today", "scan", "stock", "ledger"),
     STORE_MANAGER: ("today", "scan", "stock", "drafts", "prices", "authenticity", "ledger"),
-    BRAND_ADMIN: ("today", "scan", "products", "authenticity", "ledger"),
-    SUPPLIER: ("today", "scan", "ledger"),
+    BRAND_ADMIN: ("today", "scan", "products", "drafts", "authenticity", "ledger"),  # drafts: the orders it supplies
+    SUPPLIER: ("today", "scan", "drafts", "ledger"),
     AUDITOR: ("today", "scan", "stock", "drafts", "prices", "authenticity", "ledger"),
 }
 # What a role may do on the Scan page and elsewhere (the ledger decides in the end).
 ACTIONS_BY_ROLE: dict[str, tuple[str, ...]] = {
     WAREHOUSE_STAFF: ("receive", "ship"),
     STORE_MANAGER: ("receive", "sell", "report stolen", "destroy", "approve"),
-    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy"),
-    SUPPLIER: ("ship",),
+    # the brand supplies the stores (acknowledge) and judges alarms on its codes (clear)
+    BRAND_ADMIN: ("register", "commission", "void", "recall", "destroy", "acknowledge", "clear"),
+    SUPPLIER: ("ship", "acknowledge"),
     AUDITOR: (),
 }
 

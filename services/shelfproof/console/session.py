@@ -24,6 +24,7 @@ def addresses() -> Addresses:
         ledger=env("SHELFPROOF_CONSOLE_LEDGER_ADDRESS", "127.0.0.1:50051"),
         registry=env("SHELFPROOF_CONSOLE_REGISTRY_ADDRESS", "127.0.0.1:50052"),
         planner=env("SHELFPROOF_CONSOLE_PLANNER_ADDRESS", "127.0.0.1:50053"),
+        pricing=env("SHELFPROOF_CONSOLE_PRICING_ADDRESS", "127.0.0.1:50054"),
     )
 
 

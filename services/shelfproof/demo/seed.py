@@ -7,8 +7,12 @@ corner-store organisation its shop, each under its own prefix (signed transactio
 LedgerService). Custody events plant -> DC -> stores and three months of daily sales are EPCIS through
 the registry's EventService: the brand may record its own items anywhere. Then a recall and voided
 labels (brand), the retailer's guardrail and replenishment policies and prices at its own stores,
-pending AI drafts (PlannerService.DraftRestock / DraftPromotion), and the people's encrypted key files
-(their approvals keys) with development passphrases.
+pending AI drafts (PlannerService.DraftRestock / DraftPromotion), one more restock draft that a store
+manager approves with her own key so the ledger issues an open purchase order (waiting for the brand's
+acknowledgement), a running promotion and a scheduled price change (the retailer), a copied code scanned
+in Amsterdam and minutes later in Madrid (recorded by the consortium's verifier agent, as the verify page
+does, so the ledger raises its clone alert), and the people's encrypted key files (their approvals
+keys) with development passphrases.
 
 Idempotent: every write carries a request id or is a no-op when repeated, and the last step registers
 the marker location ``SEEDED_MARKER_GLN``; when the ledger has it, seeding is skipped.
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,10 +35,11 @@ from shelfproof.gs1.digital_link import canonical_item_uri
 from shelfproof.gs1.keys import check_digit
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.genesis import (
-    DEMO_BRAND_GLN, DEMO_DISTRIBUTOR_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, DEMO_SECOND_STORE_GLN, Genesis,
+    CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_DISTRIBUTOR_GLN, DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, DEMO_SECOND_STORE_GLN, Genesis,
 )
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
+from shelfproof.ledger.v1 import state_pb2 as stpb
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner.v1 import planner_pb2 as ppb
 from shelfproof.planner.v1 import planner_pb2_grpc
@@ -61,6 +67,11 @@ SEEDED_MARKER_GLN = _gln("401234500009")
 STORES = (STORE_A_GLN, STORE_B_GLN)  # the retailer's: its prices, policies and the planner's drafts
 CATEGORIES = ("Coffee", "Tea", "Chocolate", "Olive oil", "Honey", "Pasta")
 PASSPHRASE_FILE = "dev-passphrases.json"
+# The copied code's two sightings: Amsterdam, then Madrid ten minutes later (4-character cells).
+AMSTERDAM_CELL, MADRID_CELL = "u173", "ezjm"
+DEMO_PROMOTION_ID = "demo-promotion-coffee-week"
+DEMO_SCHEDULED_CHANGE_ID = "demo-scheduled-change-1"
+ORDER_APPROVER = "maria"  # the store manager whose approval issues the demo's open purchase order
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ class DemoResult:
     passphrases: dict[str, str] = field(default_factory=dict)
     draft_ids: list[str] = field(default_factory=list)
     sample_codes: list[tuple[str, str]] = field(default_factory=list)  # (gtin, serial) still in store A
+    order_ids: list[str] = field(default_factory=list)  # the open purchase order(s)
+    copied_code: tuple[str, str] | None = None  # (gtin, serial) scanned in two cities
 
 
 def demo_gtin(n: int) -> str:
@@ -270,6 +283,64 @@ class DemoSeeder:
         ids.append(reply.draft.draft_id)
         return ids
 
+    async def open_order(self) -> list[str]:
+        """A restock draft approved by a store manager's own key: the ledger issues its purchase order to
+        the brand (the supplier the replenishment policy names), open until the brand acknowledges it."""
+        reply = await call(self.planner.DraftRestock, ppb.DraftRestockRequest(location_gln=STORE_B_GLN, request_id="demo-restock-order"),
+                           idempotent=True, deadline_s=600)
+        draft = reply.draft
+        if draft.state == ppb.DRAFT_STATE_PENDING_APPROVAL:
+            person = PEOPLE[ORDER_APPROVER]
+            signer = self.genesis.accounts[person.agent_id].signer(self.genesis.chain_id)
+            agent = await call(self.ledger.Query, lpb.QueryRequest(store="agents", key=person.agent_id.encode()), idempotent=True)
+            signer.next_nonce = stpb.AgentRecord.FromString(agent.value).nonce + 1
+            signed = signer.sign(txpb.TransactionBody(approve_draft=txpb.ApproveDraft(draft_id=draft.draft_id)))
+            await call(self.planner.ApproveDraft, ppb.ApproveDraftRequest(draft_id=draft.draft_id, signed_transaction=signed),
+                       idempotent=False, deadline_s=60)
+        orders = await call(self.planner.ListPurchaseOrders, ppb.ListPurchaseOrdersRequest(buyer_gln=DEMO_RETAILER_GLN, page_size=50),
+                            idempotent=True)
+        return [o.order_id for o in orders.purchase_orders if o.draft_id == draft.draft_id]
+
+    async def prices_and_promotions(self) -> None:
+        """A promotion running at store A for two weeks and a price change scheduled at store B."""
+        found = await call(self.ledger.Query, lpb.QueryRequest(store="promotions", key=DEMO_PROMOTION_ID.encode()), idempotent=True)
+        if found.found:
+            return
+        now = int(time.time())
+        promotion = txpb.CreatePromotion(
+            promotion_id=DEMO_PROMOTION_ID, location_gln=STORE_A_GLN, gtins=self.gtins[:2], discount_bps=1_500, start_unix_s=now - 60,
+            end_unix_s=now + 14 * 86_400, customer_copy="Coffee week: 15 % off")
+        change = txpb.ChangePrice(gtin=self.gtins[1], location_gln=STORE_B_GLN, price=txpb.Money(currency_code="EUR", amount_minor=659),
+                                  unit_cost=txpb.Money(currency_code="EUR", amount_minor=265), reason="demo: supplier price rise")
+        await self._retailer_submit([
+            txpb.TransactionBody(create_promotion=promotion),
+            txpb.TransactionBody(schedule_price_change=txpb.SchedulePriceChange(
+                change_id=DEMO_SCHEDULED_CHANGE_ID, change=change, effective_unix_s=now + 7 * 86_400)),
+        ])
+
+    def _verifier(self) -> LedgerClient | None:
+        """The consortium's last verifier agent (the verify page's workers sign as the first ones)."""
+        agents = sorted((a for a in self.genesis.accounts if a.startswith(f"{CONSORTIUM_GLN}/verifier-")), key=lambda a: int(a.rsplit("-", 1)[1]))
+        if not agents:
+            return None
+        return LedgerClient(self.ledger, self.genesis.accounts[agents[-1]].signer(self.genesis.chain_id))
+
+    async def copied_code(self, batches: dict[str, tuple[str, str, list[str]]], left_in_a: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """One code still in store A scanned by consumers in Amsterdam and, ten minutes later, in Madrid:
+        the ledger judges it copied and raises the clone alert. Another code is scanned once, genuinely."""
+        verifier = self._verifier()
+        if verifier is None or len(left_in_a) < 2:
+            return None
+        copied, genuine = left_in_a[1], left_in_a[0]
+        found = await call(self.ledger.Query, lpb.QueryRequest(store="scans", key=f"{copied[0]}/{copied[1]}".encode()), idempotent=True)
+        if not found.found:
+            now = int(time.time())
+            scan = lambda code, cell, at: txpb.Scan(gtin=code[0], serial=code[1], cell=cell, scan_unix_s=at, batch_id=batches[code[0]][0])  # noqa: E731
+            await self._submit(verifier, [txpb.TransactionBody(record_scans=txpb.RecordScans(scans=[
+                scan(genuine, AMSTERDAM_CELL, now - 1_800), scan(copied, AMSTERDAM_CELL, now - 1_200), scan(copied, MADRID_CELL, now - 600),
+            ]))])
+        return copied
+
     async def mark_seeded(self) -> None:
         await self._retailer_submit([txpb.TransactionBody(register_location=txpb.RegisterLocation(
             gln=SEEDED_MARKER_GLN, organization_gln=DEMO_RETAILER_GLN, name="shelfproof demo (seeded)"))])
@@ -295,7 +366,12 @@ async def seed_demo(
         await seeder.recall_and_void(batches)
         progress("demo: AI drafts from the planner")
         draft_ids = await seeder.drafts()
+        progress("demo: an open purchase order, a promotion, a scheduled price change and a copied code")
+        order_ids = await seeder.open_order()
+        await seeder.prices_and_promotions()
+        codes = [item for item in left if item]
+        copied = await seeder.copied_code(batches, codes)
         await seeder.mark_seeded()
-        return DemoResult(True, passphrases, draft_ids, [item for item in left if item])
+        return DemoResult(True, passphrases, draft_ids, codes, order_ids, copied)
     finally:
         await seeder.close()
