@@ -19,23 +19,35 @@ from shelfproof.runtime.request_context import (
     new_request_id,
 )
 from shelfproof.runtime.server import KEEPALIVE_TIME_MS, MAX_MESSAGE_BYTES
+from shelfproof.runtime.settings import TlsSettings
 
 DEFAULT_DEADLINE_S = 5.0
 
 Response = TypeVar("Response")
 
 
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.enable_retries", 0),  # retries are ours, decided per call below
+]
+
+
 def insecure_channel(target: str) -> grpc.aio.Channel:
     """A channel to a shelfproof service on a trusted network (loopback, a cluster network)."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-            ("grpc.enable_retries", 0),  # retries are ours, decided per call below
-        ],
-    )
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def service_channel(target: str, tls: TlsSettings | None = None) -> grpc.aio.Channel:
+    """A channel that presents this process's certificate when ``tls`` is enabled, else plaintext."""
+    if tls is None or not tls.enabled:
+        return insecure_channel(target)
+    from shelfproof.runtime.tls import channel_credentials
+
+    if tls.key_file is None or tls.ca_file is None:
+        raise SystemExit("SHELFPROOF_TLS_CERT_FILE needs _KEY_FILE and _CA_FILE")
+    return grpc.aio.secure_channel(target, channel_credentials(tls.cert_file, tls.key_file, tls.ca_file), options=CHANNEL_OPTIONS)
 
 
 async def call(

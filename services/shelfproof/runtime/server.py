@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shelfproof.runtime.interceptors import DomainErrorInterceptor
-from shelfproof.runtime.settings import GrpcServerSettings
+from shelfproof.runtime.settings import GrpcServerSettings, TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,35 @@ class ServiceBinding:
 class GrpcServer:
     """One process's gRPC server. Bind to port 0 in tests; ``port`` is the bound port after start."""
 
-    def __init__(self, settings: GrpcServerSettings, services: Sequence[ServiceBinding]) -> None:
+    def __init__(
+        self,
+        settings: GrpcServerSettings,
+        services: Sequence[ServiceBinding],
+        tls: TlsSettings | None = None,
+        signing_organization: str = "",
+    ) -> None:
+        """With ``tls`` enabled: mTLS (client certificates required, reloaded when the files change) and the
+        identity interceptor; ``signing_organization`` is the GLN whose agent this service signs as."""
         self._settings = settings
         self._services = list(services)
+        interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
+        self._credentials = None
+        if tls is not None and tls.enabled:
+            from shelfproof.runtime.identity import CallerAuthorization, IdentityInterceptor
+            from shelfproof.runtime.tls import ReloadingServerCredentials, RevocationList
+
+            if tls.key_file is None or tls.ca_file is None or tls.crl_file is None:
+                raise SystemExit("SHELFPROOF_TLS_CERT_FILE needs _KEY_FILE, _CA_FILE and _CRL_FILE")
+            self._credentials = ReloadingServerCredentials(tls.cert_file, tls.key_file, tls.ca_file)
+            interceptors.append(IdentityInterceptor(CallerAuthorization(
+                RevocationList(tls.crl_file, tls.ca_file), signing_organization=signing_organization,
+                write_rate_per_s=settings.write_rate_per_s, write_burst=settings.write_burst,
+            )))
         self._server = grpc.aio.server(
-            interceptors=[DomainErrorInterceptor()],
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
+                ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
@@ -68,7 +91,11 @@ class GrpcServer:
             names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self._server,
         )
-        self.port = self._server.add_insecure_port(f"{self._settings.host}:{self._settings.port}")
+        bind = f"{self._settings.host}:{self._settings.port}"
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(bind, self._credentials.credentials)
+        else:
+            self.port = self._server.add_insecure_port(bind)
         if self.port == 0:
             raise OSError(f"cannot bind {self._settings.host}:{self._settings.port}")
         await self._server.start()
