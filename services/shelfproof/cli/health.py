@@ -9,12 +9,13 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.client import service_channel
+from shelfproof.runtime.settings import TlsSettings
 
 
-async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0) -> str:
-    """The serving status name (SERVING, NOT_SERVING, …) or UNREACHABLE."""
-    async with insecure_channel(address) as channel:
+async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0, tls: TlsSettings | None = None) -> str:
+    """The serving status name (SERVING, NOT_SERVING, …) or UNREACHABLE; ``tls``: the prober's identity."""
+    async with service_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=deadline_s)
@@ -50,10 +51,12 @@ async def http_health(address: str, path: str = "/healthz", deadline_s: float = 
         return "UNREACHABLE"
 
 
-async def component_health(kind: str, address: str, health_service: str, deadline_s: float = 1.0) -> str:
+async def component_health(
+    kind: str, address: str, health_service: str, deadline_s: float = 1.0, tls: TlsSettings | None = None
+) -> str:
     if kind == "http":
         return await http_health(address, health_service, deadline_s)
-    return await grpc_health(address, health_service, deadline_s)
+    return await grpc_health(address, health_service, deadline_s, tls)
 
 
 def postgres_health(dsn: str) -> str:
@@ -65,10 +68,10 @@ def postgres_health(dsn: str) -> str:
     return "SERVING"
 
 
-async def ledger_status(address: str, deadline_s: float = 5.0):
+async def ledger_status(address: str, deadline_s: float = 5.0, tls: TlsSettings | None = None):
     """The ledger's GetLedgerStatus answer (engine, chain, height)."""
     from shelfproof.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-    async with insecure_channel(address) as channel:
+    async with service_channel(address, tls) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         return await stub.GetLedgerStatus(ledger_pb2.GetLedgerStatusRequest(), timeout=deadline_s)

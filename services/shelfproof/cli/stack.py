@@ -20,11 +20,27 @@ from dataclasses import asdict, dataclass
 from shelfproof.cli.health import component_health, ledger_status, postgres_health
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
-from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings, TlsSettings
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
+# The development CA and every certificate it issued (runtime/tls.py), under the state dir.
+TLS_DIR = "tls"
+# The certificate of the local tools: `shelfproof status`, the demo seed, tests talking to the stack.
+LOCAL_TOOLS = "operator"
+
+
+def tls_on() -> bool:
+    """mTLS between every service and on every gRPC port unless SHELFPROOF_TLS=0 (development only)."""
+    return os.environ.get("SHELFPROOF_TLS", "1") != "0"
+
+
+def _tls_of(directory, name: str) -> TlsSettings:
+    return TlsSettings(
+        cert_file=directory / f"{name}.pem", key_file=directory / f"{name}.key",
+        ca_file=directory / "ca.pem", crl_file=directory / "crl.pem",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,8 @@ class Stack:
         self._started_postgres = False
         self.children: list[tuple[ServiceSpec, subprocess.Popen]] = []
         self.components: list[RunningComponent] = []
+        self.ca = None  # the development CA, when mTLS is on
+        self.local_tls: TlsSettings | None = None
 
     @property
     def dsn(self) -> str:
@@ -136,6 +154,12 @@ class Stack:
         from shelfproof.db.migrate import upgrade  # Alembic and SQLAlchemy: not for `shelfproof status`
 
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if tls_on():
+            from shelfproof.runtime.tls import DevCertificateAuthority
+
+            self.ca = DevCertificateAuthority.create_or_load(self.state_dir / TLS_DIR)
+            self.issue_certificates()
+            self.local_tls = _tls_of(self.ca.directory, LOCAL_TOOLS)
         if not self.pg_settings.dsn:
             cluster_dir = self.pg_settings.cluster_dir or default_cluster_dir(self.state_dir)
             self.postgres = LocalPostgres(cluster_dir, self.pg_settings.port, self.pg_settings.user)
@@ -148,6 +172,28 @@ class Stack:
         for spec in SERVICES:
             await self._start_service(spec)
         self._write_stack_file()
+
+    def issue_certificates(self) -> None:
+        """A fresh certificate for every service (its name is its role, its organisation the one it signs
+        for) and for the local tools; running servers pick theirs up at their next handshake."""
+        from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_RETAILER_GLN
+
+        signs_for = {"registry": DEMO_BRAND_GLN, "pricing": DEMO_RETAILER_GLN, "planner": DEMO_RETAILER_GLN}
+        assert self.ca is not None
+        for spec in SERVICES:
+            agent = os.environ.get(f"{spec.env_prefix}SIGNER_AGENT_ID", "")
+            gln = agent.split("/", 1)[0] if agent else signs_for.get(spec.name, CONSORTIUM_GLN)
+            self.ca.issue(spec.name, gln, spec.name)
+        self.ca.issue(LOCAL_TOOLS, CONSORTIUM_GLN, "operator")
+
+    def _tls_env(self, spec: ServiceSpec) -> dict[str, str]:
+        if self.ca is None:
+            return {}
+        tls = _tls_of(self.ca.directory, spec.name)
+        return {
+            "SHELFPROOF_TLS_CERT_FILE": str(tls.cert_file), "SHELFPROOF_TLS_KEY_FILE": str(tls.key_file),
+            "SHELFPROOF_TLS_CA_FILE": str(tls.ca_file), "SHELFPROOF_TLS_CRL_FILE": str(tls.crl_file),
+        }
 
     @staticmethod
     def _endpoint_port(spec: ServiceSpec, endpoint: EndpointSpec) -> int:
@@ -186,6 +232,7 @@ class Stack:
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_STATE_DIR": str(self.state_dir),
             "SHELFPROOF_LOG_FORMAT": "json",
+            **self._tls_env(spec),
         }
         log_path = self.logs_dir / f"{spec.name}.log"
         with open(log_path, "ab") as log_file:
@@ -205,7 +252,7 @@ class Stack:
                 raise RuntimeError(
                     f"{spec.name} exited with {child.returncode} while starting; see {log_path}"
                 )
-            if await component_health(spec.kind, address, spec.health_service) == "SERVING":
+            if await component_health(spec.kind, address, spec.health_service, tls=self.local_tls) == "SERVING":
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{spec.name} did not become healthy in {spec.start_timeout_s:.0f} s; see {log_path}")
@@ -223,7 +270,7 @@ class Stack:
                 RunningComponent(endpoint.name, endpoint_address, "http", endpoint.health_path, child.pid)
             )
         if spec.name == "ledger":
-            status = await ledger_status(address)
+            status = await ledger_status(address, tls=self.local_tls)
             print(
                 f"ledger engine: {status.engine} with {status.validators} validator(s), "
                 f"chain {status.chain_id}, because {status.engine_reason}",
@@ -233,7 +280,11 @@ class Stack:
             print(f"planner engine: {await planner_engine(_openai_base_url())}", flush=True)
 
     def _write_stack_file(self) -> None:
-        payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}
+        payload = {
+            "supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components],
+            # where the local tools' identity is (None: the stack runs without TLS)
+            "tls_dir": str(self.ca.directory) if self.ca is not None else None,
+        }
         (self.state_dir / STACK_FILE).write_text(json.dumps(payload, indent=2))
 
     async def stop(self) -> None:
@@ -283,7 +334,28 @@ async def seed_demo_once(stack: Stack):
         return None
     address = {c.name: c.address for c in stack.components}
     return await seed_demo(address["ledger"], address["registry"], address["planner"], Genesis.load(genesis_file), stack.state_dir,
-                           progress=lambda text: print(text, flush=True))
+                           progress=lambda text: print(text, flush=True), tls=stack.local_tls)
+
+
+async def rotate_certificates(stack: Stack) -> None:
+    """Re-issue every certificate at half its validity: servers reload theirs without a restart."""
+    from shelfproof.runtime.tls import DEFAULT_VALIDITY
+
+    while True:
+        await asyncio.sleep(DEFAULT_VALIDITY.total_seconds() / 2)
+        await asyncio.to_thread(stack.issue_certificates)
+        log.info("certificates rotated")
+
+
+def local_tools_tls(state_dir) -> TlsSettings | None:
+    """The local tools' identity of the stack running under ``state_dir`` (None: no stack, or no TLS)."""
+    stack_file = state_dir.resolve() / STACK_FILE
+    if not stack_file.exists():
+        return None
+    from pathlib import Path
+
+    tls_dir = json.loads(stack_file.read_text()).get("tls_dir")
+    return _tls_of(Path(tls_dir), LOCAL_TOOLS) if tls_dir else None
 
 
 async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
@@ -292,6 +364,7 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     stack = Stack(common, pg_settings)
+    rotation: asyncio.Task | None = None
     try:
         start = asyncio.create_task(stack.start())
         stop_wait = asyncio.create_task(stopping.wait())
@@ -302,6 +375,7 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             return 130
         stop_wait.cancel()
         start.result()
+        rotation = asyncio.create_task(rotate_certificates(stack)) if stack.ca is not None else None
         demo = await seed_demo_once(stack)
         print("shelfproof is up:", flush=True)
         for component in stack.components:
@@ -317,16 +391,20 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             print("demo logins (development only; passphrases from the demo seed):", flush=True)
             for login, passphrase in demo.passphrases.items():
                 print(f"  {login:<8} {PEOPLE[login].role:<16} passphrase {passphrase}", flush=True)
+        print(f"mTLS: {'on, development CA and certificates in ' + str(stack.ca.directory) if stack.ca else 'off (SHELFPROOF_TLS=0)'}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
         return 0
     finally:
+        if rotation is not None:
+            rotation.cancel()
         await stack.stop()
 
 
 async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     stack_file = common.state_dir.resolve() / STACK_FILE
+    tls = local_tools_tls(common.state_dir)
     if stack_file.exists():
         components = [RunningComponent(**c) for c in json.loads(stack_file.read_text())["components"]]
     else:
@@ -349,7 +427,7 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
             return await asyncio.to_thread(postgres_health, component.address)
         # A process's first gRPC calls set up gRPC itself; on a loaded machine that alone has taken
         # over a second, so the deadline is generous: a healthy stack still answers in well under one.
-        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0)
+        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0, tls=tls)
 
     # all at once: a silent component costs its deadline once, not once per component after it
     statuses = await asyncio.gather(*(probe(c) for c in components))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, Genesis
+from shelfproof.ledger.genesis import own_account, DEMO_RETAILER_GLN, Genesis
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.pricing.projector import PricingProjector
 from shelfproof.pricing.service import PricingService
-from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.client import service_channel
+from shelfproof.runtime.identity import refuse_development_material
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
-from shelfproof.runtime.settings import GrpcServerSettings
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, TlsSettings
 
 
 class PricingSettings(GrpcServerSettings):
@@ -28,20 +29,30 @@ class PricingSettings(GrpcServerSettings):
     # for its nonces.
     signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-2"
     genesis_file: Path | None = None
+    # This service's own private key (hex Ed25519 seed): the variable wins over the file; neither set = the
+    # development key file `shelfproof up`'s ledger wrote (refused outside development).
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
     # How often the projector asks the ledger for new heights of its price log.
     poll_s: float = Field(default=0.02, gt=0, le=5)
 
 
-async def serve(settings: PricingSettings, dsn: str, state_dir: Path) -> None:
-    genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
-    account = genesis.accounts[settings.signer_agent_id]
-    channel = insecure_channel(settings.ledger_address)
+async def serve(
+    settings: PricingSettings, dsn: str, state_dir: Path, tls: TlsSettings | None = None, environment: str = "development"
+) -> None:
+    genesis_file = settings.genesis_file or state_dir / "ledger" / "genesis.json"
+    genesis = Genesis.load(genesis_file, with_dev_keys=False)  # public keys; this service's own key below
+    account, dev_key = own_account(
+        genesis, genesis_file, settings.signer_agent_id, key_file=settings.signing_key_file, key=settings.signing_key
+    )
+    refuse_development_material(environment, tls or TlsSettings(), holds_private_keys=bool(genesis.accounts) or dev_key)
+    channel = service_channel(settings.ledger_address, tls)
     ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
     pool = AsyncConnectionPool(dsn, min_size=2, max_size=10, open=False)
     await pool.open(wait=True)
     projector = PricingProjector(pool, ledger, poll_s=settings.poll_s)
     service = PricingService(pool, LedgerClient(ledger, account.signer(genesis.chain_id)), projector)
-    server = GrpcServer(settings, [service.binding()])
+    server = GrpcServer(settings, [service.binding()], tls=tls, signing_organization=account.organization_gln)
 
     async def start() -> None:
         await projector.start()
@@ -57,7 +68,7 @@ async def serve(settings: PricingSettings, dsn: str, state_dir: Path) -> None:
 
 
 def main() -> None:
-    run_service_with_postgres(lambda state_dir, dsn: serve(PricingSettings(), dsn, state_dir))
+    run_service_with_postgres(lambda state_dir, dsn: serve(PricingSettings(), dsn, state_dir, TlsSettings(), CommonSettings().env))
 
 
 if __name__ == "__main__":
