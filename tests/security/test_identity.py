@@ -26,13 +26,15 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as ppb
 from shelfproof.product.v1 import product_pb2_grpc
+from shelfproof.registry.events import EventService
 from shelfproof.registry.projector import RegistryProjector
+from shelfproof.registry.rest import EpcisRestApi, EpcisRestServer
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import service_channel
 from shelfproof.runtime.errors import Overloaded, error_from_rpc
 from shelfproof.runtime.server import GrpcServer
 from shelfproof.runtime.settings import GrpcServerSettings, TlsSettings
-from shelfproof.runtime.tls import DevCertificateAuthority, identity_of
+from shelfproof.runtime.tls import DevCertificateAuthority, client_ssl_context, identity_of, server_ssl_context
 from tests.conftest import fresh_database
 
 from psycopg_pool import AsyncConnectionPool
@@ -89,13 +91,20 @@ class World:
         self.projector = RegistryProjector(self.pool, ledger)
         await self.projector.start()
         signer = self.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"].signer(CHAIN)
-        products = ProductService(self.pool, LedgerClient(ledger, signer), self.projector, DEMO_BRAND_GLN)
-        self.registry_server = GrpcServer(GrpcServerSettings(port=0), [products.binding()], tls=self.registry_tls,
-                                          signing_organization=DEMO_BRAND_GLN)
+        ledger_client = LedgerClient(ledger, signer)
+        products = ProductService(self.pool, ledger_client, self.projector, DEMO_BRAND_GLN)
+        events = EventService(self.pool, ledger_client, self.projector)
+        self.registry_server = GrpcServer(GrpcServerSettings(port=0), [products.binding(), events.binding()],
+                                          tls=self.registry_tls, signing_organization=DEMO_BRAND_GLN)
         self.registry_address = f"127.0.0.1:{await self.registry_server.start()}"
+        tls = self.registry_tls
+        self.rest = EpcisRestServer(EpcisRestApi(self.pool, events, self.registry_server.authorization), "127.0.0.1", 0,
+                                    server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file))
+        self.rest_origin = f"https://127.0.0.1:{await self.rest.start()}"
         return self
 
     async def __aexit__(self, *exc) -> None:
+        await self.rest.stop()
         await self.registry_server.stop()
         await self.projector.stop()
         await self.pool.close()
@@ -296,3 +305,23 @@ def _presented_serial(address: str, ca: DevCertificateAuthority, caller: str) ->
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
         return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+async def test_the_epcis_rest_binding_asks_for_the_same_certificates_and_decides_the_same_way(world):
+    import httpx
+
+    tls = lambda name: client_ssl_context(*(world.ca.directory / f"{name}.{ext}" for ext in ("pem", "key")), world.ca.ca_file)  # noqa: E731
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(world.ca.ca_file)), timeout=10) as anonymous:
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake (or the first read) fails
+            await anonymous.get(f"{world.rest_origin}/events")
+    document = {"@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"], "type": "EPCISDocument",
+                "schemaVersion": "2.0", "creationDate": "2026-01-01T00:00:00Z", "epcisBody": {"eventList": []}}
+    async with httpx.AsyncClient(verify=tls("auditor"), timeout=10) as auditor:
+        assert (await auditor.get(f"{world.rest_origin}/events")).status_code == 200
+        refused = await auditor.post(f"{world.rest_origin}/capture", json=document)
+        assert refused.status_code == 403 and refused.json()["type"] == "epcisException:SecurityException"
+    async with httpx.AsyncClient(verify=tls("revoked"), timeout=10) as revoked:  # revoked by the test above
+        world.ca.revoke(world.ca.directory / "revoked.pem")
+        assert (await revoked.get(f"{world.rest_origin}/events")).status_code == 401
+    async with httpx.AsyncClient(verify=tls("retailer-system"), timeout=10) as retailer:
+        assert (await retailer.post(f"{world.rest_origin}/capture", json=document)).status_code == 403

@@ -24,14 +24,14 @@ async def grpc_health(address: str, service: str = "", deadline_s: float = 1.0, 
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-async def http_health(address: str, path: str = "/healthz", deadline_s: float = 1.0) -> str:
+async def http_health(address: str, path: str = "/healthz", deadline_s: float = 1.0, ssl_context=None) -> str:
     """SERVING when ``http://address/path`` answers 200 with {"status": "SERVING"} (or Streamlit's plain
     ``ok``), else NOT_SERVING or UNREACHABLE. One HTTP/1.0 GET on asyncio's streams: an HTTP client
     library would cost `shelfproof status` more to import than the whole probe takes."""
     host, _, port = address.rpartition(":")
     try:
         async with asyncio.timeout(deadline_s):
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=ssl_context)
             try:
                 writer.write(f"GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()
@@ -56,6 +56,12 @@ async def component_health(
 ) -> str:
     if kind == "http":
         return await http_health(address, health_service, deadline_s)
+    if kind == "https":  # an HTTP port behind mTLS: the prober's certificate
+        from shelfproof.runtime.tls import client_ssl_context
+
+        if tls is None or not tls.enabled or tls.key_file is None or tls.ca_file is None:
+            return "UNREACHABLE"
+        return await http_health(address, health_service, deadline_s, client_ssl_context(tls.cert_file, tls.key_file, tls.ca_file))
     return await grpc_health(address, health_service, deadline_s, tls)
 
 

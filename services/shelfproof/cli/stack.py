@@ -52,6 +52,8 @@ class EndpointSpec:
     port_setting: str
     default_port: int
     health_path: str = "/healthz"
+    # behind the service's mTLS when the stack runs with it (the EPCIS binding is for partners' systems)
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ SERVICES: list[ServiceSpec] = [
         env_prefix="SHELFPROOF_REGISTRY_",
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
-        endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090),),
+        endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090, tls=True),),
     ),
     ServiceSpec(
         name="pricing",
@@ -262,12 +264,13 @@ class Stack:
         )
         for endpoint in spec.endpoints:  # started by the same process, right after its main server
             endpoint_address = f"127.0.0.1:{self._endpoint_port(spec, endpoint)}"
-            while await component_health("http", endpoint_address, endpoint.health_path) != "SERVING":
+            kind = "https" if endpoint.tls and self.ca is not None else "http"
+            while await component_health(kind, endpoint_address, endpoint.health_path, tls=self.local_tls) != "SERVING":
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{spec.name}'s {endpoint.name} did not become healthy; see {log_path}")
                 await asyncio.sleep(0.2)
             self.components.append(
-                RunningComponent(endpoint.name, endpoint_address, "http", endpoint.health_path, child.pid)
+                RunningComponent(endpoint.name, endpoint_address, kind, endpoint.health_path, child.pid)
             )
         if spec.name == "ledger":
             status = await ledger_status(address, tls=self.local_tls)

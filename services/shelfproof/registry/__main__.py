@@ -62,7 +62,12 @@ async def serve(
     alerts = AlertService(ledger, ledger_client)
     server = GrpcServer(settings, [products.binding(), events.binding(), label_service.binding(), alerts.binding()],
                         tls=tls, signing_organization=account.organization_gln)
-    epcis_rest = EpcisRestServer(EpcisRestApi(pool, events), settings.host, settings.epcis_port)
+    rest_tls = None
+    if tls is not None and tls.enabled and tls.key_file and tls.ca_file:
+        from shelfproof.runtime.tls import server_ssl_context
+
+        rest_tls = server_ssl_context(tls.cert_file, tls.key_file, tls.ca_file)
+    epcis_rest = EpcisRestServer(EpcisRestApi(pool, events, server.authorization), settings.host, settings.epcis_port, rest_tls)
 
     async def start() -> None:
         await projector.start()

@@ -366,13 +366,17 @@ def query_document(rows: list[dict]) -> dict:
 class EpcisRestApi:
     """The binding's resources over the registry's pool and EventService."""
 
-    def __init__(self, pool: AsyncConnectionPool, events: EventService) -> None:
+    def __init__(self, pool: AsyncConnectionPool, events: EventService, authorization=None) -> None:
+        """``authorization`` (runtime/identity.py's CallerAuthorization, with TLS on): each request is decided as
+        the gRPC RPC it stands for, on the caller's verified client certificate."""
         self.pool = pool
         self.events = events
+        self.authorization = authorization
         self._jobs: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_DOCUMENT_BYTES, middlewares=[self._problems])
+        middlewares = [self._problems] + ([self._caller] if self.authorization is not None else [])
+        app = web.Application(client_max_size=MAX_DOCUMENT_BYTES, middlewares=middlewares)
         add = app.router.add_get
         add("/healthz", self.healthz)
         add("/events", self.get_events)
@@ -387,6 +391,36 @@ class EpcisRestApi:
         add("/capture/{captureID}", self.get_capture)
         app.on_shutdown.append(self._stop_jobs)
         return app
+
+    @web.middleware
+    async def _caller(self, request: web.Request, handler) -> web.StreamResponse:
+        """Inside ``_problems``: a refusal is a problem document (401, 403 or 429 with Retry-After)."""
+        from cryptography import x509
+
+        from shelfproof.runtime.errors import Overloaded, Unauthenticated
+        from shelfproof.runtime.request_context import bind_caller
+        from shelfproof.runtime.tls import identity_of
+
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        caller = identity_of(x509.load_der_x509_certificate(der)) if der else None
+        if request.path == "/healthz":
+            method = "/grpc.health.v1.Health/Check"
+        elif request.method == "POST":
+            method = "/shelfproof.product.v1.EventService/CaptureEvents"
+        else:
+            method = "/shelfproof.product.v1.EventService/ListEvents"
+        try:
+            if caller is None:
+                raise Unauthenticated("no client certificate naming a shelfproof identity")
+            bind_caller(self.authorization.admit_caller(method, caller))
+        except Unauthenticated as error:
+            raise EpcisProblem(401, SECURITY, error.message) from None
+        except Overloaded as error:
+            raise EpcisProblem(429, CAPTURE_LIMIT, error.message, {"Retry-After": str(max(1, round(error.retry_after_s or 1)))}) from None
+        except PermissionDenied as error:
+            raise EpcisProblem(403, SECURITY, error.message) from None
+        return await handler(request)
 
     @web.middleware
     async def _problems(self, request: web.Request, handler) -> web.StreamResponse:
@@ -628,13 +662,14 @@ def _gln_or_uri(value: str) -> str:
 class EpcisRestServer:
     """The binding's HTTP server on loopback; ``port`` is the bound port after start (0 = any free one)."""
 
-    def __init__(self, api: EpcisRestApi, host: str, port: int) -> None:
+    def __init__(self, api: EpcisRestApi, host: str, port: int, ssl_context=None) -> None:
         self.runner = web.AppRunner(api.app(), access_log=None)
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # HTTPS with client certificates required (runtime/tls.py)
 
     async def start(self) -> int:
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
+        await web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl_context).start()
         self.port = self.runner.addresses[0][1]  # the bound port when 0 was asked
         log.info("EPCIS REST binding listening", extra={"address": f"{self.host}:{self.port}"})
         return self.port

@@ -107,7 +107,10 @@ class CallerAuthorization:
         self.write_rates = RateLimiter(write_rate_per_s, write_burst, max_clients=100_000)
 
     def admit(self, method: str, context: grpc.aio.ServicerContext) -> Identity:
-        caller = _caller_of(context)
+        return self.admit_caller(method, _caller_of(context))
+
+    def admit_caller(self, method: str, caller: Identity) -> Identity:
+        """The decision for a caller whose certificate the TLS handshake verified (gRPC or HTTP)."""
         if self.revocations.is_revoked(caller.serial):
             raise Unauthenticated("the caller's certificate is revoked", reason="ERROR_REASON_CERTIFICATE_REVOKED")
         rule = rule_for(method)

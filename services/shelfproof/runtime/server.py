@@ -49,6 +49,7 @@ class GrpcServer:
         self._services = list(services)
         interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
         self._credentials = None
+        self.authorization = None  # the identity decision, shared with the process's HTTP ports
         if tls is not None and tls.enabled:
             from shelfproof.runtime.identity import CallerAuthorization, IdentityInterceptor
             from shelfproof.runtime.tls import ReloadingServerCredentials, RevocationList
@@ -56,10 +57,11 @@ class GrpcServer:
             if tls.key_file is None or tls.ca_file is None or tls.crl_file is None:
                 raise SystemExit("SHELFPROOF_TLS_CERT_FILE needs _KEY_FILE, _CA_FILE and _CRL_FILE")
             self._credentials = ReloadingServerCredentials(tls.cert_file, tls.key_file, tls.ca_file)
-            interceptors.append(IdentityInterceptor(CallerAuthorization(
+            self.authorization = CallerAuthorization(
                 RevocationList(tls.crl_file, tls.ca_file), signing_organization=signing_organization,
                 write_rate_per_s=settings.write_rate_per_s, write_burst=settings.write_burst,
-            )))
+            )
+            interceptors.append(IdentityInterceptor(self.authorization))
         self._server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
