@@ -19,13 +19,16 @@ from cryptography import x509
 from shelfproof.ledger.adapter.service import LedgerAdapter
 from shelfproof.ledger.client import LedgerClient
 from shelfproof.ledger.engines.embedded import EmbeddedEngine
-from shelfproof.ledger.genesis import DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, DEMO_RETAILER_GLN, DEMO_RETAILER_PREFIX, build_genesis
+from shelfproof.ledger.genesis import (
+    DEMO_BRAND_GLN, DEMO_BRAND_PREFIX, DEMO_RETAILER_GLN, DEMO_RETAILER_PREFIX, DEMO_SECOND_STORE_GLN, build_genesis,
+)
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.product.v1 import product_pb2 as ppb
-from shelfproof.product.v1 import product_pb2_grpc
+from shelfproof.product.v1 import events_pb2 as epb
+from shelfproof.product.v1 import events_pb2_grpc, product_pb2_grpc
 from shelfproof.registry.events import EventService
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.rest import EpcisRestApi, EpcisRestServer
@@ -62,6 +65,7 @@ class World:
             ("registry", DEMO_BRAND_GLN, "registry"),
             ("brand-system", DEMO_BRAND_GLN, "system"),
             ("retailer-system", DEMO_RETAILER_GLN, "system"),
+            ("other-retailer-system", DEMO_SECOND_STORE_GLN, "system"),
             ("auditor", DEMO_RETAILER_GLN, "auditor"),
             ("revoked", DEMO_BRAND_GLN, "system"),
         ]:
@@ -325,3 +329,41 @@ async def test_the_epcis_rest_binding_asks_for_the_same_certificates_and_decides
         assert (await revoked.get(f"{world.rest_origin}/events")).status_code == 401
     async with httpx.AsyncClient(verify=tls("retailer-system"), timeout=10) as retailer:
         assert (await retailer.post(f"{world.rest_origin}/capture", json=document)).status_code == 403
+
+
+def _shipping(serial: str, destination: str | None) -> dict:
+    event = {"type": "ObjectEvent", "eventTime": "2026-11-21T09:30:00.000+01:00", "eventTimeZoneOffset": "+01:00",
+             "epcList": [f"https://id.gs1.org/01/{GTIN}/21/{serial}"], "action": "OBSERVE", "bizStep": "shipping",
+             "disposition": "in_transit"}
+    if destination:
+        event["destinationList"] = [{"type": "owning_party", "destination": f"https://id.gs1.org/417/{destination}"}]
+    return event
+
+
+async def test_a_retailers_certificate_reads_only_what_names_it_and_another_retailer_reads_nothing(world):
+    import json
+
+    document = {"@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"], "type": "EPCISDocument",
+                "schemaVersion": "2.0", "creationDate": "2026-11-25T10:00:00.000+01:00",
+                "epcisBody": {"eventList": [_shipping("S1", DEMO_RETAILER_GLN), _shipping("S2", None)]}}
+
+    async def events_seen_by(caller: str) -> tuple[list[str], int]:
+        async with service_channel(world.registry_address, _tls(world.ca, caller)) as channel:
+            stub = events_pb2_grpc.EventServiceStub(channel)
+            listed = await stub.ListEvents(epb.ListEventsRequest(page_size=100), timeout=10)
+            exported = await stub.ExportEvents(epb.ExportEventsRequest(), timeout=10)
+        serials = sorted(epc.rsplit("/", 1)[1] for e in listed.events for epc in json.loads(e.event_json)["epcList"])
+        return serials, len(json.loads(exported.epcis_document)["epcisBody"]["eventList"])
+
+    async with service_channel(world.registry_address, _tls(world.ca, "brand-system")) as channel:
+        await events_pb2_grpc.EventServiceStub(channel).CaptureEvents(
+            epb.CaptureEventsRequest(epcis_document=json.dumps(document).encode()), timeout=30)
+    assert await events_seen_by("brand-system") == (["S1", "S2"], 2)  # its registry recorded both
+    assert await events_seen_by("retailer-system") == (["S1"], 1)  # shipped to it
+    assert await events_seen_by("other-retailer-system") == ([], 0)  # a stolen retailer certificate: nothing of the other's
+    import httpx
+
+    identity = client_ssl_context(world.ca.directory / "other-retailer-system.pem", world.ca.directory / "other-retailer-system.key", world.ca.ca_file)
+    async with httpx.AsyncClient(verify=identity, timeout=10) as other:
+        reply = await other.get(f"{world.rest_origin}/events")
+        assert reply.status_code == 200 and reply.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"] == []

@@ -39,7 +39,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.gs1 import epcis
 from shelfproof.gs1.canonical import MAX_KEY_URI, canonical_key, check_digit
-from shelfproof.registry.events import MAX_DOCUMENT_BYTES, MAX_EVENTS, EventService, export_document, plan_capture
+from shelfproof.registry.events import MAX_DOCUMENT_BYTES, MAX_EVENTS, EventService, export_document, party_scope, plan_capture
+from shelfproof.runtime.identity import reader_organization
 from shelfproof.runtime.errors import DomainError, InvalidArgument, PermissionDenied
 
 log = logging.getLogger(__name__)
@@ -463,6 +464,9 @@ class EpcisRestApi:
 
     async def _answer(self, request: web.Request, params: dict[str, str]) -> web.Response:
         q = parse_query(params)
+        if (reader := reader_organization()) is not None:  # a partner's system reads its own and its partners' events
+            scope, scope_values = party_scope(reader)
+            q.where(scope, *scope_values)
         per_page = _integer("perPage", params["perPage"], 1, MAX_PER_PAGE) if "perPage" in params else DEFAULT_PER_PAGE
         digest = _query_digest(params)
         after, served = _untoken(q, digest, params["nextPageToken"]) if "nextPageToken" in params else (None, 0)
@@ -540,8 +544,9 @@ class EpcisRestApi:
         if len(event_id) > MAX_KEY_URI or "\x00" in event_id:
             raise EpcisProblem(404, NO_SUCH_NAME, "no such event")
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT * FROM events WHERE event_hash = %s OR event_id = %s ORDER BY ledger_height LIMIT 1",
-                              (event_id, event_id))
+            scope, scope_values = party_scope(reader) if (reader := reader_organization()) is not None else ("TRUE", [])
+            await cur.execute(f"SELECT * FROM events e WHERE (event_hash = %s OR event_id = %s) AND {scope} ORDER BY ledger_height LIMIT 1",
+                              (event_id, event_id, *scope_values))
             row = await cur.fetchone()
         if row is None:
             raise EpcisProblem(404, NO_SUCH_NAME, f"no event {event_id[:120]!r}")

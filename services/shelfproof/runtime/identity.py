@@ -18,7 +18,7 @@ import grpc
 from cryptography import x509
 
 from shelfproof.runtime.errors import Overloaded, PermissionDenied, Unauthenticated
-from shelfproof.runtime.request_context import bind_caller
+from shelfproof.runtime.request_context import bind_caller, current_caller
 from shelfproof.runtime.settings import TlsSettings
 from shelfproof.runtime.tls import Identity, RevocationList, identity_of
 from shelfproof.verify.ratelimit import RateLimiter
@@ -200,3 +200,15 @@ def refuse_development_material(environment: str, tls: TlsSettings, *, holds_pri
         raise SystemExit(f"SHELFPROOF_ENV={environment}: {tls.ca_file} is the development CA")
     if holds_private_keys:
         raise SystemExit(f"SHELFPROOF_ENV={environment}: the genesis file holds development private keys")
+
+
+# Roles that speak for one organisation from outside the platform: what they read is scoped to that
+# organisation and what its trading partners shared with it. The platform's own roles read everything
+# (the services each enforce their own scope on what they write).
+ORGANIZATION_ROLES = frozenset({"system", "auditor"})
+
+
+def reader_organization() -> str | None:
+    """The GLN the current request's reads are scoped to, or None (no TLS, or a platform role)."""
+    caller = current_caller()
+    return caller.organization_gln if caller is not None and caller.role in ORGANIZATION_ROLES else None
