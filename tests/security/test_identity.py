@@ -367,3 +367,17 @@ async def test_a_retailers_certificate_reads_only_what_names_it_and_another_reta
     async with httpx.AsyncClient(verify=identity, timeout=10) as other:
         reply = await other.get(f"{world.rest_origin}/events")
         assert reply.status_code == 200 and reply.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"] == []
+
+
+async def test_a_client_follows_its_rotated_certificate_on_the_same_channel_object(world, tmp_path):
+    world.ca.issue("rotating-system", DEMO_BRAND_GLN, "system")
+    channel = service_channel(world.registry_address, _tls(world.ca, "rotating-system"))
+    async with channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)
+        assert await _code(stub.GetProduct(ppb.GetProductRequest(gtin=GTIN), timeout=10)) in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+        old = tmp_path / "old.pem"
+        old.write_bytes((world.ca.directory / "rotating-system.pem").read_bytes())
+        world.ca.issue("rotating-system", DEMO_BRAND_GLN, "system")  # rotated in place ...
+        world.ca.revoke(old)  # ... and the old certificate revoked at once
+        await asyncio.sleep(1.1)  # the channel looks at its files once a second
+        assert await _code(stub.GetProduct(ppb.GetProductRequest(gtin=GTIN), timeout=10)) in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)

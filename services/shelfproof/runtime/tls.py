@@ -251,7 +251,8 @@ class RevocationList:
         return serial in self._revoked
 
 
-def _files_stamp(paths: tuple[Path, ...]) -> tuple:
+def files_stamp(paths: tuple[Path, ...]) -> tuple:
+    """What changes when any of the files is replaced (mtime and size)."""
     return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
 
 
@@ -261,7 +262,7 @@ class ReloadingServerCredentials:
 
     def __init__(self, cert_file: Path, key_file: Path, ca_file: Path) -> None:
         self._files = (cert_file, key_file, ca_file)
-        self._stamp = _files_stamp(self._files)
+        self._stamp = files_stamp(self._files)
         self.credentials = grpc.dynamic_ssl_server_credentials(
             self._configuration(), self._fetch, require_client_authentication=True
         )
@@ -273,7 +274,7 @@ class ReloadingServerCredentials:
     def _fetch(self):
         """Called by gRPC before each handshake: a new configuration when the files changed, else None."""
         try:
-            stamp = _files_stamp(self._files)
+            stamp = files_stamp(self._files)
             if stamp == self._stamp:
                 return None
             configuration = self._configuration()
