@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import socket
 import ssl
+from urllib.parse import quote
 from pathlib import Path
 
 import grpc
@@ -381,3 +382,40 @@ async def test_a_client_follows_its_rotated_certificate_on_the_same_channel_obje
         world.ca.revoke(old)  # ... and the old certificate revoked at once
         await asyncio.sleep(1.1)  # the channel looks at its files once a second
         assert await _code(stub.GetProduct(ppb.GetProductRequest(gtin=GTIN), timeout=10)) in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+
+
+@pytest.mark.parametrize("uris", [
+    [],  # our CA's certificate naming no identity
+    ["spiffe://shelfproof.dev/org/0614141000005/role/system", "spiffe://shelfproof.dev/org/4012345000009/role/system"],  # two
+    ["spiffe://shelfproof.dev/org/4012345000009'--/role/system"],  # SQL metacharacters in the GLN
+    ["spiffe://shelfproof.dev/org/" + quote("０６１４１４１０００００５") + "/role/system"],  # full-width digits (a confusable GLN)
+    ["spiffe://evil.example/org/0614141000005/role/system"],  # another trust domain
+    ["spiffe://shelfproof.dev/org/0614141000005/role/root"],  # a role that does not exist
+])
+async def test_a_certificate_of_our_ca_with_a_malformed_identity_is_refused_and_writes_nothing(world, uris):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    names = [x509.UniformResourceIdentifier(u) for u in uris] + [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")]))
+        .issuer_name(world.ca.certificate.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(world.ca._key, hashes.SHA256())
+    )
+    credentials = grpc.ssl_channel_credentials(
+        world.ca.ca_file.read_bytes(),
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+    async with grpc.aio.secure_channel(world.registry_address, credentials) as channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)
+        code = await _code(stub.CreateProduct(_create("00614141888887"), timeout=10))
+    # a well-formed identity with a role no row names is PERMISSION_DENIED; anything else names nobody
+    expected = grpc.StatusCode.PERMISSION_DENIED if uris and uris[0].endswith("/role/root") else grpc.StatusCode.UNAUTHENTICATED
+    assert code == expected
+    assert not await world.product_exists("00614141888887")
