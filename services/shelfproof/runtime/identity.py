@@ -10,6 +10,7 @@ The domain exceptions it raises are turned into statuses by the one error interc
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -133,15 +134,21 @@ class CallerAuthorization:
         return caller
 
 
+@functools.lru_cache(maxsize=4096)
+def _identity_of_pem(pem: bytes) -> Identity | None:
+    """Parsed once per certificate, not once per call (a connection presents the same one every time)."""
+    try:
+        return identity_of(x509.load_pem_x509_certificate(pem))
+    except ValueError:
+        return None
+
+
 def _caller_of(context: grpc.aio.ServicerContext) -> Identity:
     """The identity in the peer certificate gRPC verified in the handshake."""
     pems = context.auth_context().get("x509_pem_cert") or []
     if len(pems) != 1:
         raise Unauthenticated("no client certificate")
-    try:
-        caller = identity_of(x509.load_pem_x509_certificate(pems[0]))
-    except ValueError:
-        caller = None
+    caller = _identity_of_pem(pems[0])
     if caller is None:
         raise Unauthenticated("the client certificate names no shelfproof identity")
     return caller
