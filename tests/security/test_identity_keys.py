@@ -79,3 +79,19 @@ def test_a_key_that_is_not_the_agents_own_is_refused_without_showing_it(saved, t
     # and an agent with no key anywhere (no dev-keys file, nothing given) cannot start
     with pytest.raises(SystemExit, match="no signing key"):
         own_account(public, tmp_path / "elsewhere" / "genesis.json", BRAND_AGENT)
+
+
+def test_outside_development_a_service_starts_only_with_a_key_it_was_given(saved, tmp_path):
+    from shelfproof.ledger.genesis import service_account
+    from shelfproof.runtime.settings import TlsSettings
+    from shelfproof.runtime.tls import DevCertificateAuthority
+
+    genesis, path = saved
+    ca = DevCertificateAuthority.create_or_load(tmp_path / "ca", name="a member network's CA")
+    tls = TlsSettings(cert_file=ca.issue("registry", DEMO_BRAND_GLN, "registry").cert_file, key_file=ca.directory / "registry.key",
+                      ca_file=ca.ca_file, crl_file=ca.crl_file)
+    with pytest.raises(SystemExit, match="development private keys"):  # the dev-keys/ fallback
+        service_account(path, BRAND_AGENT, key_file=None, key=None, environment="production", tls=tls)
+    given = SecretStr(genesis.accounts[BRAND_AGENT].seed.hex())
+    public, account = service_account(path, BRAND_AGENT, key_file=None, key=given, environment="production", tls=tls)
+    assert public.accounts == {} and account.seed == genesis.accounts[BRAND_AGENT].seed

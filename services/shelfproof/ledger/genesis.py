@@ -127,6 +127,19 @@ class Genesis:
         return cls(payload["chain_id"], state, accounts)
 
 
+def service_account(
+    genesis_file: Path, agent_id: str, *, key_file: Path | None, key: SecretStr | None, environment: str, tls
+) -> tuple[Genesis, GenesisAccount]:
+    """What a service's main() loads: the public genesis and the one account it signs as (``own_account``);
+    outside development it refuses development keys and, with ``tls`` (TlsSettings), the development CA."""
+    from shelfproof.runtime.identity import refuse_development_material
+
+    genesis = Genesis.load(genesis_file, with_dev_keys=False)
+    account, dev_key = own_account(genesis, genesis_file, agent_id, key_file=key_file, key=key)
+    refuse_development_material(environment, tls, holds_private_keys=bool(genesis.accounts) or dev_key)
+    return genesis, account
+
+
 def own_account(
     genesis: Genesis, genesis_file: Path, agent_id: str, *, key_file: Path | None = None, key: SecretStr | None = None
 ) -> tuple[GenesisAccount, bool]:

@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import own_account, DEMO_BRAND_GLN, Genesis
+from shelfproof.ledger.genesis import DEMO_BRAND_GLN, service_account
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.registry.alerts import AlertService
 from shelfproof.registry.events import EventService
@@ -18,7 +18,6 @@ from shelfproof.registry.projector import RegistryProjector
 from shelfproof.registry.rest import EpcisRestApi, EpcisRestServer
 from shelfproof.registry.service import ProductService
 from shelfproof.runtime.client import service_channel
-from shelfproof.runtime.identity import refuse_development_material
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
 from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, TlsSettings
 
@@ -44,12 +43,10 @@ class RegistrySettings(GrpcServerSettings):
 async def serve(
     settings: RegistrySettings, dsn: str, state_dir: Path, tls: TlsSettings | None = None, environment: str = "development"
 ) -> None:
-    genesis_file = settings.genesis_file or state_dir / "ledger" / "genesis.json"
-    genesis = Genesis.load(genesis_file, with_dev_keys=False)  # public keys; this service's own key below
-    account, dev_key = own_account(
-        genesis, genesis_file, settings.signer_agent_id, key_file=settings.signing_key_file, key=settings.signing_key
+    genesis, account = service_account(
+        settings.genesis_file or state_dir / "ledger" / "genesis.json", settings.signer_agent_id,
+        key_file=settings.signing_key_file, key=settings.signing_key, environment=environment, tls=tls or TlsSettings(),
     )
-    refuse_development_material(environment, tls or TlsSettings(), holds_private_keys=bool(genesis.accounts) or dev_key)
     channel = service_channel(settings.ledger_address, tls)
     ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
     pool = AsyncConnectionPool(dsn, min_size=2, max_size=10, open=False)

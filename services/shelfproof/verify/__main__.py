@@ -21,11 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import own_account, CONSORTIUM_GLN, Genesis
+from shelfproof.ledger.genesis import CONSORTIUM_GLN, service_account
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
 from shelfproof.runtime.client import call, service_channel
-from shelfproof.runtime.identity import refuse_development_material
 from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.server import run_service_with_postgres, run_until_signalled
 from shelfproof.runtime.settings import CommonSettings, TlsSettings
@@ -76,8 +75,12 @@ async def serve(
         if settings.validators_hash
         else local_trusted_hashes(ledger_home)
     )
-    genesis_file = settings.genesis_file or ledger_home / "genesis.json"
-    genesis = Genesis.load(genesis_file, with_dev_keys=False)  # public keys; this worker's own key below
+    agent_id = settings.signer_agent_id.replace("{worker}", str(settings.worker_index))
+    key_file = Path(str(settings.signing_key_file).replace("{worker}", str(settings.worker_index))) if settings.signing_key_file else None
+    genesis, account = service_account(
+        settings.genesis_file or ledger_home / "genesis.json", agent_id, key_file=key_file, key=settings.signing_key,
+        environment=environment, tls=tls or TlsSettings(),
+    )
     channel = service_channel(settings.ledger_address, tls)
     stub = ledger_pb2_grpc.LedgerServiceStub(channel)
     status = await call(stub.GetLedgerStatus, pb.GetLedgerStatusRequest(), idempotent=True, deadline_s=30)
@@ -85,10 +88,6 @@ async def serve(
         raise SystemExit(f"the ledger serves chain {status.chain_id!r}, the genesis file names {genesis.chain_id!r}")
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open(wait=True)
-    agent_id = settings.signer_agent_id.replace("{worker}", str(settings.worker_index))
-    key_file = Path(str(settings.signing_key_file).replace("{worker}", str(settings.worker_index))) if settings.signing_key_file else None
-    account, dev_key = own_account(genesis, genesis_file, agent_id, key_file=key_file, key=settings.signing_key)
-    refuse_development_material(environment, tls or TlsSettings(), holds_private_keys=bool(genesis.accounts) or dev_key)
     scans = ScanRecorder(LedgerClient(stub, account.signer(genesis.chain_id)), settings.scan_flush_s)
     verifier = Verifier(
         # The ledger's own clone rules: the verdict agrees with the compromise the ledger records.
