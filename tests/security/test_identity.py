@@ -419,3 +419,19 @@ async def test_a_certificate_of_our_ca_with_a_malformed_identity_is_refused_and_
     expected = grpc.StatusCode.PERMISSION_DENIED if uris and uris[0].endswith("/role/root") else grpc.StatusCode.UNAUTHENTICATED
     assert code == expected
     assert not await world.product_exists("00614141888887")
+
+
+async def test_a_rotation_caught_between_its_two_writes_keeps_the_last_good_pair(world):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    serving = _presented_serial(world.registry_address, world.ca, "brand-system")
+    stray = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (world.ca.directory / "registry.key").write_bytes(stray)  # the new key is there, its certificate not yet
+    assert _presented_serial(world.registry_address, world.ca, "brand-system") == serving  # the old pair still serves
+    channel, stub = world.products("brand-system")
+    async with channel:
+        assert await _code(stub.GetProduct(ppb.GetProductRequest(gtin=GTIN), timeout=10)) in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
+    world.ca.issue("registry", DEMO_BRAND_GLN, "registry")  # the rotation completes
+    assert _presented_serial(world.registry_address, world.ca, "brand-system") != serving

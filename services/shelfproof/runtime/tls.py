@@ -251,6 +251,17 @@ class RevocationList:
         return serial in self._revoked
 
 
+def matching_pair(cert_file: Path, key_file: Path) -> tuple[bytes, bytes]:
+    """The certificate and key files' bytes, once the key is checked to be the certificate's: a reader that
+    catches a rotation between the two writes gets ValueError (and keeps what it had) instead of a pair
+    that fails every handshake."""
+    cert, key = cert_file.read_bytes(), key_file.read_bytes()
+    public = serialization.load_pem_private_key(key, password=None).public_key()
+    if x509.load_pem_x509_certificate(cert).public_key() != public:
+        raise ValueError(f"{key_file} is not the key of {cert_file}")
+    return cert, key
+
+
 def files_stamp(paths: tuple[Path, ...]) -> tuple:
     """What changes when any of the files is replaced (mtime and size)."""
     return tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
@@ -268,8 +279,8 @@ class ReloadingServerCredentials:
         )
 
     def _configuration(self):
-        cert, key, ca = (p.read_bytes() for p in self._files)
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+        cert, key = matching_pair(self._files[0], self._files[1])
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=self._files[2].read_bytes())
 
     def _fetch(self):
         """Called by gRPC before each handshake: a new configuration when the files changed, else None."""
@@ -277,8 +288,7 @@ class ReloadingServerCredentials:
             stamp = files_stamp(self._files)
             if stamp == self._stamp:
                 return None
-            configuration = self._configuration()
-            x509.load_pem_x509_certificate(self._files[0].read_bytes())  # half-written files wait a call
+            configuration = self._configuration()  # a pair caught mid-rotation waits for the next handshake
         except (OSError, ValueError):
             return None
         self._stamp = stamp
@@ -305,6 +315,5 @@ def client_ssl_context(cert_file: Path, key_file: Path, ca_file: Path) -> ssl.SS
 
 def channel_credentials(cert_file: Path, key_file: Path, ca_file: Path) -> grpc.ChannelCredentials:
     """A client identity: its certificate and key, and the CA bundle that server certificates must chain to."""
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca_file.read_bytes(), private_key=key_file.read_bytes(), certificate_chain=cert_file.read_bytes()
-    )
+    cert, key = matching_pair(cert_file, key_file)
+    return grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes(), private_key=key, certificate_chain=cert)
