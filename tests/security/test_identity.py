@@ -435,3 +435,17 @@ async def test_a_rotation_caught_between_its_two_writes_keeps_the_last_good_pair
         assert await _code(stub.GetProduct(ppb.GetProductRequest(gtin=GTIN), timeout=10)) in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND)
     world.ca.issue("registry", DEMO_BRAND_GLN, "registry")  # the rotation completes
     assert _presented_serial(world.registry_address, world.ca, "brand-system") != serving
+
+
+def test_a_connection_that_outlives_its_certificate_is_refused_on_its_next_call(world):
+    """TLS checks validity at the handshake only; the interceptor checks it on every call."""
+    from shelfproof.runtime.identity import CallerAuthorization
+    from shelfproof.runtime.tls import Identity, RevocationList
+
+    decide = CallerAuthorization(RevocationList(world.ca.crl_file, world.ca.ca_file), write_rate_per_s=1, write_burst=1)
+    now = dt.datetime.now(dt.timezone.utc)
+    method = "/shelfproof.product.v1.ProductService/GetProduct"
+    assert decide.admit_caller(method, Identity(DEMO_BRAND_GLN, "system", 1, now + dt.timedelta(minutes=1))).role == "system"
+    with pytest.raises(Exception) as expired:
+        decide.admit_caller(method, Identity(DEMO_BRAND_GLN, "system", 2, now - dt.timedelta(seconds=1)))
+    assert expired.value.code == grpc.StatusCode.UNAUTHENTICATED and expired.value.reason == "ERROR_REASON_CERTIFICATE_EXPIRED"

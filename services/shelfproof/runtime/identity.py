@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import grpc
@@ -114,6 +115,8 @@ class CallerAuthorization:
         """The decision for a caller whose certificate the TLS handshake verified (gRPC or HTTP)."""
         if self.revocations.is_revoked(caller.serial):
             raise Unauthenticated("the caller's certificate is revoked", reason="ERROR_REASON_CERTIFICATE_REVOKED")
+        if caller.not_after is not None and datetime.now(timezone.utc) > caller.not_after:
+            raise Unauthenticated("the caller's certificate has expired", reason="ERROR_REASON_CERTIFICATE_EXPIRED")
         rule = rule_for(method)
         if rule is None or caller.role not in rule.roles:
             raise PermissionDenied(

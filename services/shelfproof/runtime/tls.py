@@ -39,6 +39,8 @@ class Identity:
     organization_gln: str
     role: str
     serial: int
+    # the handshake checked validity once; a connection can outlive it, so each call checks again
+    not_after: dt.datetime | None = None
 
 
 def identity_uri(organization_gln: str, role: str) -> str:
@@ -59,7 +61,7 @@ def identity_of(certificate: x509.Certificate) -> Identity | None:
     matches = [m for m in (_IDENTITY_URI.match(u) for u in uris) if m]
     if len(matches) != 1:
         return None
-    return Identity(matches[0].group(1), matches[0].group(2), certificate.serial_number)
+    return Identity(matches[0].group(1), matches[0].group(2), certificate.serial_number, certificate.not_valid_after_utc)
 
 
 def is_development_ca(ca_file: Path) -> bool:
