@@ -15,6 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st_
 from cryptography import x509
 
 from shelfproof.ledger.adapter.service import LedgerAdapter
@@ -449,3 +451,33 @@ def test_a_connection_that_outlives_its_certificate_is_refused_on_its_next_call(
     with pytest.raises(Exception) as expired:
         decide.admit_caller(method, Identity(DEMO_BRAND_GLN, "system", 2, now - dt.timedelta(seconds=1)))
     assert expired.value.code == grpc.StatusCode.UNAUTHENTICATED and expired.value.reason == "ERROR_REASON_CERTIFICATE_EXPIRED"
+
+
+_FUZZ_KEY = None
+
+
+@settings(max_examples=150, deadline=None)
+@given(st_.lists(st_.text(alphabet=st_.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=120), max_size=3),
+       st_.sampled_from(["", "spiffe://shelfproof.dev/org/", "spiffe://shelfproof.dev/org/0614141000005/role/"]))
+def test_any_san_uri_names_one_valid_identity_or_none(tails, stem):
+    """Whatever URIs a certificate carries, identity_of answers a well-formed identity or None, never raises."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    global _FUZZ_KEY
+    _FUZZ_KEY = _FUZZ_KEY or ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz")])
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(_FUZZ_KEY.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(stem + t) for t in tails] or [x509.DNSName("x")]), critical=False)
+        .sign(_FUZZ_KEY, hashes.SHA256())
+    )
+    identity = identity_of(certificate)
+    if identity is not None:
+        from shelfproof.runtime.tls import identity_uri
+
+        assert identity.organization_gln.isascii() and identity.organization_gln.isdigit() and len(identity.organization_gln) == 13
+        assert identity_uri(identity.organization_gln, identity.role) in [stem + t for t in tails]
