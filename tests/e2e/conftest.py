@@ -19,7 +19,7 @@ import pytest
 
 from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.planner.model import default_model_dir, gguf_source
-from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.client import service_channel
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
 
@@ -32,9 +32,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: bool(getattr(getattr(item, "module", None), "STOPS_THE_SHARED_STACK", False)))
 
 
-def stack_channel(address: str) -> grpc.aio.Channel:
-    """The channel every e2e client of the shared stack uses (one place to switch to TLS)."""
-    return insecure_channel(address)
+def stack_channel(address: str, state_dir: Path) -> grpc.aio.Channel:
+    """The channel every e2e client of the shared stack uses: with the local tools' certificate (`shelfproof
+    up` turns mTLS on by default), as `shelfproof status` connects."""
+    from shelfproof.cli.stack import local_tools_tls
+
+    tls = local_tools_tls(state_dir)
+    assert tls is not None and tls.enabled, "the stack runs without mTLS"
+    return service_channel(address, tls)
 
 
 def alive(pid: int) -> bool:

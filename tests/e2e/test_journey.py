@@ -53,6 +53,7 @@ from shelfproof.registry.events import plan_capture
 from shelfproof.verify.check import EXIT_AGREES, check_url
 from shelfproof.verify.trust import TrustRoot, local_trust_root
 from tests.e2e.conftest import RunningStack, stack_channel
+from shelfproof.cli.stack import local_tools_tls
 from tests.integration.test_orders_loop import _document as order_document
 from tests.integration.test_verify import _get as scan
 
@@ -89,7 +90,7 @@ class Journey:
         self.genesis = Genesis.load(stack.state_dir / "ledger" / "genesis.json")
         # What a third party pins: the chain id and validator set from the ledger's files, never its answers.
         self.trust: TrustRoot = local_trust_root(stack.state_dir / "ledger")
-        self.channels = {name: stack_channel(stack.address(name)) for name in ("ledger", "registry", "planner", "pricing")}
+        self.channels = {name: stack_channel(stack.address(name), stack.state_dir) for name in ("ledger", "registry", "planner", "pricing")}
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self.channels["ledger"])
         self.products = product_pb2_grpc.ProductServiceStub(self.channels["registry"])
         self.events = events_pb2_grpc.EventServiceStub(self.channels["registry"])
@@ -311,7 +312,10 @@ def _approve_in_the_console(j: Journey, draft_ids: list[str]) -> list[ppb.Draft]
     passphrases = ensure_key_files(j.stack.state_dir, j.genesis)  # what the demo seed gives each person
     maria = PEOPLE["maria"]
     key = unlock_key_file(key_file(j.stack.state_dir, "maria"), passphrases["maria"], maria.agent_id)
-    clients = Clients(Addresses(ledger=j.stack.address("ledger"), registry=j.stack.address("registry"), planner=j.stack.address("planner")))
+    clients = Clients(Addresses(
+        ledger=j.stack.address("ledger"), registry=j.stack.address("registry"), planner=j.stack.address("planner"),
+        pricing=j.stack.address("pricing"),
+    ), tls=local_tools_tls(j.stack.state_dir))
     try:
         waiting = {d.draft_id for d in clients.drafts(state=ppb.DRAFT_STATE_PENDING_APPROVAL, approver_agent_id=maria.agent_id)}
         assert set(draft_ids) <= waiting, waiting

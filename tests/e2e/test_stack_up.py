@@ -30,10 +30,18 @@ def consumer_scan(env: dict[str, str]) -> None:
 
     from shelfproof.ledger.v1 import ledger_pb2, ledger_pb2_grpc
     from shelfproof.product.v1 import labels_pb2, labels_pb2_grpc, product_pb2, product_pb2_grpc
-    from shelfproof.runtime.client import insecure_channel
+    from shelfproof.cli.stack import local_tools_tls
+    from shelfproof.runtime.client import insecure_channel, service_channel
+
+    tls = local_tools_tls(Path(env["SHELFPROOF_STATE_DIR"]))  # `shelfproof up` turns mTLS on by default
+    assert tls is not None and tls.enabled
 
     async def label_uri() -> str:
-        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}") as channel:
+        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}") as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await product_pb2_grpc.ProductServiceStub(plaintext).GetProduct(product_pb2.GetProductRequest(gtin="00614141123452"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no certificate: no handshake
+        async with service_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}", tls) as channel:
             products = product_pb2_grpc.ProductServiceStub(channel)
             await products.CreateProduct(product_pb2.CreateProductRequest(
                 product=product_pb2.Product(gtin="00614141123452", name="Olive oil 1 l", brand="Demo")), timeout=30)
@@ -42,12 +50,12 @@ def consumer_scan(env: dict[str, str]) -> None:
                 product_pb2.CommissionItemsRequest(gtin="00614141123452", lot="E2E1", count=10), timeout=60
             ):
                 batch = reply.batch if reply.HasField("batch") else batch
-        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}") as ledger_channel:
+        async with service_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}", tls) as ledger_channel:
             content = await ledger_pb2_grpc.LedgerServiceStub(ledger_channel).GetContent(
                 ledger_pb2.GetContentRequest(sha256=batch.serials_sha256), timeout=10
             )
         serial = content.content.decode().split("\n")[0]
-        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}") as channel:
+        async with service_channel(f"127.0.0.1:{env['SHELFPROOF_REGISTRY_PORT']}", tls) as channel:
             labels = labels_pb2_grpc.LabelServiceStub(channel)
             for _ in range(100):  # the registry projects the batch's items a moment after the commit
                 try:
@@ -61,7 +69,7 @@ def consumer_scan(env: dict[str, str]) -> None:
                 raise AssertionError("no label for the item")
         # The verify page proves what it reads at the newest height with a header above it: the batch is
         # provable one block after its commit (what the integration tests' VerifyStack.provable waits for).
-        async with insecure_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}") as ledger_channel:
+        async with service_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}", tls) as ledger_channel:
             ledger = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
             committed = (await ledger.GetLedgerStatus(ledger_pb2.GetLedgerStatusRequest(), timeout=10)).latest_height
             for _ in range(300):
@@ -100,12 +108,18 @@ def openai_models(env: dict[str, str]) -> None:
 
 
 def epcis_rest_query(env: dict[str, str]) -> None:
-    """The registry's EPCIS REST binding answers a query as an EPCISQueryDocument valid against GS1's schema."""
+    """The registry's EPCIS REST binding answers a query as an EPCISQueryDocument valid against GS1's schema
+    (over HTTPS, to the local tools' client certificate)."""
     import httpx
 
+    from shelfproof.cli.stack import local_tools_tls
     from shelfproof.gs1 import epcis
+    from shelfproof.runtime.tls import client_ssl_context
 
-    reply = httpx.get(f"http://127.0.0.1:{env['SHELFPROOF_REGISTRY_EPCIS_PORT']}/events", params={"perPage": "5"}, timeout=30)
+    tls = local_tools_tls(Path(env["SHELFPROOF_STATE_DIR"]))
+    identity = client_ssl_context(tls.cert_file, tls.key_file, tls.ca_file)
+    reply = httpx.get(f"https://127.0.0.1:{env['SHELFPROOF_REGISTRY_EPCIS_PORT']}/events", params={"perPage": "5"}, timeout=30,
+                      verify=identity)
     assert reply.status_code == 200, reply.text
     epcis.validate_document(reply.json())
     assert reply.json()["type"] == "EPCISQueryDocument"

@@ -8,7 +8,7 @@ import json
 import sys
 
 from shelfproof.runtime.log import configure_logging
-from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings, TlsSettings
 
 
 def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -89,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         print(result.as_json() if args.json else "\n".join(result.lines))
         return result.exit_code
     if args.command == "planner":
+        from shelfproof.cli.stack import local_tools_tls
         from shelfproof.planner.replay import replay_with_local_engine
 
-        report = asyncio.run(replay_with_local_engine(args.ledger_address, args.draft_id))
+        # the local tools' certificate of the stack running here (SHELFPROOF_TLS_* given win)
+        tls = TlsSettings() if TlsSettings().enabled else local_tools_tls(common.state_dir)
+        report = asyncio.run(replay_with_local_engine(args.ledger_address, args.draft_id, tls))
         print(json.dumps(report, indent=2))
         return 0 if report["output_matches"] else 1
     if args.command == "db":

@@ -20,11 +20,27 @@ from dataclasses import asdict, dataclass
 from shelfproof.cli.health import component_health, ledger_status, postgres_health
 from shelfproof.runtime.postgres import LocalPostgres, default_cluster_dir
 from shelfproof.runtime.processes import die_with_parent
-from shelfproof.runtime.settings import CommonSettings, PostgresSettings
+from shelfproof.runtime.settings import CommonSettings, PostgresSettings, TlsSettings
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
+# The development CA and every certificate it issued (runtime/tls.py), under the state dir.
+TLS_DIR = "tls"
+# The certificate of the local tools: `shelfproof status`, the demo seed, tests talking to the stack.
+LOCAL_TOOLS = "operator"
+
+
+def tls_on() -> bool:
+    """mTLS between every service and on every gRPC port unless SHELFPROOF_TLS=0 (development only)."""
+    return os.environ.get("SHELFPROOF_TLS", "1") != "0"
+
+
+def _tls_of(directory, name: str) -> TlsSettings:
+    return TlsSettings(
+        cert_file=directory / f"{name}.pem", key_file=directory / f"{name}.key",
+        ca_file=directory / "ca.pem", crl_file=directory / "crl.pem",
+    )
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,8 @@ class EndpointSpec:
     port_setting: str
     default_port: int
     health_path: str = "/healthz"
+    # behind the service's mTLS when the stack runs with it (the EPCIS binding is for partners' systems)
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,7 @@ SERVICES: list[ServiceSpec] = [
         default_port=50052,
         health_service="shelfproof.product.v1.ProductService",
         metrics_port=9102,
-        endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090),),
+        endpoints=(EndpointSpec("epcis-rest", "EPCIS_PORT", 8090, tls=True),),
     ),
     ServiceSpec(
         name="pricing",
@@ -131,6 +149,8 @@ class Stack:
         self._started_postgres = False
         self.children: list[tuple[ServiceSpec, subprocess.Popen]] = []
         self.components: list[RunningComponent] = []
+        self.ca = None  # the development CA, when mTLS is on
+        self.local_tls: TlsSettings | None = None
 
     @property
     def dsn(self) -> str:
@@ -143,6 +163,12 @@ class Stack:
         from shelfproof.db.migrate import upgrade  # Alembic and SQLAlchemy: not for `shelfproof status`
 
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if tls_on():
+            from shelfproof.runtime.tls import DevCertificateAuthority
+
+            self.ca = DevCertificateAuthority.create_or_load(self.state_dir / TLS_DIR)
+            self.issue_certificates()
+            self.local_tls = _tls_of(self.ca.directory, LOCAL_TOOLS)
         if not self.pg_settings.dsn:
             cluster_dir = self.pg_settings.cluster_dir or default_cluster_dir(self.state_dir)
             self.postgres = LocalPostgres(cluster_dir, self.pg_settings.port, self.pg_settings.user)
@@ -155,6 +181,28 @@ class Stack:
         for spec in SERVICES:
             await self._start_service(spec)
         self._write_stack_file()
+
+    def issue_certificates(self) -> None:
+        """A fresh certificate for every service (its name is its role, its organisation the one it signs
+        for) and for the local tools; running servers pick theirs up at their next handshake."""
+        from shelfproof.ledger.genesis import CONSORTIUM_GLN, DEMO_BRAND_GLN, DEMO_RETAILER_GLN
+
+        signs_for = {"registry": DEMO_BRAND_GLN, "pricing": DEMO_RETAILER_GLN, "planner": DEMO_RETAILER_GLN}
+        assert self.ca is not None
+        for spec in SERVICES:
+            agent = os.environ.get(f"{spec.env_prefix}SIGNER_AGENT_ID", "")
+            gln = agent.split("/", 1)[0] if agent else signs_for.get(spec.name, CONSORTIUM_GLN)
+            self.ca.issue(spec.name, gln, spec.name)
+        self.ca.issue(LOCAL_TOOLS, CONSORTIUM_GLN, "operator")
+
+    def _tls_env(self, spec: ServiceSpec) -> dict[str, str]:
+        if self.ca is None:
+            return {}
+        tls = _tls_of(self.ca.directory, spec.name)
+        return {
+            "SHELFPROOF_TLS_CERT_FILE": str(tls.cert_file), "SHELFPROOF_TLS_KEY_FILE": str(tls.key_file),
+            "SHELFPROOF_TLS_CA_FILE": str(tls.ca_file), "SHELFPROOF_TLS_CRL_FILE": str(tls.crl_file),
+        }
 
     @staticmethod
     def _endpoint_port(spec: ServiceSpec, endpoint: EndpointSpec) -> int:
@@ -199,6 +247,7 @@ class Stack:
             "SHELFPROOF_PG_DSN": self.dsn,
             "SHELFPROOF_STATE_DIR": str(self.state_dir),
             "SHELFPROOF_LOG_FORMAT": "json",
+            **self._tls_env(spec),
         }
         log_path = self.logs_dir / f"{spec.name}.log"
         with open(log_path, "ab") as log_file:
@@ -218,7 +267,7 @@ class Stack:
                 raise RuntimeError(
                     f"{spec.name} exited with {child.returncode} while starting; see {log_path}"
                 )
-            if await component_health(spec.kind, address, spec.health_service) == "SERVING":
+            if await component_health(spec.kind, address, spec.health_service, tls=self.local_tls) == "SERVING":
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{spec.name} did not become healthy in {spec.start_timeout_s:.0f} s; see {log_path}")
@@ -228,15 +277,16 @@ class Stack:
         )
         for endpoint in spec.endpoints:  # started by the same process, right after its main server
             endpoint_address = f"127.0.0.1:{self._endpoint_port(spec, endpoint)}"
-            while await component_health("http", endpoint_address, endpoint.health_path) != "SERVING":
+            kind = "https" if endpoint.tls and self.ca is not None else "http"
+            while await component_health(kind, endpoint_address, endpoint.health_path, tls=self.local_tls) != "SERVING":
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{spec.name}'s {endpoint.name} did not become healthy; see {log_path}")
                 await asyncio.sleep(0.2)
             self.components.append(
-                RunningComponent(endpoint.name, endpoint_address, "http", endpoint.health_path, child.pid)
+                RunningComponent(endpoint.name, endpoint_address, kind, endpoint.health_path, child.pid)
             )
         if spec.name == "ledger":
-            status = await ledger_status(address)
+            status = await ledger_status(address, tls=self.local_tls)
             print(
                 f"ledger engine: {status.engine} with {status.validators} validator(s), "
                 f"chain {status.chain_id}, because {status.engine_reason}",
@@ -246,7 +296,11 @@ class Stack:
             print(f"planner engine: {await planner_engine(_openai_base_url())}", flush=True)
 
     def _write_stack_file(self) -> None:
-        payload = {"supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components]}
+        payload = {
+            "supervisor_pid": os.getpid(), "components": [asdict(c) for c in self.components],
+            # where the local tools' identity is (None: the stack runs without TLS)
+            "tls_dir": str(self.ca.directory) if self.ca is not None else None,
+        }
         (self.state_dir / STACK_FILE).write_text(json.dumps(payload, indent=2))
 
     async def stop(self) -> None:
@@ -296,7 +350,28 @@ async def seed_demo_once(stack: Stack):
         return None
     address = {c.name: c.address for c in stack.components}
     return await seed_demo(address["ledger"], address["registry"], address["planner"], Genesis.load(genesis_file), stack.state_dir,
-                           progress=lambda text: print(text, flush=True))
+                           progress=lambda text: print(text, flush=True), tls=stack.local_tls)
+
+
+async def rotate_certificates(stack: Stack) -> None:
+    """Re-issue every certificate at half its validity: servers reload theirs without a restart."""
+    from shelfproof.runtime.tls import DEFAULT_VALIDITY
+
+    while True:
+        await asyncio.sleep(DEFAULT_VALIDITY.total_seconds() / 2)
+        await asyncio.to_thread(stack.issue_certificates)
+        log.info("certificates rotated")
+
+
+def local_tools_tls(state_dir) -> TlsSettings | None:
+    """The local tools' identity of the stack running under ``state_dir`` (None: no stack, or no TLS)."""
+    stack_file = state_dir.resolve() / STACK_FILE
+    if not stack_file.exists():
+        return None
+    from pathlib import Path
+
+    tls_dir = json.loads(stack_file.read_text()).get("tls_dir")
+    return _tls_of(Path(tls_dir), LOCAL_TOOLS) if tls_dir else None
 
 
 async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
@@ -305,6 +380,7 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     stack = Stack(common, pg_settings)
+    rotation: asyncio.Task | None = None
     try:
         start = asyncio.create_task(stack.start())
         stop_wait = asyncio.create_task(stopping.wait())
@@ -315,6 +391,7 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
             return 130
         stop_wait.cancel()
         start.result()
+        rotation = asyncio.create_task(rotate_certificates(stack)) if stack.ca is not None else None
         demo = await seed_demo_once(stack)
         print("shelfproof is up:", flush=True)
         for component in stack.components:
@@ -332,16 +409,20 @@ async def run_up(common: CommonSettings, pg_settings: PostgresSettings) -> int:
                 print(f"  {login:<8} {PEOPLE[login].role:<16} passphrase {passphrase}", flush=True)
         metrics = ", ".join(f"{s.name} 127.0.0.1:{Stack._metrics_port(s)}" for s in SERVICES if s.metrics_port)
         print(f"metrics (GET /metrics, /ready): {metrics}", flush=True)
+        print(f"mTLS: {'on, development CA and certificates in ' + str(stack.ca.directory) if stack.ca else 'off (SHELFPROOF_TLS=0)'}", flush=True)
         print(f"logs: {stack.logs_dir}   status: shelfproof status   stop: Ctrl-C", flush=True)
         await stopping.wait()
         print("stopping shelfproof …", flush=True)
         return 0
     finally:
+        if rotation is not None:
+            rotation.cancel()
         await stack.stop()
 
 
 async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> int:
     stack_file = common.state_dir.resolve() / STACK_FILE
+    tls = local_tools_tls(common.state_dir)
     if stack_file.exists():
         components = [RunningComponent(**c) for c in json.loads(stack_file.read_text())["components"]]
     else:
@@ -364,7 +445,7 @@ async def run_status(common: CommonSettings, pg_settings: PostgresSettings) -> i
             return await asyncio.to_thread(postgres_health, component.address)
         # A process's first gRPC calls set up gRPC itself; on a loaded machine that alone has taken
         # over a second, so the deadline is generous: a healthy stack still answers in well under one.
-        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0)
+        return await component_health(component.kind, component.address, component.health_service, deadline_s=5.0, tls=tls)
 
     # all at once: a silent component costs its deadline once, not once per component after it
     statuses = await asyncio.gather(*(probe(c) for c in components))

@@ -28,6 +28,7 @@ from shelfproof.product.v1 import events_pb2 as epb
 from shelfproof.product.v1 import labels_pb2 as lapb
 from shelfproof.product.v1 import product_pb2 as prpb
 from shelfproof.runtime.server import MAX_MESSAGE_BYTES
+from shelfproof.runtime.settings import TlsSettings
 
 READ_S = 10.0
 WRITE_S = 30.0
@@ -42,11 +43,16 @@ class Addresses:
     pricing: str = "127.0.0.1:50054"
 
 
-def _channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=[
+def _channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
+    options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.enable_retries", 0),
-    ])
+    ]
+    if tls is not None and tls.enabled and tls.key_file and tls.ca_file:  # the console's certificate (runtime/tls.py)
+        from shelfproof.runtime.tls import channel_credentials
+
+        return grpc.secure_channel(target, channel_credentials(tls.cert_file, tls.key_file, tls.ca_file), options=options)
+    return grpc.insecure_channel(target, options=options)
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,13 @@ class Clients:
 
     addresses: Addresses
     _channels: list[grpc.Channel] = field(default_factory=list)
+    tls: TlsSettings | None = None
 
     def __post_init__(self) -> None:
         where = self.addresses
-        ledger, registry, planner, pricing = (_channel(a) for a in (where.ledger, where.registry, where.planner, where.pricing))
+        ledger, registry, planner, pricing = (
+            _channel(a, self.tls) for a in (where.ledger, where.registry, where.planner, where.pricing)
+        )
         self._channels = [ledger, registry, planner, pricing]
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(ledger)
         self.products = product_pb2_grpc.ProductServiceStub(registry)

@@ -30,7 +30,9 @@ def addresses() -> Addresses:
 
 @st.cache_resource
 def _clients(where: Addresses) -> Clients:
-    return Clients(where)
+    from shelfproof.runtime.settings import TlsSettings
+
+    return Clients(where, tls=TlsSettings())  # the console's certificate, set by `shelfproof up`
 
 
 def clients() -> Clients:

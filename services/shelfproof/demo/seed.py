@@ -47,7 +47,8 @@ from shelfproof.product.v1 import events_pb2 as epb
 from shelfproof.product.v1 import events_pb2_grpc, labels_pb2_grpc, product_pb2_grpc
 from shelfproof.product.v1 import labels_pb2 as lapb
 from shelfproof.product.v1 import product_pb2 as prpb
-from shelfproof.runtime.client import call, insecure_channel
+from shelfproof.runtime.client import call, service_channel
+from shelfproof.runtime.settings import TlsSettings
 from shelfproof.runtime.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,11 @@ def ensure_key_files(state_dir: Path, genesis: Genesis) -> dict[str, str]:
 
 
 class DemoSeeder:
-    def __init__(self, ledger_address: str, registry_address: str, planner_address: str, genesis: Genesis, size: DemoSize) -> None:
-        self.channels = [insecure_channel(a) for a in (ledger_address, registry_address, planner_address)]
+    def __init__(
+        self, ledger_address: str, registry_address: str, planner_address: str, genesis: Genesis, size: DemoSize,
+        tls: TlsSettings | None = None,
+    ) -> None:
+        self.channels = [service_channel(a, tls) for a in (ledger_address, registry_address, planner_address)]
         ledger, registry, planner = self.channels
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(ledger)
         self.products = product_pb2_grpc.ProductServiceStub(registry)
@@ -348,10 +352,10 @@ class DemoSeeder:
 
 async def seed_demo(
     ledger_address: str, registry_address: str, planner_address: str, genesis: Genesis, state_dir: Path,
-    size: DemoSize = DemoSize(), *, progress=lambda text: log.info(text),
+    size: DemoSize = DemoSize(), *, progress=lambda text: log.info(text), tls: TlsSettings | None = None,
 ) -> DemoResult:
     passphrases = ensure_key_files(state_dir, genesis)
-    seeder = DemoSeeder(ledger_address, registry_address, planner_address, genesis, size)
+    seeder = DemoSeeder(ledger_address, registry_address, planner_address, genesis, size, tls)
     try:
         if await seeder.seeded():
             return DemoResult(False, passphrases)

@@ -22,7 +22,8 @@ from shelfproof.ledger.genesis import Genesis, development_genesis
 from shelfproof.runtime.log import configure_logging
 from shelfproof.runtime.metrics import ProcessMetrics, watch_grpc_server, watch_ledger_adapter
 from shelfproof.runtime.server import GrpcServer, run_until_signalled
-from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings
+from shelfproof.runtime.identity import refuse_development_material
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, TlsSettings
 
 log = logging.getLogger("shelfproof.ledger")
 
@@ -75,10 +76,12 @@ def load_or_create_genesis(home: Path, chain_id: str) -> Genesis:
     return genesis
 
 
-async def serve(settings: LedgerSettings, state_dir: Path) -> None:
+async def serve(settings: LedgerSettings, state_dir: Path, tls: TlsSettings | None = None, environment: str = "development") -> None:
     home = (settings.home or state_dir / "ledger").resolve()
     home.mkdir(parents=True, exist_ok=True)
+    refuse_development_material(environment, tls or TlsSettings())
     genesis = load_or_create_genesis(home, settings.chain_id)
+    refuse_development_material(environment, tls or TlsSettings(), holds_private_keys=bool(genesis.accounts))
     engine_name, why = choose_engine(settings)
     network = None
     if engine_name == "embedded":
@@ -106,7 +109,7 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
     batching = BatchSettings(settings.batch_max_txs, settings.batch_max_bytes, settings.batch_linger_ms / 1000)
     adapter = LedgerAdapter(engine, home / "adapter", why, batching)
     metrics = ProcessMetrics("ledger")
-    server = GrpcServer(settings, [adapter.binding()], metrics)
+    server = GrpcServer(settings, [adapter.binding()], metrics, tls=tls)
     watch_grpc_server(metrics, server)
     watch_ledger_adapter(metrics, adapter)
 
@@ -129,7 +132,7 @@ async def serve(settings: LedgerSettings, state_dir: Path) -> None:
 def main() -> None:
     common = CommonSettings()
     configure_logging(common.log_level, common.log_format)
-    asyncio.run(serve(LedgerSettings(), common.state_dir))
+    asyncio.run(serve(LedgerSettings(), common.state_dir, TlsSettings(), common.env))
 
 
 if __name__ == "__main__":

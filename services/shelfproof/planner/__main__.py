@@ -11,17 +11,17 @@ import logging
 import tempfile
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, Genesis
+from shelfproof.ledger.genesis import DEMO_RETAILER_GLN, DEMO_RETAILER_STORE_GLN, service_account
 from shelfproof.ledger.v1 import ledger_pb2_grpc
-from shelfproof.runtime.client import insecure_channel
+from shelfproof.runtime.client import service_channel
 from shelfproof.runtime.metrics import MeteredDrafter, ProcessMetrics, watch_query_service
 from shelfproof.runtime.server import GrpcServer, run_service_with_postgres, run_until_signalled
-from shelfproof.runtime.settings import GrpcServerSettings
+from shelfproof.runtime.settings import CommonSettings, GrpcServerSettings, TlsSettings
 
 log = logging.getLogger("shelfproof.planner")
 
@@ -36,6 +36,10 @@ class PlannerSettings(GrpcServerSettings):
     # The agent that submits drafts (needs draft::submit); people approve with their own keys.
     signer_agent_id: str = f"{DEMO_RETAILER_GLN}/admin-1"
     genesis_file: Path | None = None
+    # This service's own private key (hex Ed25519 seed): the variable wins over the file; neither set = the
+    # development key file `shelfproof up`'s ledger wrote (refused outside development).
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None
     # The OpenAI-compatible endpoint of the model (Serve's HTTP proxy) listens here.
     openai_port: int = Field(default=8000, ge=0, le=65535)
     service_level: float = Field(default=0.95, ge=0.5, lt=1)
@@ -49,16 +53,20 @@ class PlannerSettings(GrpcServerSettings):
     restock_check_interval_s: float = Field(default=60.0, ge=1.0)
 
 
-async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
+async def serve(
+    settings: PlannerSettings, state_dir: Path, dsn: str, tls: TlsSettings | None = None, environment: str = "development"
+) -> None:
     from shelfproof.planner.app import start_drafter
     from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
     from shelfproof.planner.projector import DraftProjector
     from shelfproof.planner.runner import RestockRunner
     from shelfproof.planner.service import PlannerService
 
-    genesis = Genesis.load(settings.genesis_file or state_dir / "ledger" / "genesis.json")
-    account = genesis.accounts[settings.signer_agent_id]
-    channel = insecure_channel(settings.ledger_address)
+    genesis, account = service_account(
+        settings.genesis_file or state_dir / "ledger" / "genesis.json", settings.signer_agent_id,
+        key_file=settings.signing_key_file, key=settings.signing_key, environment=environment, tls=tls or TlsSettings(),
+    )
+    channel = service_channel(settings.ledger_address, tls)
     ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open(wait=True)
@@ -74,7 +82,7 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
         pool, LedgerClient(ledger, account.signer(genesis.chain_id)), MeteredDrafter(drafter, metrics), projector,
         service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
     )
-    server = GrpcServer(settings, [service.binding()], metrics)
+    server = GrpcServer(settings, [service.binding()], metrics, tls=tls, signing_organization=account.organization_gln)
     watch_query_service(metrics, server, pool, ledger, {"planner": projector})
     locations = [gln.strip() for gln in settings.restock_locations.split(",") if gln.strip()]
     runner = RestockRunner(
@@ -101,7 +109,7 @@ async def serve(settings: PlannerSettings, state_dir: Path, dsn: str) -> None:
 
 
 def main() -> None:
-    run_service_with_postgres(lambda state_dir, dsn: serve(PlannerSettings(), state_dir, dsn))
+    run_service_with_postgres(lambda state_dir, dsn: serve(PlannerSettings(), state_dir, dsn, TlsSettings(), CommonSettings().env))
 
 
 if __name__ == "__main__":

@@ -91,9 +91,13 @@ async def on_order(pool: AsyncConnectionPool, location_gln: str, gtins: list[str
 
 
 async def list_orders(
-    pool: AsyncConnectionPool, after: str, size: int, *, buyer: str, supplier: str, ship_to: str, status: str
+    pool: AsyncConnectionPool, after: str, size: int, *, buyer: str, supplier: str, ship_to: str, status: str, party: str = ""
 ) -> list[dict]:
+    """``party``: only orders it is the buyer or the supplier of (a caller scoped to its organisation)."""
     where, args = ["order_id > %s"], [after]
+    if party:
+        where.append("(buyer_gln = %s OR supplier_gln = %s)")
+        args += [party, party]
     for column, value in (("buyer_gln", buyer), ("supplier_gln", supplier), ("ship_to_gln", ship_to), ("status", status)):
         if value:
             where.append(f"{column} = %s")
@@ -106,12 +110,15 @@ async def list_orders(
 
 
 async def changes_after(
-    pool: AsyncConnectionPool, position: tuple[int, int, str], *, buyer: str, supplier: str, limit: int = 500
+    pool: AsyncConnectionPool, position: tuple[int, int, str], *, buyer: str, supplier: str, limit: int = 500, party: str = ""
 ) -> list[tuple[int, int, str, str, bytes]]:
     """Order changes strictly after a position (height, index, order id), in ledger order. The projector writes a
     transaction's changes with its cursor in one database transaction, in ledger order, so what is
     visible is always a prefix of the ledger: a later read never finds an earlier change."""
     where, args = ["(height, tx_index, order_id) > (%s, %s, %s)"], [*position]
+    if party:
+        where.append("(buyer_gln = %s OR supplier_gln = %s)")
+        args += [party, party]
     for column, value in (("buyer_gln", buyer), ("supplier_gln", supplier)):
         if value:
             where.append(f"{column} = %s")

@@ -68,14 +68,14 @@ async def replay(ledger: ledger_pb2_grpc.LedgerServiceStub, draft_id: str, llm: 
     }
 
 
-async def replay_with_local_engine(ledger_address: str, draft_id: str) -> dict:
+async def replay_with_local_engine(ledger_address: str, draft_id: str, tls=None) -> dict:
     """Replay on a bare engine started in this process from the planner's settings (``shelfproof planner replay``),
     in the dtype the draft recorded (whatever this machine would pick by itself)."""
     from shelfproof.planner.app import EngineModel
     from shelfproof.planner.llm import LanguageEngine, LLMSettings
-    from shelfproof.runtime.client import insecure_channel
+    from shelfproof.runtime.client import service_channel
 
-    async with insecure_channel(ledger_address) as channel:
+    async with service_channel(ledger_address, tls) as channel:
         ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         record, _ = await recorded_draft(ledger, draft_id)
         dtype = recorded_dtype(record.draft.decision_record)

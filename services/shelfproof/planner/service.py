@@ -41,6 +41,7 @@ from shelfproof.planner.v1 import planner_pb2_grpc
 from shelfproof.runtime.client import call
 from shelfproof.runtime.errors import DependencyUnavailable, FailedPrecondition, FieldViolation, InvalidArgument, LedgerRejected, NotFound
 from shelfproof.runtime.fields import gln_field, gtin_field, next_page_token, page_request, timestamp_of
+from shelfproof.runtime.identity import reader_organization
 from shelfproof.runtime.server import ServiceBinding
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,10 @@ class PurchaseOrderRpcs:
         reply = await call(self.ledger.stub.Query, lpb.QueryRequest(store="orders", key=order_id.encode()), idempotent=True)
         if not reply.found or order_id.startswith("@"):
             raise NotFound(f"purchase order {order_id} does not exist")
-        return purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(reply.value))
+        order = purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(reply.value))
+        if (reader := reader_organization()) and reader not in (order.buyer_gln, order.supplier_gln):
+            raise NotFound(f"purchase order {order_id} does not exist")  # another buyer's: not even its existence
+        return order
 
     async def GetPurchaseOrder(self, request: pb.GetPurchaseOrderRequest, context) -> pb.GetPurchaseOrderResponse:
         return pb.GetPurchaseOrderResponse(purchase_order=await self._order(request.order_id))
@@ -145,7 +149,8 @@ class PurchaseOrderRpcs:
             raise InvalidArgument("state is not a purchase order state", field_violations=[FieldViolation("state", "a declared value")])
         size, after = page_request(request.page_size, request.page_token, check)
         rows = await purchase_orders.list_orders(
-            self.pool, after, size, status=purchase_orders.STATUS_OF_ORDER_STATE.get(request.state, ""), **filters
+            self.pool, after, size, status=purchase_orders.STATUS_OF_ORDER_STATE.get(request.state, ""), **filters,
+            party=reader_organization() or "",
         )
         return pb.ListPurchaseOrdersResponse(
             purchase_orders=[purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(r["record"])) for r in rows[:size]],
@@ -205,9 +210,10 @@ class PurchaseOrderRpcs:
         buyer = gln_field(request.buyer_gln, "buyer_gln") if request.buyer_gln else ""
         supplier = gln_field(request.supplier_gln, "supplier_gln") if request.supplier_gln else ""
         position = (request.after_height, request.after_index, request.after_order_id)
+        party = reader_organization() or ""
         while True:
             seen = self.projector.position
-            rows = await purchase_orders.changes_after(self.pool, position, buyer=buyer, supplier=supplier)
+            rows = await purchase_orders.changes_after(self.pool, position, buyer=buyer, supplier=supplier, party=party)
             for height, index, order_id, action, record in rows:
                 yield pb.StreamPurchaseOrdersResponse(
                     purchase_order=purchase_orders.purchase_order_from_record(st.PurchaseOrderRecord.FromString(record)),
@@ -474,9 +480,17 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         if not request.draft_id:
             raise InvalidArgument("draft_id is required", field_violations=[FieldViolation("draft_id", "required")])
         draft = await self._existing(request.draft_id)
-        if draft is None:
+        if draft is None or not await self._readable_draft(request.draft_id):
             raise NotFound(f"draft {request.draft_id} does not exist")
         return pb.GetDraftResponse(draft=draft)
+
+    async def _readable_draft(self, draft_id: str) -> bool:
+        """Whether the caller may read the draft: a caller scoped to its organisation reads only its own."""
+        if (reader := reader_organization()) is None:
+            return True
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute("SELECT organization_gln FROM drafts WHERE draft_id = %s", (draft_id,))).fetchone()
+        return row is not None and row[0] == reader
 
     async def _org_of(self, agent_id: str) -> str:
         if agent_id not in self._agent_orgs:
@@ -493,6 +507,9 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
 
         size, after = page_request(request.page_size, request.page_token, check)
         where, args = ["draft_id > %s"], [after]
+        if (reader := reader_organization()) is not None:
+            where.append("organization_gln = %s")
+            args.append(reader)
         if request.approver_agent_id:
             where += ["organization_gln = %s", "status = 'PENDING'", "expire_time > now()", "submitted_by <> %s", "NOT (%s = ANY(approvers))"]
             args += [await self._org_of(request.approver_agent_id), request.approver_agent_id, request.approver_agent_id]

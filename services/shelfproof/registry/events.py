@@ -24,6 +24,7 @@ from shelfproof.product.v1 import events_pb2 as pb
 from shelfproof.product.v1 import events_pb2_grpc
 from shelfproof.registry.projector import RegistryProjector
 from shelfproof.runtime.fields import gln_field, gtin_field, time_field, timestamp_of
+from shelfproof.runtime.identity import reader_organization
 from shelfproof.runtime.errors import (
     DependencyUnavailable,
     FieldViolation,
@@ -200,6 +201,22 @@ def epcis_context_parts(event: dict) -> list[dict]:
     return [c for c in (context if isinstance(context, list) else [context]) if isinstance(c, dict)]
 
 
+def party_scope(gln: str) -> tuple[str, list]:
+    """SQL over ``events e``: the events an organisation may read — those its agents recorded, those at its
+    locations, and those that name it (or one of its locations) as a source or destination party, written as a
+    GS1 Digital Link (``/417/``, ``/414/``) or an EPC URN (pgln, sgln: every company-prefix length)."""
+    urns = [f"urn:epc:id:pgln:{gln[:k]}.{gln[k:12]}" for k in range(6, 13)]
+    patterns = [f"%/417/{gln}", f"%/414/{gln}%", *urns, *(f"urn:epc:id:sgln:{gln[:k]}.{gln[k:12]}.%" for k in range(6, 13))]
+    sql = (
+        "(e.recorded_by LIKE %s"
+        " OR e.biz_location_gln IN (SELECT gln FROM locations WHERE organization_gln = %s)"
+        " OR EXISTS (SELECT 1 FROM jsonb_path_query(e.document, 'lax $.sourceList[*].source') AS s(v) WHERE s.v #>> '{}' LIKE ANY(%s))"
+        " OR EXISTS (SELECT 1 FROM jsonb_path_query(e.document, 'lax $.destinationList[*].destination') AS d(v)"
+        " WHERE d.v #>> '{}' LIKE ANY(%s)))"
+    )
+    return sql, [f"{gln}/%", gln, patterns, patterns]
+
+
 class EventService(events_pb2_grpc.EventServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, ledger: LedgerClient, projector: RegistryProjector) -> None:
         self.pool = pool
@@ -267,6 +284,10 @@ class EventService(events_pb2_grpc.EventServiceServicer):
 
     def _where(self, f: pb.EventFilter) -> tuple[str, list, str]:
         conditions, values, join = [], [], ""
+        if (reader := reader_organization()) is not None:
+            scope, scope_values = party_scope(reader)
+            conditions.append(scope)
+            values += scope_values
         if f.serial and not f.gtin:
             raise InvalidArgument("serial needs gtin", field_violations=[FieldViolation("filter.serial", "set filter.gtin too")])
         if f.gtin:
@@ -370,6 +391,9 @@ class EventService(events_pb2_grpc.EventServiceServicer):
                 raise InvalidArgument("page_token is not one this service issued", field_violations=[FieldViolation("page_token", "invalid")]) from None
             conditions.append("(gtin, location_gln) > (%s, %s)")
             values += [gtin, gln]
+        if (reader := reader_organization()) is not None:  # stock at its own locations only
+            conditions.append("location_gln IN (SELECT gln FROM locations WHERE organization_gln = %s)")
+            values.append(reader)
         where = " AND ".join(conditions) or "TRUE"
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(

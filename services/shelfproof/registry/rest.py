@@ -39,7 +39,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.gs1 import epcis
 from shelfproof.gs1.canonical import MAX_KEY_URI, canonical_key, check_digit
-from shelfproof.registry.events import MAX_DOCUMENT_BYTES, MAX_EVENTS, EventService, export_document, plan_capture
+from shelfproof.registry.events import MAX_DOCUMENT_BYTES, MAX_EVENTS, EventService, export_document, party_scope, plan_capture
+from shelfproof.runtime.identity import reader_organization
 from shelfproof.runtime.errors import DomainError, InvalidArgument, PermissionDenied
 
 log = logging.getLogger(__name__)
@@ -366,13 +367,17 @@ def query_document(rows: list[dict]) -> dict:
 class EpcisRestApi:
     """The binding's resources over the registry's pool and EventService."""
 
-    def __init__(self, pool: AsyncConnectionPool, events: EventService) -> None:
+    def __init__(self, pool: AsyncConnectionPool, events: EventService, authorization=None) -> None:
+        """``authorization`` (runtime/identity.py's CallerAuthorization, with TLS on): each request is decided as
+        the gRPC RPC it stands for, on the caller's verified client certificate."""
         self.pool = pool
         self.events = events
+        self.authorization = authorization
         self._jobs: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_DOCUMENT_BYTES, middlewares=[self._problems])
+        middlewares = [self._problems] + ([self._caller] if self.authorization is not None else [])
+        app = web.Application(client_max_size=MAX_DOCUMENT_BYTES, middlewares=middlewares)
         add = app.router.add_get
         add("/healthz", self.healthz)
         add("/events", self.get_events)
@@ -387,6 +392,36 @@ class EpcisRestApi:
         add("/capture/{captureID}", self.get_capture)
         app.on_shutdown.append(self._stop_jobs)
         return app
+
+    @web.middleware
+    async def _caller(self, request: web.Request, handler) -> web.StreamResponse:
+        """Inside ``_problems``: a refusal is a problem document (401, 403 or 429 with Retry-After)."""
+        from cryptography import x509
+
+        from shelfproof.runtime.errors import Overloaded, Unauthenticated
+        from shelfproof.runtime.request_context import bind_caller
+        from shelfproof.runtime.tls import identity_of
+
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        caller = identity_of(x509.load_der_x509_certificate(der)) if der else None
+        if request.path == "/healthz":
+            method = "/grpc.health.v1.Health/Check"
+        elif request.method == "POST":
+            method = "/shelfproof.product.v1.EventService/CaptureEvents"
+        else:
+            method = "/shelfproof.product.v1.EventService/ListEvents"
+        try:
+            if caller is None:
+                raise Unauthenticated("no client certificate naming a shelfproof identity")
+            bind_caller(self.authorization.admit_caller(method, caller))
+        except Unauthenticated as error:
+            raise EpcisProblem(401, SECURITY, error.message) from None
+        except Overloaded as error:
+            raise EpcisProblem(429, CAPTURE_LIMIT, error.message, {"Retry-After": str(max(1, round(error.retry_after_s or 1)))}) from None
+        except PermissionDenied as error:
+            raise EpcisProblem(403, SECURITY, error.message) from None
+        return await handler(request)
 
     @web.middleware
     async def _problems(self, request: web.Request, handler) -> web.StreamResponse:
@@ -429,6 +464,9 @@ class EpcisRestApi:
 
     async def _answer(self, request: web.Request, params: dict[str, str]) -> web.Response:
         q = parse_query(params)
+        if (reader := reader_organization()) is not None:  # a partner's system reads its own and its partners' events
+            scope, scope_values = party_scope(reader)
+            q.where(scope, *scope_values)
         per_page = _integer("perPage", params["perPage"], 1, MAX_PER_PAGE) if "perPage" in params else DEFAULT_PER_PAGE
         digest = _query_digest(params)
         after, served = _untoken(q, digest, params["nextPageToken"]) if "nextPageToken" in params else (None, 0)
@@ -506,8 +544,9 @@ class EpcisRestApi:
         if len(event_id) > MAX_KEY_URI or "\x00" in event_id:
             raise EpcisProblem(404, NO_SUCH_NAME, "no such event")
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT * FROM events WHERE event_hash = %s OR event_id = %s ORDER BY ledger_height LIMIT 1",
-                              (event_id, event_id))
+            scope, scope_values = party_scope(reader) if (reader := reader_organization()) is not None else ("TRUE", [])
+            await cur.execute(f"SELECT * FROM events e WHERE (event_hash = %s OR event_id = %s) AND {scope} ORDER BY ledger_height LIMIT 1",
+                              (event_id, event_id, *scope_values))
             row = await cur.fetchone()
         if row is None:
             raise EpcisProblem(404, NO_SUCH_NAME, f"no event {event_id[:120]!r}")
@@ -628,13 +667,14 @@ def _gln_or_uri(value: str) -> str:
 class EpcisRestServer:
     """The binding's HTTP server on loopback; ``port`` is the bound port after start (0 = any free one)."""
 
-    def __init__(self, api: EpcisRestApi, host: str, port: int) -> None:
+    def __init__(self, api: EpcisRestApi, host: str, port: int, ssl_context=None) -> None:
         self.runner = web.AppRunner(api.app(), access_log=None)
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # HTTPS with client certificates required (runtime/tls.py)
 
     async def start(self) -> int:
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
+        await web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl_context).start()
         self.port = self.runner.addresses[0][1]  # the bound port when 0 was asked
         log.info("EPCIS REST binding listening", extra={"address": f"{self.host}:{self.port}"})
         return self.port

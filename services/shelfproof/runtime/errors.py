@@ -116,8 +116,22 @@ class Unauthenticated(DomainError):
 
 
 class Overloaded(DomainError):
+    """Over a limit; ``retry_after_s``, when known, travels as google.rpc.RetryInfo."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "ERROR_REASON_OVERLOADED"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+
+    def to_status(self) -> status_pb2.Status:
+        status = super().to_status()
+        if self.retry_after_s is not None:
+            info = error_details_pb2.RetryInfo()
+            info.retry_delay.FromNanoseconds(max(int(self.retry_after_s * 1e9), 1))
+            status.details.add().Pack(info)
+        return status
 
 
 class DependencyUnavailable(DomainError):
@@ -150,7 +164,7 @@ def error_from_rpc(error: grpc.RpcError) -> DomainError:
     status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
-    reason, metadata, violations = None, {}, []
+    reason, metadata, violations, retry_after_s = None, {}, [], None
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -161,10 +175,16 @@ def error_from_rpc(error: grpc.RpcError) -> DomainError:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after_s = retry.retry_delay.ToNanoseconds() / 1e9
     cls = _BY_REASON.get(reason or "") or _BY_CODE.get(code, DomainError)
     if cls is LedgerRejected:
         ledger_code = int(metadata.pop("ledger_code", "0"))
         return LedgerRejected(message or "", ledger_code=ledger_code, metadata=metadata, reason=reason)
+    if cls is Overloaded:
+        return Overloaded(message or "", retry_after_s=retry_after_s, reason=reason, metadata=metadata)
     err = cls(message or "", reason=reason, metadata=metadata, field_violations=violations)
     if cls is DomainError:
         err.code = code  # type: ignore[misc]  # keep e.g. INTERNAL/DEADLINE_EXCEEDED as received

@@ -214,7 +214,9 @@ def watch_grpc_server(metrics: ProcessMetrics, server: Any) -> None:
     from shelfproof.cli.health import grpc_health
 
     async def serving() -> bool:
-        return server.port != 0 and await grpc_health(server.address, "", CHECK_DEADLINE_S) == "SERVING"
+        # With mTLS on, the probe presents the process's own certificate.
+        tls = getattr(server, "tls", None)
+        return server.port != 0 and await grpc_health(server.address, "", CHECK_DEADLINE_S, tls) == "SERVING"
 
     metrics.ready_when("grpc", serving)
 

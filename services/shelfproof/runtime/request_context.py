@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shelfproof.runtime.tls import Identity
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 
@@ -24,3 +28,15 @@ def bind_request_id(request_id: str) -> contextvars.Token:
 
 def unbind_request_id(token: contextvars.Token) -> None:
     _request_id.reset(token)
+
+
+# The caller's identity, from its certificate (runtime/identity.py); None when the server runs without TLS.
+_caller: contextvars.ContextVar["Identity | None"] = contextvars.ContextVar("caller", default=None)
+
+
+def current_caller() -> "Identity | None":
+    return _caller.get()
+
+
+def bind_caller(caller: "Identity") -> contextvars.Token:
+    return _caller.set(caller)

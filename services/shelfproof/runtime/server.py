@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shelfproof.runtime.interceptors import DomainErrorInterceptor
-from shelfproof.runtime.settings import GrpcServerSettings
+from shelfproof.runtime.settings import GrpcServerSettings, TlsSettings
 
 if TYPE_CHECKING:
     from shelfproof.runtime.metrics import ProcessMetrics
@@ -40,14 +40,39 @@ class GrpcServer:
     """One process's gRPC server. Bind to port 0 in tests; ``port`` is the bound port after start."""
 
     def __init__(
-        self, settings: GrpcServerSettings, services: Sequence[ServiceBinding], metrics: ProcessMetrics | None = None
+        self,
+        settings: GrpcServerSettings,
+        services: Sequence[ServiceBinding],
+        metrics: ProcessMetrics | None = None,
+        tls: TlsSettings | None = None,
+        signing_organization: str = "",
     ) -> None:
+        """With ``tls`` enabled: mTLS (client certificates required, reloaded when the files change) and the
+        identity interceptor; ``signing_organization`` is the GLN whose agent this service signs as."""
         self._settings = settings
         self._services = list(services)
+        interceptors: list[grpc.aio.ServerInterceptor] = [DomainErrorInterceptor()]
+        self._credentials = None
+        self.tls = tls if tls is not None and tls.enabled else None  # how a client of this process connects
+        self.authorization = None  # the identity decision, shared with the process's HTTP ports
+        if tls is not None and tls.enabled:
+            from shelfproof.runtime.identity import CallerAuthorization, IdentityInterceptor
+            from shelfproof.runtime.tls import ReloadingServerCredentials, RevocationList
+
+            if tls.key_file is None or tls.ca_file is None or tls.crl_file is None:
+                raise SystemExit("SHELFPROOF_TLS_CERT_FILE needs _KEY_FILE, _CA_FILE and _CRL_FILE")
+            self._credentials = ReloadingServerCredentials(tls.cert_file, tls.key_file, tls.ca_file)
+            self.authorization = CallerAuthorization(
+                RevocationList(tls.crl_file, tls.ca_file), signing_organization=signing_organization,
+                write_rate_per_s=settings.write_rate_per_s, write_burst=settings.write_burst,
+            )
+            interceptors.append(IdentityInterceptor(self.authorization))
         self._server = grpc.aio.server(
             # The metrics interceptor outside the error interceptor: it records the code that one mapped.
-            interceptors=[*([metrics.interceptor()] if metrics is not None else []), DomainErrorInterceptor()],
+            interceptors=[*([metrics.interceptor()] if metrics is not None else []), *interceptors],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
+                ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
@@ -74,7 +99,11 @@ class GrpcServer:
             names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self._server,
         )
-        self.port = self._server.add_insecure_port(f"{self._settings.host}:{self._settings.port}")
+        bind = f"{self._settings.host}:{self._settings.port}"
+        if self._credentials is not None:
+            self.port = self._server.add_secure_port(bind, self._credentials.credentials)
+        else:
+            self.port = self._server.add_insecure_port(bind)
         if self.port == 0:
             raise OSError(f"cannot bind {self._settings.host}:{self._settings.port}")
         await self._server.start()

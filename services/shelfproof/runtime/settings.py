@@ -19,6 +19,8 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     # "json", "text", or "auto" (JSON lines unless stderr is a terminal).
     log_format: str = "auto"
+    # SHELFPROOF_ENV: anything but "development" refuses the development CA and development keys.
+    env: str = "development"
 
 
 class GrpcServerSettings(BaseSettings):
@@ -30,6 +32,13 @@ class GrpcServerSettings(BaseSettings):
     port: int = Field(default=0, ge=0, le=65535)
     # Seconds in-flight RPCs get to finish on SIGTERM before they are cancelled.
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # Limits set on every server (gRPC's defaults are unbounded or implicit): HTTP/2 streams per
+    # connection, RPCs in flight (more are answered RESOURCE_EXHAUSTED), and, with identities on, write
+    # RPCs per caller organisation (a token bucket: this rate, this burst).
+    max_concurrent_streams: int = Field(default=256, ge=1, le=65536)
+    max_concurrent_rpcs: int = Field(default=2048, ge=1, le=1_000_000)
+    write_rate_per_s: float = Field(default=200.0, gt=0)
+    write_burst: int = Field(default=400, ge=1)
 
 
 class PostgresSettings(BaseSettings):
@@ -45,3 +54,20 @@ class PostgresSettings(BaseSettings):
     dsn: str | None = None
     # Where the local cluster lives; empty = <state_dir>/postgres.
     cluster_dir: Path | None = None
+
+
+class TlsSettings(BaseSettings):
+    """This process's identity (prefix ``SHELFPROOF_TLS_``): its certificate and key, the CA bundle its
+    peers' certificates must chain to, and the CA's revocation list. Unset = plaintext (the library's
+    default, for tests); `shelfproof up` sets them for every service unless SHELFPROOF_TLS=0."""
+
+    model_config = SettingsConfigDict(env_prefix="SHELFPROOF_TLS_", extra="ignore")
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    crl_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None

@@ -16,18 +16,19 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from psycopg_pool import AsyncConnectionPool
 
 from shelfproof.ledger.client import LedgerClient
-from shelfproof.ledger.genesis import CONSORTIUM_GLN, Genesis
+from shelfproof.ledger.genesis import CONSORTIUM_GLN, service_account
 from shelfproof.ledger.v1 import ledger_pb2 as pb
 from shelfproof.ledger.v1 import ledger_pb2_grpc
-from shelfproof.runtime.client import call, insecure_channel
+from shelfproof.runtime.client import call, service_channel
 from shelfproof.runtime.metrics import ProcessMetrics, watch_ledger_dependency, watch_postgres, watch_verifier
 from shelfproof.runtime.processes import die_with_parent
 from shelfproof.runtime.server import run_service_with_postgres, run_until_signalled
+from shelfproof.runtime.settings import CommonSettings, TlsSettings
 from shelfproof.verify.ratelimit import RateLimiter
 from shelfproof.verify.service import LedgerReader, QueryModel, ScanRecorder, Verifier
 from shelfproof.verify.trust import local_trusted_hashes
@@ -59,30 +60,37 @@ class VerifySettings(BaseSettings):
     # Set by the first worker for the ones it starts.
     worker_index: int = Field(default=0, ge=0)
     genesis_file: Path | None = None
+    # This service's own private key (hex Ed25519 seed): the variable wins over the file; neither set = the
+    # development key file `shelfproof up`'s ledger wrote (refused outside development).
+    signing_key: SecretStr | None = None
+    signing_key_file: Path | None = None  # "{worker}" is replaced by the worker's index
     rate_per_s: float = Field(default=1.0, gt=0)
     burst: int = Field(default=10, ge=1)
     scan_flush_s: float = Field(default=1.0, gt=0)
 
 
-async def serve(settings: VerifySettings, state_dir: Path, dsn: str) -> None:
+async def serve(
+    settings: VerifySettings, state_dir: Path, dsn: str, tls: TlsSettings | None = None, environment: str = "development"
+) -> None:
     ledger_home = (settings.ledger_home or state_dir / "ledger").resolve()
     trusted = (
         {bytes.fromhex(h.strip()) for h in settings.validators_hash.split(",") if h.strip()}
         if settings.validators_hash
         else local_trusted_hashes(ledger_home)
     )
-    genesis = Genesis.load(settings.genesis_file or ledger_home / "genesis.json")
-    channel = insecure_channel(settings.ledger_address)
+    agent_id = settings.signer_agent_id.replace("{worker}", str(settings.worker_index))
+    key_file = Path(str(settings.signing_key_file).replace("{worker}", str(settings.worker_index))) if settings.signing_key_file else None
+    genesis, account = service_account(
+        settings.genesis_file or ledger_home / "genesis.json", agent_id, key_file=key_file, key=settings.signing_key,
+        environment=environment, tls=tls or TlsSettings(),
+    )
+    channel = service_channel(settings.ledger_address, tls)
     stub = ledger_pb2_grpc.LedgerServiceStub(channel)
     status = await call(stub.GetLedgerStatus, pb.GetLedgerStatusRequest(), idempotent=True, deadline_s=30)
     if status.chain_id != genesis.chain_id:
         raise SystemExit(f"the ledger serves chain {status.chain_id!r}, the genesis file names {genesis.chain_id!r}")
     pool = AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False)
     await pool.open(wait=True)
-    agent_id = settings.signer_agent_id.replace("{worker}", str(settings.worker_index))
-    if agent_id not in genesis.accounts:
-        raise SystemExit(f"no key for scan-recording agent {agent_id} in the genesis file")
-    account = genesis.accounts[agent_id]
     scans = ScanRecorder(LedgerClient(stub, account.signer(genesis.chain_id)), settings.scan_flush_s)
     verifier = Verifier(
         # The ledger's own clone rules: the verdict agrees with the compromise the ledger records.
@@ -144,7 +152,7 @@ def _start_other_workers(settings: VerifySettings) -> list[subprocess.Popen]:
 
 
 def main() -> None:
-    run_service_with_postgres(lambda state_dir, dsn: serve(VerifySettings(), state_dir, dsn))
+    run_service_with_postgres(lambda state_dir, dsn: serve(VerifySettings(), state_dir, dsn, TlsSettings(), CommonSettings().env))
 
 
 if __name__ == "__main__":
