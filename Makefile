@@ -178,25 +178,27 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# Two sessions side by side (each with its own PostgreSQL and leftover check): the tests of the real model
-# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) in the background; in
-# the foreground the unit, integration and security tiers on TEST_WORKERS processes (pytest-xdist, whole
-# files per worker), then the e2e tier alone (its stack starts a Ray of its own: with CometBFT networks
-# and two workers beside it, Ray's fixed 30 s for its node to register ran out three times in a row).
-# The suite mostly waits on the engines, Ray and validators it starts: one test after the other it used
-# under a third of two cores. The real-model output follows the others, then the exit codes.
+# Three sessions side by side, each with its own PostgreSQL and leftover check: the tests of the real model
+# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) and the e2e tier (one
+# `shelfproof up` shared by its tests, then the console in Chromium) in the background; in the foreground
+# the unit, integration and security tiers on TEST_WORKERS processes (pytest-xdist, whole files per worker).
+# Measured here, each alone: real-model 258 s wall for 315 CPU-s, e2e 196 s for 239, the others 295 s for
+# 248 (they mostly wait on validators and blocks): one after the other the suite left a core idle half the
+# time. Each session's output follows, then the exit codes.
 TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
 	@mkdir -p .local
 	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
+	$(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
-	$(PYTEST) --durations=5 tests/e2e; e2e=$$?; \
-	wait $$model; model_rc=$$?; \
+	wait $$e2e; e2e_rc=$$?; wait $$model; model_rc=$$?; \
+	echo "================================ e2e tests ================================"; \
+	cat .local/test-e2e.log; \
 	echo "============================ real-model tests ============================"; \
 	cat .local/test-real-model.log; \
-	echo "exit codes: unit/integration/security $$others, e2e $$e2e, real-model $$model_rc"; \
-	test $$others -eq 0 -a $$e2e -eq 0 -a $$model_rc -eq 0
+	echo "exit codes: unit/integration/security $$others, e2e $$e2e_rc, real-model $$model_rc"; \
+	test $$others -eq 0 -a $$e2e_rc -eq 0 -a $$model_rc -eq 0
 
 test-unit: deps
 	$(PYTEST) tests/unit
