@@ -68,7 +68,8 @@ def _event_body(account_index: int, sequence: int) -> txpb.TransactionBody:
         "disposition": "in_transit",
         "readPoint": {"id": "https://id.gs1.org/414/0614141000029"},
         "bizLocation": {"id": "https://id.gs1.org/414/0614141000029"},
-        "bizTransactionList": [{"type": "po", "bizTransaction": f"urn:epcglobal:cbv:bt:0614141000005:PO{sequence:09d}"}],
+        # A despatch advice, not a purchase order: an event naming a member's order must fill a real one.
+        "bizTransactionList": [{"type": "desadv", "bizTransaction": f"urn:epcglobal:cbv:bt:0614141000005:DA{sequence:09d}"}],
         "ilmd": {"note": "x" * 420},
     }
     document = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()

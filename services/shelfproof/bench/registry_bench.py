@@ -63,7 +63,7 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
 async def run_registry(args: argparse.Namespace) -> dict:
     async with RegistryStack(args.engine) as stack, insecure_channel(stack.address) as channel:
         stub = product_pb2_grpc.ProductServiceStub(channel)
-        gtins = [_valid(f"0061414120{n:02d}") for n in range(20)]
+        gtins = [_valid(f"00614141200{n:02d}") for n in range(20)]  # GTIN-14s of the demo brand's prefix
         for gtin in gtins:
             await stub.CreateProduct(pb.CreateProductRequest(product=pb.Product(gtin=gtin, name=f"p{gtin}")), timeout=30)
         latencies: list[float] = []
