@@ -77,3 +77,14 @@ def test_main_writes_both_files_and_fails_when_a_benchmark_failed(tmp_path, caps
     (tmp_path / "ledger.json").write_text("Traceback (most recent call last):\n")
     assert main([str(tmp_path)]) == 1
     assert "| ledger | failed |" in (tmp_path / REPORT_MD).read_text()
+
+
+def test_a_benchmark_that_lists_errors_is_not_a_pass(tmp_path):
+    """The ledger bench once exited 0 with every transaction refused: its errors make the report fail."""
+    _write(tmp_path, "ledger", {"benchmark": "ledger", "committed_tx_per_s": 0.0, "lost": 0,
+                                "errors": ["rejected: code 11: no purchase order PO1", "commits not all seen"]})
+    assert main([str(tmp_path)]) == 1
+    markdown = (tmp_path / REPORT_MD).read_text()
+    assert "|  | errors | 2 (first: rejected: code 11: no purchase order PO1) | none | no |  |" in markdown
+    assert all(line.count("|") == 7 for line in markdown.splitlines() if line.startswith("|"))
+

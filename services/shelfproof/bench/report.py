@@ -145,7 +145,11 @@ def build_report(directory: Path, names: list[str] | None = None) -> dict:
             continue
         calibration = result.get("calibration") or {}
         machine = machine or {k: calibration.get(k) for k in ("cpu_model", "cores", "memory_gib", "native_bf16")}
-        benches.append({"benchmark": name, "figures": figures_of(result), "calibration": calibration, "result": result})
+        entry = {"benchmark": name, "figures": figures_of(result), "calibration": calibration, "result": result}
+        # A run that exits 0 but lists errors measured something else (e.g. every transaction refused).
+        if isinstance(result.get("errors"), list) and result["errors"]:
+            entry["errors"] = [str(e) for e in result["errors"]]
+        benches.append(entry)
     return {
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "directory": directory.name,
@@ -207,6 +211,8 @@ def render_markdown(report: dict) -> str:
                 f"| {name if n == 0 else ''} | {row['figure']} | {_cell(row['value'])} | {row.get('target', '')} "
                 f"| {_cell(met) if met != '' else ''} | {calibration if n == 0 else ''} |"
             )
+        if bench.get("errors"):
+            lines.append(f"|  | errors | {len(bench['errors'])} (first: {_cell(bench['errors'][0])}) | none | no |  |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = write_report(args.directory)
     print((args.directory / REPORT_MD).read_text(), end="")
-    return 1 if any("failed" in b for b in report["benchmarks"]) else 0
+    return 1 if any("failed" in b or b.get("errors") for b in report["benchmarks"]) else 0
 
 
 if __name__ == "__main__":
