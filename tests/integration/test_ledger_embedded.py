@@ -207,6 +207,13 @@ async def test_a_successor_follows_its_acknowledged_predecessor_that_the_node_lo
                 await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=raw), timeout=5)
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert errors.error_from_rpc(refused.value).ledger_code == ResultCode.NONCE_GAP
+        # Abuse: a forgery claiming the held transaction's next nonce is refused for its signature, not held.
+        forged = txpb.SignedTransaction.FromString(signer.sign(_product(GTINS[2]), nonce=3))
+        forged.signature = bytes(64)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitTransaction(pb.SubmitTransactionRequest(transaction=forged.SerializeToString()), timeout=5)
+        assert errors.error_from_rpc(refused.value).ledger_code == ResultCode.BAD_SIGNATURE
+        assert not ledger.adapter.index.holds(signer.agent_id, 3)
         # In one call: nonce 3 follows the held 2, nonce 4 follows 3 of the same call.
         replies = await stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=followers[1:]), timeout=5)
         assert [r.status for r in replies.results] == [pb.TRANSACTION_STATUS_PENDING] * 2
