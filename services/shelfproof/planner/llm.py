@@ -645,6 +645,9 @@ def start_local_llm(
         # Ray waits 30 s for its GCS to publish its port; a cold start on a loaded two-core machine (a
         # fresh checkout's first run, other engines starting) has taken longer.
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
+        # and a starved GCS is not a dead one: Ray's workers give up on it after 60 s of silence (seen once in
+        # make test's e2e stack, the three test sessions loading both cores); wait as long as for its port.
+        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "180")
         for key, value in RAY_LOCAL_QUIET_ENV.items():
             os.environ.setdefault(key, value)
         temp_dir = (state_dir / "ray").resolve()
