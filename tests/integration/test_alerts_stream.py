@@ -52,7 +52,10 @@ async def test_an_alert_arrives_on_stream_alerts_after_a_reconnect(tmp_path, dat
         stream.cancel()  # the brand's system goes away
 
         # While it is away: a voided label is scanned (recorded: the ledger turns it into an alert).
-        await stack.labels.VoidLabels(lpb.VoidLabelsRequest(gtin=GTIN, serials=[voided], reason="misprinted roll"), timeout=20)
+        void = await stack.labels.VoidLabels(lpb.VoidLabelsRequest(gtin=GTIN, serials=[voided], reason="misprinted roll"), timeout=20)
+        # A void is provable from the next block on (its app hash is in header H+1); under load that
+        # block can be a second or more away, so the scan waits for it as a consumer's later scan would.
+        await stack.provable(void.ledger_ref.height)
         _, report = await _get(voided_url + f"&cell={PARIS}", client="127.0.6.3")
         assert report["verdict"] == "COUNTERFEIT" and report["scan"]["recorded"]
         await stack.scans_on_ledger(GTIN, voided, 1)
