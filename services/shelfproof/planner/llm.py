@@ -60,7 +60,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from shelfproof.planner.model import PreparedModel, prepare_model
-from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, this_machine
+from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, one_heavy_start, this_machine
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +236,10 @@ class LanguageEngine:
             **({"gpu_memory_utilization": self.config.gpu_memory_utilization,
                 "tensor_parallel_size": self.config.tensor_parallel_size} if self.config.accelerator == "gpu" else {}),
         )
-        started = time.monotonic()
-        self.engine = AsyncLLM.from_engine_args(args)
-        self.start_s = time.monotonic() - started
+        with one_heavy_start("the vLLM engine"):
+            started = time.monotonic()
+            self.engine = AsyncLLM.from_engine_args(args)
+            self.start_s = time.monotonic() - started
         self.tokenizer = self.engine.get_tokenizer()
         log.info("vLLM engine up in %.1f s", self.start_s, extra={"engine": self.engine_name, "model": self.config.model_name})
 
@@ -654,17 +655,18 @@ def start_local_llm(
         temp_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, RAY_START_ATTEMPTS + 1):
             try:
-                ray.init(
-                    address="local",
-                    num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-                    object_store_memory=object_store_mb * 1024 * 1024,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    _temp_dir=str(temp_dir),
-                    configure_logging=False,
-                    log_to_driver=False,
-                    runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
-                )
+                with one_heavy_start("a local Ray"):
+                    ray.init(
+                        address="local",
+                        num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+                        object_store_memory=object_store_mb * 1024 * 1024,
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        _temp_dir=str(temp_dir),
+                        configure_logging=False,
+                        log_to_driver=False,
+                        runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
+                    )
                 break
             except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
                 # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives

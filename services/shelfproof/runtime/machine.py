@@ -8,13 +8,20 @@ depends on either reads it here, at run time, never assumes it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import platform
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # CPU flags (as /proc/cpuinfo spells them) that make bf16 matrix arithmetic native.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -100,3 +107,43 @@ def calibration(seconds: float = 0.25) -> dict:
         "ed25519_verify_per_s_per_core": round(verified / elapsed),
         "sha256_1k_mb_per_s": round(hashed * 1024 / hash_elapsed / 1e6, 1),
     }
+
+
+# One heavy start at a time on a machine: a Ray node, a vLLM engine. Ray's raylet gives its agents a
+# fixed 15 s to report their ports (not a setting in Ray 2.60), and an engine's start spends a minute of
+# both cores; a Ray starting beside an engine on a two-core machine failed five times in a row.
+START_LOCK_ENV = "SHELFPROOF_START_LOCK"
+START_LOCK_WAIT_S = 900.0
+
+
+@contextlib.contextmanager
+def one_heavy_start(what: str, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the machine's start lock (a file lock, so released when its process dies) while ``what``
+    starts. Past ``wait_s`` it starts anyway: the lock spreads load, it is never a reason not to start."""
+    path = os.environ.get(START_LOCK_ENV) or os.path.join(tempfile.gettempdir(), "shelfproof-heavy-start.lock")
+    held = False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access: any user shares it
+    except OSError as err:
+        log.warning("no start lock (%s): starting %s now", err, what)
+        yield
+        return
+    try:
+        give_up_at, waited = time.monotonic() + wait_s, False
+        while not held:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                if time.monotonic() >= give_up_at:
+                    log.warning("starting %s without the start lock after %.0f s", what, wait_s, extra={"lock": path})
+                    break
+                if not waited:
+                    log.info("waiting for another start to finish before %s", what, extra={"lock": path})
+                    waited = True
+                time.sleep(0.2)
+        yield
+    finally:
+        if held:  # explicitly: a process forked meanwhile (vLLM's engine core) shares the lock's file
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
