@@ -88,6 +88,16 @@ def _describe(proc: psutil.Process) -> str:
         return str(proc.pid)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test does not start while a Ray node is starting on this machine (another session's, or a stack's):
+    Ray's raylet gives its agents a fixed 15 s, which two busy sessions beside it on two cores made
+    it miss (runtime/machine.py)."""
+    from shelfproof.runtime.machine import wait_for_quiet
+
+    wait_for_quiet()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture's teardown (pass, failure, timeout or Ctrl-C): a PostgreSQL, CometBFT, ABCI,

@@ -5,7 +5,6 @@ key files, and every page rendered by Streamlit's AppTest from the entry point."
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 import uuid
 from pathlib import Path

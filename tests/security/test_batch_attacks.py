@@ -14,7 +14,7 @@ from tendermint.abci import types_pb2 as abci
 from shelfproof.ledger.core import rules
 from shelfproof.ledger.core.app import application_results
 from shelfproof.ledger.core.codes import ResultCode
-from shelfproof.ledger.core.tx import MAX_BATCH_BYTES, MAX_BATCH_TXS, MAX_TX_BYTES, encode_batch, tx_hash
+from shelfproof.ledger.core.tx import MAX_BATCH_BYTES, MAX_BATCH_TXS, MAX_TX_BYTES, encode_batch
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 
 from tests.security.ledger_nodes import (

@@ -13,7 +13,7 @@ from shelfproof.ledger.core.rules import scans as rules
 from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.verify.verdict import Facts, Verdict, assess
-from tests.security.world import BRAND, GTIN, OPERATOR, RETAILER, STORE, T0, World, body
+from tests.security.world import BRAND, GTIN, OPERATOR, RETAILER, T0, World, body
 
 pytestmark = pytest.mark.unit
 

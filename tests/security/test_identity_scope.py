@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import pytest
 
 from shelfproof.ledger.genesis import DEMO_SECOND_STORE_GLN
 from shelfproof.planner.runner import RestockRunner

@@ -96,3 +96,41 @@ def test_a_process_forked_during_a_start_does_not_keep_the_lock(tmp_path, monkey
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait(10)
+
+
+QUIET_HOLDER = """
+import sys, time
+from shelfproof.runtime.machine import one_heavy_start
+with one_heavy_start("a Ray node", quiet=True):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def test_a_start_that_asks_for_quiet_holds_back_cooperating_processes_until_it_is_done(tmp_path, monkeypatch):
+    monkeypatch.setenv(machine.START_LOCK_ENV, str(tmp_path / "start.lock"))
+    assert machine.wait_for_quiet() < 0.5  # nothing starting: no wait
+    env = {**os.environ, machine.START_LOCK_ENV: str(tmp_path / "start.lock")}
+    holder = subprocess.Popen([sys.executable, "-c", QUIET_HOLDER, "1.0"], env=env, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert machine.wait_for_quiet() >= 0.5
+    holder.wait(10)
+    # a start without quiet (an engine's) holds no one back
+    holder = _hold(tmp_path, 600)
+    try:
+        assert machine.wait_for_quiet() < 0.5
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_waiting_for_quiet_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv(machine.START_LOCK_ENV, str(tmp_path / "start.lock"))
+    env = {**os.environ, machine.START_LOCK_ENV: str(tmp_path / "start.lock")}
+    holder = subprocess.Popen([sys.executable, "-c", QUIET_HOLDER, "600"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert 0.4 <= machine.wait_for_quiet(wait_s=0.5) < 5
+    finally:
+        holder.kill()
+        holder.wait(10)

@@ -27,7 +27,6 @@ simulation directly: committing every simulated sale through the ledger is the e
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import time

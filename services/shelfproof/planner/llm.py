@@ -655,7 +655,7 @@ def start_local_llm(
         temp_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, RAY_START_ATTEMPTS + 1):
             try:
-                with one_heavy_start("a local Ray"):
+                with one_heavy_start("a local Ray", quiet=True):
                     ray.init(
                         address="local",
                         num_cpus=num_cpus or max(2, os.cpu_count() or 2),

@@ -109,41 +109,74 @@ def calibration(seconds: float = 0.25) -> dict:
     }
 
 
-# One heavy start at a time on a machine: a Ray node, a vLLM engine. Ray's raylet gives its agents a
-# fixed 15 s to report their ports (not a setting in Ray 2.60), and an engine's start spends a minute of
-# both cores; a Ray starting beside an engine on a two-core machine failed five times in a row.
+# One heavy start at a time on a machine: a Ray node, a vLLM engine. An engine's start spends a minute
+# of both cores, and Ray's raylet gives its agents a fixed 15 s to report their ports (not a setting in
+# Ray 2.60): a Ray starting beside an engine, or beside two busy test sessions, on a two-core machine
+# failed five times in a row. A Ray start also asks for quiet: cooperating processes (the test suite,
+# between tests) wait while one is under way (``wait_for_quiet``).
 START_LOCK_ENV = "SHELFPROOF_START_LOCK"
 START_LOCK_WAIT_S = 900.0
+QUIET_WAIT_S = 120.0
+
+
+def _lock_path(suffix: str) -> str:
+    return (os.environ.get(START_LOCK_ENV) or os.path.join(tempfile.gettempdir(), "shelfproof-heavy-start.lock")) + suffix
+
+
+def _open_lock(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access: any user shares it
+    except OSError as err:
+        log.warning("no start lock at %s (%s)", path, err)
+        return None
+
+
+def _flock(fd: int, mode: int, wait_s: float, what: str) -> bool:
+    """Take the lock within ``wait_s`` (True) or give up (False)."""
+    give_up_at, said = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= give_up_at:
+                return False
+            if not said:
+                log.info("waiting for another start to finish before %s", what)
+                said = True
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
-def one_heavy_start(what: str, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
+def one_heavy_start(what: str, *, quiet: bool = False, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
     """Hold the machine's start lock (a file lock, so released when its process dies) while ``what``
-    starts. Past ``wait_s`` it starts anyway: the lock spreads load, it is never a reason not to start."""
-    path = os.environ.get(START_LOCK_ENV) or os.path.join(tempfile.gettempdir(), "shelfproof-heavy-start.lock")
-    held = False
+    starts, and with ``quiet`` ask cooperating processes to wait meanwhile. Past ``wait_s`` it starts
+    anyway: the lock spreads load, it is never a reason not to start."""
+    fds = [fd for fd in (_open_lock(_lock_path("")), _open_lock(_lock_path(".quiet")) if quiet else None) if fd is not None]
+    held = []
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access: any user shares it
-    except OSError as err:
-        log.warning("no start lock (%s): starting %s now", err, what)
-        yield
-        return
-    try:
-        give_up_at, waited = time.monotonic() + wait_s, False
-        while not held:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-            except BlockingIOError:
-                if time.monotonic() >= give_up_at:
-                    log.warning("starting %s without the start lock after %.0f s", what, wait_s, extra={"lock": path})
-                    break
-                if not waited:
-                    log.info("waiting for another start to finish before %s", what, extra={"lock": path})
-                    waited = True
-                time.sleep(0.2)
+        for fd in fds:
+            if _flock(fd, fcntl.LOCK_EX, wait_s, what):
+                held.append(fd)
+            else:
+                log.warning("starting %s without the start lock after %.0f s", what, wait_s)
         yield
     finally:
-        if held:  # explicitly: a process forked meanwhile (vLLM's engine core) shares the lock's file
+        for fd in fds:
+            if fd in held:  # explicitly: a process forked meanwhile (vLLM's engine core) shares the lock's file
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def wait_for_quiet(wait_s: float = QUIET_WAIT_S) -> float:
+    """Wait while a start that asked for quiet is under way (at most ``wait_s``); the seconds waited."""
+    fd = _open_lock(_lock_path(".quiet"))
+    if fd is None:
+        return 0.0
+    started = time.monotonic()
+    try:
+        if _flock(fd, fcntl.LOCK_SH, wait_s, "going on"):
             fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
+    return time.monotonic() - started
