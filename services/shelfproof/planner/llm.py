@@ -41,6 +41,7 @@ Nothing is started at import; vLLM itself is imported only when an engine starts
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -211,7 +212,7 @@ class LanguageEngine:
     """vLLM's ``AsyncLLM`` with the model folder, structured outputs and the answer shape the planner
     records. Plain Python: ``LLMServer`` hosts one in a Serve replica, the benchmark runs one bare."""
 
-    def __init__(self, config: LLMConfig) -> None:
+    def __init__(self, config: LLMConfig, *, start_lock: bool = True) -> None:
         self.config = config.resolved()
         for key, value in _engine_env(self.config).items():
             os.environ.setdefault(key, value)
@@ -236,7 +237,7 @@ class LanguageEngine:
             **({"gpu_memory_utilization": self.config.gpu_memory_utilization,
                 "tensor_parallel_size": self.config.tensor_parallel_size} if self.config.accelerator == "gpu" else {}),
         )
-        with one_heavy_start("the vLLM engine"):
+        with one_heavy_start("the vLLM engine") if start_lock else contextlib.nullcontext():
             started = time.monotonic()
             self.engine = AsyncLLM.from_engine_args(args)
             self.start_s = time.monotonic() - started
@@ -341,7 +342,9 @@ class LLMServer:
     """The vLLM engine as a Serve replica; the drafter calls ``generate`` through a deployment handle."""
 
     def __init__(self, config: LLMConfig) -> None:
-        self.engine = LanguageEngine(config)
+        # Not under the start lock here: start_local_llm holds it around the whole start, this replica's
+        # included (a replica Serve starts later to replace a dead one starts without it).
+        self.engine = LanguageEngine(config, start_lock=False)
 
     async def generate(
         self, prompt: str | Messages, json_schema: dict | None = None, sampling: dict[str, Any] | None = None
@@ -641,52 +644,61 @@ def start_local_llm(
     from shelfproof.runtime.processes import free_port
 
     config = (config or LLMSettings().llm_config()).resolved()
-    if not ray.is_initialized():
-        ray_loopback_only()
-        # Ray waits 30 s for its GCS to publish its port; a cold start on a loaded two-core machine (a
-        # fresh checkout's first run, other engines starting) has taken longer.
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
-        # and a starved GCS is not a dead one: Ray's workers give up on it after 60 s of silence (seen once in
-        # make test's e2e stack, the three test sessions loading both cores); wait as long as for its port.
-        os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "180")
-        for key, value in RAY_LOCAL_QUIET_ENV.items():
-            os.environ.setdefault(key, value)
-        temp_dir = (state_dir / "ray").resolve()
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, RAY_START_ATTEMPTS + 1):
-            try:
-                with one_heavy_start("a local Ray", quiet=True):
-                    ray.init(
-                        address="local",
-                        num_cpus=num_cpus or max(2, os.cpu_count() or 2),
-                        object_store_memory=object_store_mb * 1024 * 1024,
-                        include_dashboard=False,
-                        _node_ip_address="127.0.0.1",
-                        _temp_dir=str(temp_dir),
-                        configure_logging=False,
-                        log_to_driver=False,
-                        runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
-                    )
-                break
-            except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
-                # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives
-                # up on the dashboard agent's port file after 15 s (the agent's imports alone took longer
-                # with every core busy) and Ray's fixed 30 s for the node to register runs out. A later
-                # start has worked. A failed start leaves its processes running: stop ours first.
-                ray.shutdown()
-                stop_processes_under(temp_dir)
-                if attempt == RAY_START_ATTEMPTS:
-                    raise
-                log.warning("Ray did not start (%s); starting it again", err)
-                time.sleep(5 * attempt)  # the load that made it late is often a passing one
-    port = http_port or free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    started = time.monotonic()
-    serve.run(build_llm_app(config), name=APP_NAME, route_prefix="/")
-    serve_start_s = time.monotonic() - started
+    # The whole start under the machine's start lock, asking for quiet: Ray's raylet gives its agents 15 s,
+    # Serve its HTTP proxy 60 s and Ray the node 30 s, none of them settings, and each was missed on a
+    # two-core machine with test sessions busy beside the start.
+    with one_heavy_start("the planner model (Ray, Serve and the engine)", quiet=True):
+        if not ray.is_initialized():
+            _start_local_ray(state_dir, object_store_mb, num_cpus)
+        port = http_port or free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        started = time.monotonic()
+        serve.run(build_llm_app(config), name=APP_NAME, route_prefix="/")
+        serve_start_s = time.monotonic() - started
     handle = serve.get_deployment_handle("LLMServer", app_name=APP_NAME)
     log.info("planner model served in %.1f s", serve_start_s, extra={"port": port, "model": config.model_name})
     return LocalLLM(handle, f"http://127.0.0.1:{port}/v1", config, serve_start_s)
+
+
+def _start_local_ray(state_dir: Path, object_store_mb: int, num_cpus: int | None) -> None:
+    import ray
+
+    ray_loopback_only()
+    # Ray waits 30 s for its GCS to publish its port; a cold start on a loaded two-core machine (a
+    # fresh checkout's first run, other engines starting) has taken longer.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "180")
+    # and a starved GCS is not a dead one: Ray's workers give up on it after 60 s of silence (seen once in
+    # make test's e2e stack, the three test sessions loading both cores); wait as long as for its port.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", "180")
+    for key, value in RAY_LOCAL_QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    temp_dir = (state_dir / "ray").resolve()
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or max(2, os.cpu_count() or 2),
+                object_store_memory=object_store_mb * 1024 * 1024,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=str(temp_dir),
+                configure_logging=False,
+                log_to_driver=False,
+                runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
+            )
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
+            # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives
+            # up on the dashboard agent's port file after 15 s (the agent's imports alone took longer
+            # with every core busy) and Ray's fixed 30 s for the node to register runs out. A later
+            # start has worked. A failed start leaves its processes running: stop ours first.
+            ray.shutdown()
+            stop_processes_under(temp_dir)
+            if attempt == RAY_START_ATTEMPTS:
+                raise
+            log.warning("Ray did not start (%s); starting it again", err)
+            time.sleep(5 * attempt)  # the load that made it late is often a passing one
 
 
 def stop_local_llm() -> None:

@@ -111,12 +111,13 @@ def calibration(seconds: float = 0.25) -> dict:
 
 # One heavy start at a time on a machine: a Ray node, a vLLM engine. An engine's start spends a minute
 # of both cores, and Ray's raylet gives its agents a fixed 15 s to report their ports (not a setting in
-# Ray 2.60): a Ray starting beside an engine, or beside two busy test sessions, on a two-core machine
-# failed five times in a row. A Ray start also asks for quiet: cooperating processes (the test suite,
-# between tests) wait while one is under way (``wait_for_quiet``).
+# Ray 2.60), Serve its HTTP proxy 60 s: a Ray starting beside an engine, or beside two busy test sessions,
+# on a two-core machine failed five times in a row. The planner model's start (Ray, Serve, its engine) also
+# asks for quiet: cooperating processes (the test suite, between tests) wait while one is under way
+# (``wait_for_quiet``).
 START_LOCK_ENV = "SHELFPROOF_START_LOCK"
 START_LOCK_WAIT_S = 900.0
-QUIET_WAIT_S = 120.0
+QUIET_WAIT_S = 600.0  # a planner model's start under load has taken four minutes
 
 
 def _lock_path(suffix: str) -> str:
