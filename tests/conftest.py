@@ -90,9 +90,9 @@ def _describe(proc: psutil.Process) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test does not start while a Ray node is starting on this machine (another session's, or a stack's):
-    Ray's raylet gives its agents a fixed 15 s, which two busy sessions beside it on two cores made
-    it miss (runtime/machine.py)."""
+    """A test does not start while Ray and Serve are starting on this machine (another session's, or a
+    stack's planner): they have fixed deadlines of 15-60 s, which two busy sessions beside them on two
+    cores made them miss (runtime/machine.py). The wait is bounded well inside the test's timeout."""
     from shelfproof.runtime.machine import wait_for_quiet
 
     wait_for_quiet()

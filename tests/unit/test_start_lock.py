@@ -100,8 +100,8 @@ def test_a_process_forked_during_a_start_does_not_keep_the_lock(tmp_path, monkey
 
 QUIET_HOLDER = """
 import sys, time
-from shelfproof.runtime.machine import one_heavy_start
-with one_heavy_start("a Ray node", quiet=True):
+from shelfproof.runtime.machine import one_heavy_start, quiet_please
+with one_heavy_start("a Ray node"), quiet_please("its agents"):
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))
 """

@@ -2,7 +2,7 @@
 basket lines per second (GetPrices), and the fan-out of one committed price change to 100 streams.
 
 PostgreSQL, the ledger and the pricing service each run as their own process on free loopback ports;
-the load comes from this process. The price book holds 200 products at one store, a third of them
+the lookups come from the Go load generator (infra/grpcload), the rest from this process. The price book holds 200 products at one store, a third of them
 under a promotion, so lookups compute a breakdown rather than read a number.
 """
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import random
 import time
 
-from shelfproof.bench import Benchmark
+from shelfproof.bench import Benchmark, loadgen
 from shelfproof.bench.registry_stack import ServiceStack
 from shelfproof.bench.stats import percentile
 from shelfproof.gs1.keys import check_digit
@@ -83,8 +82,8 @@ async def _seed(stack: PricingStack, ledger: ledger_pb2_grpc.LedgerServiceStub) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["embedded", "cometbft"], default="embedded")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=64, help="in-flight lookups per load process")
-    parser.add_argument("--load-processes", type=int, default=2, help="processes generating lookups (one Python client tops out first)")
+    parser.add_argument("--concurrency", type=int, default=64, help="lookups in flight")
+    parser.add_argument("--connections", type=int, default=4, help="HTTP/2 connections the lookups share")
     parser.add_argument("--changes", type=int, default=20, help="committed changes timed through the 100 streams")
 
 
@@ -105,41 +104,15 @@ async def _closed_loop(seconds: float, concurrency: int, one) -> tuple[list[floa
     return latencies, time.perf_counter() - began
 
 
-def _lookup_process(address: str, store: str, picks: list[str], start_at: float, seconds: float, concurrency: int, results) -> None:
-    """One load process: closed-loop GetPrice from ``start_at`` for ``seconds``; sends its latencies."""
-
-    async def main() -> list[float]:
-        channels = [insecure_channel(address) for _ in range(2)]
-        stubs = [pricing_pb2_grpc.PricingServiceStub(c) for c in channels]
-
-        async def lookup(i: int) -> None:
-            await stubs[i % 2].GetPrice(pb.GetPriceRequest(gtin=picks[i % len(picks)], location_gln=store, quantity=1 + i % 4), timeout=5)
-
-        await lookup(0)
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        latencies, _ = await _closed_loop(seconds, concurrency, lookup)
-        for channel in channels:
-            await channel.close()
-        return latencies
-
-    results.put(asyncio.run(main()))
-
-
-async def _lookups(address: str, store: str, picks: list[str], args: argparse.Namespace) -> tuple[list[float], float]:
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    start_at = time.time() + 5.0  # the processes import and connect first
-    workers = [context.Process(target=_lookup_process, args=(address, store, picks[n::args.load_processes], start_at, args.seconds,
-                                                            args.concurrency, results)) for n in range(args.load_processes)]
-    for worker in workers:
-        worker.start()
-    latencies: list[float] = []
-    for _ in workers:
-        latencies += await asyncio.to_thread(results.get, True, args.seconds + 120)
-    for worker in workers:
-        await asyncio.to_thread(worker.join, 30)
-    return latencies, args.seconds
-
+async def _lookups(address: str, store: str, picks: list[str], args: argparse.Namespace) -> tuple[list[float], dict]:
+    """Closed-loop GetPrice from the Go load generator (a Python client costs as much CPU per call as the
+    server it measures, and both share this machine's cores)."""
+    requests = [pb.GetPriceRequest(gtin=g, location_gln=store, quantity=1 + i % 4).SerializeToString() for i, g in enumerate(picks)]
+    result = await loadgen.grpc_closed_loop(
+        address, "/shelfproof.pricing.v1.PricingService/GetPrice", requests,
+        concurrency=args.concurrency, connections=args.connections, seconds=args.seconds, warmup=1.0,
+    )
+    return result["latencies"], result
 
 async def run(args: argparse.Namespace) -> dict:
     async with PricingStack(args.engine) as stack:
@@ -164,7 +137,8 @@ async def run(args: argparse.Namespace) -> dict:
             picks = [rng.choice(gtins) for _ in range(4096)]
 
             cpu_before = process_cpu_seconds(stack.process.pid)
-            lookups, lookup_s = await _lookups(stack.address, store, picks, args)
+            lookups, load = await _lookups(stack.address, store, picks, args)
+            lookup_s = args.seconds
             cpu_after = process_cpu_seconds(stack.process.pid)
             basket = pb.GetPricesRequest(location_gln=store, lines=[pb.PriceLine(gtin=g, quantity=1 + n % 5) for n, g in enumerate(gtins[:100])])
 
@@ -208,8 +182,10 @@ async def run(args: argparse.Namespace) -> dict:
         "price_lookups_per_s": round(len(lookups) / lookup_s, 1),
         "p50_ms": round(percentile(lookups, 0.5) * 1000, 2),
         "p99_ms": round(percentile(lookups, 0.99) * 1000, 2),
-        "concurrency": args.concurrency * args.load_processes,
-        "load_processes": args.load_processes,
+        "concurrency": args.concurrency,
+        "connections": args.connections,
+        "lookup_codes": load["codes"],
+        "load_cpu_s": round(load["cpu_s"], 2),
         "basket_lines_per_s": round(lines / basket_s, 1),
         "basket_p99_ms": round(percentile(baskets, 0.99) * 1000, 2),
         "stream_fanout_p50_ms": round(percentile(fanout, 0.5) * 1000, 2),

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from shelfproof.bench import Benchmark
+from shelfproof.bench import Benchmark, loadgen
 from shelfproof.bench.registry_bench import _valid, add_engine
 from shelfproof.bench.registry_stack import RegistryStack
 from shelfproof.bench.stats import percentile
@@ -37,20 +35,6 @@ from shelfproof.runtime.client import call, insecure_channel
 from shelfproof.runtime.processes import descendants, free_port, process_cpu_seconds
 
 ORIGIN = "http://127.0.0.1"
-REPO = Path(__file__).resolve().parents[3]
-LOADGEN_SOURCE = REPO / "infra" / "loadgen"
-LOADGEN = REPO / ".tools" / "bin" / "shelfproof-loadgen"
-
-
-def build_loadgen() -> Path:
-    """Build the Go load generator when missing or older than its source (standard library only)."""
-    newest = max(p.stat().st_mtime for p in LOADGEN_SOURCE.iterdir())
-    if not LOADGEN.exists() or LOADGEN.stat().st_mtime < newest:
-        LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-o", str(LOADGEN), "."], cwd=LOADGEN_SOURCE, check=True)
-    return LOADGEN
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine(parser)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after a warm-up)")
@@ -94,7 +78,7 @@ async def _keep_committing(client: LedgerClient, stop: asyncio.Event, per_s: flo
 
 
 async def run(args: argparse.Namespace) -> dict:
-    loadgen = await asyncio.to_thread(build_loadgen)
+    binary = await asyncio.to_thread(loadgen.build, "loadgen")
     async with RegistryStack(args.engine) as stack, insecure_channel(stack.address) as channel:
         registry = product_pb2_grpc.ProductServiceStub(channel)
         ledger = ledger_pb2_grpc.LedgerServiceStub(insecure_channel(stack.ledger.address))
@@ -142,8 +126,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "port": port, "paths": paths, "rate": args.rate, "clients": args.clients, "seconds": args.seconds,
                 "warmup": args.warmup, "connection_per_scan": args.connections == "per-scan",
             }
-            load = await asyncio.create_subprocess_exec(str(loadgen), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            out, _ = await load.communicate(json.dumps(spec).encode())
+            result = await loadgen.run(binary, spec, args.warmup + args.seconds + 300)
             cpu_after = {"verify": _tree_cpu(verify.pid), **stack.ledger.cpu_seconds()}
             height_after = (await ledger.GetLedgerStatus(lpb.GetLedgerStatusRequest(), timeout=5)).latest_height
             stop.set()
@@ -151,7 +134,6 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             verify.send_signal(signal.SIGTERM)
             await asyncio.to_thread(verify.wait, 30)
-    result = json.loads(out)
     samples = result["samples"]
     ok = [s for s in samples if s[1] == 200]
     latencies = [s[0] for s in ok]

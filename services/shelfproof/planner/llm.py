@@ -61,7 +61,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from shelfproof.planner.model import PreparedModel, prepare_model
-from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, one_heavy_start, this_machine
+from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, one_heavy_start, quiet_please, this_machine
 
 log = logging.getLogger(__name__)
 
@@ -644,14 +644,16 @@ def start_local_llm(
     from shelfproof.runtime.processes import free_port
 
     config = (config or LLMSettings().llm_config()).resolved()
-    # The whole start under the machine's start lock, asking for quiet: Ray's raylet gives its agents 15 s,
-    # Serve its HTTP proxy 60 s and Ray the node 30 s, none of them settings, and each was missed on a
-    # two-core machine with test sessions busy beside the start.
-    with one_heavy_start("the planner model (Ray, Serve and the engine)", quiet=True):
-        if not ray.is_initialized():
-            _start_local_ray(state_dir, object_store_mb, num_cpus)
-        port = http_port or free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # The whole start under the machine's start lock (the replica's engine included); Ray's and Serve's
+    # own start asking for quiet too: Ray's raylet gives its agents 15 s, Ray the node 30 s and Serve its
+    # HTTP proxy 60 s, none of them settings, and each was missed on a two-core machine with two test
+    # sessions busy beside the start. The engine's start has no such deadline.
+    with one_heavy_start("the planner model (Ray, Serve and the engine)"):
+        with quiet_please("Ray's and Serve's start"):
+            if not ray.is_initialized():
+                _start_local_ray(state_dir, object_store_mb, num_cpus)
+            port = http_port or free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
         started = time.monotonic()
         serve.run(build_llm_app(config), name=APP_NAME, route_prefix="/")
         serve_start_s = time.monotonic() - started

@@ -112,12 +112,11 @@ def calibration(seconds: float = 0.25) -> dict:
 # One heavy start at a time on a machine: a Ray node, a vLLM engine. An engine's start spends a minute
 # of both cores, and Ray's raylet gives its agents a fixed 15 s to report their ports (not a setting in
 # Ray 2.60), Serve its HTTP proxy 60 s: a Ray starting beside an engine, or beside two busy test sessions,
-# on a two-core machine failed five times in a row. The planner model's start (Ray, Serve, its engine) also
-# asks for quiet: cooperating processes (the test suite, between tests) wait while one is under way
-# (``wait_for_quiet``).
+# on a two-core machine failed five times in a row. Ray's and Serve's own start also ask for quiet:
+# cooperating processes (the test suite, between tests) wait while one is under way (``wait_for_quiet``).
 START_LOCK_ENV = "SHELFPROOF_START_LOCK"
 START_LOCK_WAIT_S = 900.0
-QUIET_WAIT_S = 600.0  # a planner model's start under load has taken four minutes
+QUIET_WAIT_S = 120.0  # Ray's and Serve's start: 10-60 s
 
 
 def _lock_path(suffix: str) -> str:
@@ -149,24 +148,34 @@ def _flock(fd: int, mode: int, wait_s: float, what: str) -> bool:
 
 
 @contextlib.contextmanager
-def one_heavy_start(what: str, *, quiet: bool = False, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
-    """Hold the machine's start lock (a file lock, so released when its process dies) while ``what``
-    starts, and with ``quiet`` ask cooperating processes to wait meanwhile. Past ``wait_s`` it starts
-    anyway: the lock spreads load, it is never a reason not to start."""
-    fds = [fd for fd in (_open_lock(_lock_path("")), _open_lock(_lock_path(".quiet")) if quiet else None) if fd is not None]
-    held = []
+def _held(suffix: str, mode_name: str, what: str, wait_s: float) -> Iterator[None]:
+    fd = _open_lock(_lock_path(suffix))
+    held = fd is not None and _flock(fd, fcntl.LOCK_EX, wait_s, what)
+    if fd is not None and not held:
+        log.warning("starting %s without the %s after %.0f s", what, mode_name, wait_s)
     try:
-        for fd in fds:
-            if _flock(fd, fcntl.LOCK_EX, wait_s, what):
-                held.append(fd)
-            else:
-                log.warning("starting %s without the start lock after %.0f s", what, wait_s)
         yield
     finally:
-        for fd in fds:
-            if fd in held:  # explicitly: a process forked meanwhile (vLLM's engine core) shares the lock's file
+        if fd is not None:
+            if held:  # explicitly: a process forked meanwhile (vLLM's engine core) shares the lock's file
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+@contextlib.contextmanager
+def one_heavy_start(what: str, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the machine's start lock (a file lock, so released when its process dies) while ``what``
+    starts. Past ``wait_s`` it starts anyway: the lock spreads load, it is never a reason not to start."""
+    with _held("", "start lock", what, wait_s):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_please(what: str, wait_s: float = START_LOCK_WAIT_S) -> Iterator[None]:
+    """Ask cooperating processes to start nothing new while ``what`` runs against a fixed deadline of
+    its own (they call ``wait_for_quiet``). Keep it short: everyone waits."""
+    with _held(".quiet", "quiet", what, wait_s):
+        yield
 
 
 def wait_for_quiet(wait_s: float = QUIET_WAIT_S) -> float:

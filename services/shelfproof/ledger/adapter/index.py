@@ -135,6 +135,16 @@ class TxIndex:
     def is_pending(self, tx_hash: bytes) -> bool:
         return self.conn.execute("SELECT 1 FROM pending WHERE hash = ?", (tx_hash,)).fetchone() is not None
 
+    def lookup(self, tx_hash: bytes) -> tuple[IndexedTx | None, bool]:
+        """(its committed or rejected record, whether it is pending), read in one snapshot: a block
+        indexed between two separate reads moved a transaction out of ``pending`` after ``committed``
+        was read, and it read as unknown (seen in the fault test under load)."""
+        self.conn.execute("BEGIN")
+        try:
+            return self.get(tx_hash), self.is_pending(tx_hash)
+        finally:
+            self.conn.execute("COMMIT")
+
     # --- committed transactions ---------------------------------------------------------------
 
     def cursor(self) -> int:

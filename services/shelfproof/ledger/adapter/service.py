@@ -217,8 +217,8 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         acknowledgement). Raises the domain error that rejects it."""
         signer = self._validate_envelope(raw)
         h = tx_hash(raw)
-        known = self.index.get(h)
-        if known is not None or self.index.is_pending(h):
+        known, pending = self.index.lookup(h)
+        if known is not None or pending:
             return h, known, False
         try:
             outcome = await self.packer.check(raw, signer)
@@ -353,10 +353,10 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
     async def GetTransaction(self, request: pb.GetTransactionRequest, context) -> pb.GetTransactionResponse:
         if len(request.tx_hash) != 32:
             raise InvalidArgument("tx_hash must be 32 bytes", field_violations=[FieldViolation("tx_hash", "SHA-256 digest")])
-        known = self.index.get(request.tx_hash)
+        known, pending = self.index.lookup(request.tx_hash)
         if known is not None:
             return pb.GetTransactionResponse(result=_result(known))
-        if self.index.is_pending(request.tx_hash):
+        if pending:
             return pb.GetTransactionResponse(result=pb.TransactionResult(tx_hash=request.tx_hash, status=pb.TRANSACTION_STATUS_PENDING))
         raise NotFound(f"transaction {request.tx_hash.hex()} is unknown")
 
