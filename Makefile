@@ -178,21 +178,24 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# Three sessions side by side, each with its own PostgreSQL and leftover check: the tests of the real model
-# (marked real_model by tests/conftest.py: the session's vLLM engine on Ray Serve) and the e2e tier (one
-# `shelfproof up` shared by its tests, then the console in Chromium) in the background; in the foreground
-# the unit, integration and security tiers on TEST_WORKERS processes (pytest-xdist, whole files per worker).
-# Measured here, each alone: real-model 258 s wall for 315 CPU-s, e2e 196 s for 239, the others 295 s for
-# 248 (they mostly wait on validators and blocks): one after the other the suite left a core idle half the
-# time. Each session's output follows, then the exit codes.
+# Two lines side by side, each session with its own PostgreSQL and leftover check. In the background the
+# sessions that start a planner model, one after the other: the e2e tier (one `shelfproof up` shared by its
+# tests, then the console in Chromium), then the tests of the real model (marked real_model by
+# tests/conftest.py: a vLLM engine on Ray Serve in the session). In the foreground the unit, integration
+# and security tiers on TEST_WORKERS processes (pytest-xdist, whole files per worker). Two Rays starting
+# or serving at once beside the workers on two cores missed Ray's and Serve's fixed start deadlines
+# (15-60 s, not settings); one at a time, a Ray's start also asks the foreground for quiet between tests
+# (runtime/machine.py). Measured each alone (AMD EPYC, 2 cores): real-model 258 s wall for 315 CPU-s,
+# e2e 196 s for 239, the others 295 s for 248. Each session's output follows, then the exit codes.
 TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
-	@mkdir -p .local
-	@$(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1 & model=$$!; \
-	$(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1 & e2e=$$!; \
+	@mkdir -p .local && rm -f .local/test-e2e.rc .local/test-real-model.rc
+	@( $(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1; echo $$? > .local/test-e2e.rc; \
+	  $(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1; \
+	  echo $$? > .local/test-real-model.rc ) & models=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
-	wait $$e2e; e2e_rc=$$?; wait $$model; model_rc=$$?; \
+	wait $$models; e2e_rc=$$(cat .local/test-e2e.rc); model_rc=$$(cat .local/test-real-model.rc); \
 	echo "================================ e2e tests ================================"; \
 	cat .local/test-e2e.log; \
 	echo "============================ real-model tests ============================"; \

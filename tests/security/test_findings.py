@@ -158,6 +158,6 @@ def test_finding_4_a_64kb_epc_costs_checktx_milliseconds_not_seconds(world):
     hostile = "https://a/" + "01/1/" * 12_500 + "\n?"  # 62.5 KB: the transaction still fits
     event = world.event("https://ref.gs1.org/cbv/BizStep-shipping", "in_transit", ["S1"])
     event.record_event.epcs[:] = [hostile]
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine does not count
     world.refused(brand, event, ResultCode.INVALID_ARGUMENT)  # CheckTx and FinalizeBlock, state unchanged
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5

