@@ -25,7 +25,7 @@ class Benchmark:
 
 # name -> (summary, "module:attribute" under shelfproof.bench)
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "grpc": ("unary gRPC round trips through the shared server bootstrap", "grpc_roundtrip:BENCHMARK"),
+    "grpc": ("unary gRPC calls/s of one server process: our bootstrap and bare grpc.aio", "grpc_roundtrip:BENCHMARK"),
     "ledger": ("committed signed transactions per second and commit latency", "ledger_throughput:BENCHMARK"),
     "commission": ("commission N serialized items end to end", "registry_bench:COMMISSION"),
     "registry": ("GetProduct requests per second on one registry process", "registry_bench:REGISTRY"),

@@ -14,6 +14,7 @@ import random
 import time
 
 from shelfproof.bench import Benchmark, loadgen
+from shelfproof.bench.grpc_roundtrip import health_calls
 from shelfproof.bench.registry_stack import ServiceStack
 from shelfproof.bench.stats import percentile
 from shelfproof.gs1.keys import check_digit
@@ -175,11 +176,17 @@ async def run(args: argparse.Namespace) -> dict:
             for channel in channels:
                 await channel.close()
             await ledger_channel.close()
+    # The ceiling this machine sets for any unary call in one Python process (bare grpc.aio, no-op
+    # health Check, same load generator), measured in the same run.
+    ceiling = await health_calls("bare", args.seconds, args.concurrency, args.connections)
     lines = len(baskets) * len(basket.lines)
+    lookups_per_s = len(lookups) / lookup_s
     return {
         "benchmark": "pricing",
         "engine": args.engine,
-        "price_lookups_per_s": round(len(lookups) / lookup_s, 1),
+        "price_lookups_per_s": round(lookups_per_s, 1),
+        "grpc_ceiling_calls_per_s": ceiling["rps"],
+        "fraction_of_grpc_ceiling": round(lookups_per_s / ceiling["rps"], 3) if ceiling["rps"] else None,
         "p50_ms": round(percentile(lookups, 0.5) * 1000, 2),
         "p99_ms": round(percentile(lookups, 0.99) * 1000, 2),
         "concurrency": args.concurrency,
