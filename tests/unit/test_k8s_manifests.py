@@ -471,7 +471,7 @@ def test_cpu_engine_settings_are_explicit(rendered):
     assert env["SHELFPROOF_PLANNER_DTYPE"] in ("float32", "bfloat16")
     assert env["SHELFPROOF_PLANNER_MODEL_DIR"].startswith("/models/")
     init = first_container(rendered["cpu"], "init:model")
-    assert "prepare_model" in " ".join(init["command"])
+    assert init["command"] == ["shelfproof", "planner", "prepare", "--verify"]
 
 
 def test_model_weights_come_from_a_volume_never_a_hub(rendered):

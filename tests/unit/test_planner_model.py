@@ -125,3 +125,20 @@ def test_the_installed_package_ships_the_gguf() -> None:
     found = model.gguf_source()
     assert found.path.name == model.GGUF_NAME and found.path.stat().st_size > 50_000_000
     assert found.package_version == "0.1.2"
+
+
+def test_the_prepare_command_prints_the_folder_and_refuses_changed_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: GgufSource, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shelfproof.cli.main import main
+
+    target = tmp_path / "smollm2"
+    prepare_model(target, source=source, convert=CountingConverter({"model.safetensors": b"weights"}))
+    monkeypatch.setenv("SHELFPROOF_PLANNER_MODEL_DIR", str(target))
+    assert main(["planner", "prepare", "--verify"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"model": model.MODEL_NAME, "path": str(target), "weights_digest": weights_digest(target)}
+    (target / "model.safetensors").write_bytes(b"tampered")
+    assert main(["planner", "prepare"]) == 0  # without --verify the recorded digest is trusted
+    assert main(["planner", "prepare", "--verify"]) == 1
+    assert "changed" in capsys.readouterr().err

@@ -43,6 +43,10 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     replay.add_argument("draft_id")
     replay.add_argument("--ledger-address", default="127.0.0.1:50051")
+    prepare = planner_commands.add_parser(
+        "prepare", help="convert the planner's model into its folder once (make deps does); print the folder and digest"
+    )
+    prepare.add_argument("--verify", action="store_true", help="recompute the weights digest of a ready folder; exit 1 if it changed")
     db = commands.add_parser("db", help="query-model database")
     db.add_argument("action", choices=["upgrade"], help="apply Alembic migrations to SHELFPROOF_PG_DSN")
 
@@ -88,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         result = check_url(args.url, trust, policy, timeout_s=args.timeout)
         print(result.as_json() if args.json else "\n".join(result.lines))
         return result.exit_code
+    if args.command == "planner" and args.planner_command == "prepare":
+        from shelfproof.planner.model import prepare_model
+
+        try:
+            prepared = prepare_model(verify=args.verify)
+        except (FileNotFoundError, RuntimeError) as err:
+            print(err, file=sys.stderr)
+            return 1
+        print(json.dumps({"model": prepared.name, "path": str(prepared.path), "weights_digest": prepared.weights_digest}))
+        return 0
     if args.command == "planner":
         from shelfproof.cli.stack import local_tools_tls
         from shelfproof.planner.replay import replay_with_local_engine
