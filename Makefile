@@ -192,7 +192,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # (15-60 s, not settings); one at a time, a Ray's start also asks the foreground for quiet between tests
 # (runtime/machine.py). Tried side by side on an AVX2-only AMD EPYC, the e2e stack's planner waited for
 # the start lock and missed its own 600 s start, and the real-model session took 18 minutes, where one
-# after the other the two took 12.5 + 10.5. Each session's output follows, then the exit codes.
+# after the other the two took 7.9 + 9.9. Each session's output follows, then the exit codes.
 TIERS := tests/unit tests/integration tests/security
 TEST_WORKERS ?= 2
 test: deps lint-proto infra-tools
