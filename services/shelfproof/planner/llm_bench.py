@@ -93,6 +93,11 @@ def varied_drafts(drafter: Any, count: int, seed: int = 7) -> list[Awaitable]:
     return calls
 
 
+# A warm-up compiles the schema's grammar and runs the first batch shapes; a few tokens do that as well as
+# a whole answer, which takes 50-85 s on one thread of an AVX2-only core.
+WARM_UP = {"max_tokens": 8, "temperature": 0.0}
+
+
 async def _batch(generate: Generate, batch: list, schema: dict, sampling: dict[str, Any]) -> Batch:
     started = time.perf_counter()
     answers = await asyncio.gather(*(generate(p, schema, sampling) for p in batch))
@@ -112,7 +117,7 @@ async def bare_tokens_per_s(config: LLMConfig, *, prompts_per_run: int, runs: in
     engine = await asyncio.to_thread(LanguageEngine, config)
     try:
         batch, sampling = bench_prompts(prompts_per_run), {"max_tokens": max_tokens, "temperature": 0.0}
-        await _batch(engine.generate, batch[:2], prompts.RESTOCK_SCHEMA, sampling)
+        await _batch(engine.generate, batch[:2], prompts.RESTOCK_SCHEMA, WARM_UP)
         results = [await _batch(engine.generate, batch, prompts.RESTOCK_SCHEMA, sampling) for _ in range(runs)]
         return {"tokens_per_s": _rate(results), "engine_start_s": round(engine.start_s, 2)}
     finally:
@@ -132,8 +137,8 @@ async def bare_vs_serve(
         return await local.handle.generate.remote(prompt, schema, sampling)
 
     paths: dict[str, Generate] = {"bare": bare.generate, "serve": served}
-    for generate in paths.values():  # warm-up: grammar compile, first batch shapes
-        await _batch(generate, batch[:2], schema, sampling)
+    for generate in paths.values():
+        await _batch(generate, batch[:2], schema, WARM_UP)
     results: dict[str, list[Batch]] = {"bare": [], "serve": []}
     for i in range(runs):
         for name in ("bare", "serve") if i % 2 == 0 else ("serve", "bare"):
