@@ -43,9 +43,9 @@ class CommittedDraft:
 @pytest.fixture(scope="module")
 async def committed_draft(tmp_path_factory, postgres_cluster, migrated_template, drafter):
     """A restock draft by the real model on the real ledger, and the command line replaying it on a bare
-    engine of its own from the moment it is committed: that engine starts and decodes on the core the
-    served one leaves (one OpenMP thread each on two cores) while the tests below use the served one, the
-    stack staying up until the last of them has read the command's report."""
+    engine of its own from the moment it is committed: that engine starts (mostly not OpenMP work) and
+    decodes while the tests below use the served one, the stack staying up until the last of them has
+    read the command's report."""
     with fresh_database(postgres_cluster, migrated_template) as dsn:
         folder = tmp_path_factory.mktemp("drafting")
         async with PlannerStack(folder, dsn, drafter, products=6) as stack:
