@@ -1,7 +1,9 @@
 """The one `shelfproof up` that the end-to-end tests share (tests/e2e/test_journey.py,
 tests/e2e/test_stack_up.py): starting it costs about two minutes of CPU here, so it is started once per
-session, on first use; test_stack_up.py stops it with SIGTERM and checks what that leaves (it runs last),
-and the fixture's teardown stops whatever is still running after a failure."""
+session, as soon as the collected tests show that one needs it (its start then overlaps the console's
+browser test, which brings servers of its own); test_stack_up.py stops it with SIGTERM and checks what that
+leaves (it runs last), and the fixture's teardown, or the session's end, stops whatever is still running
+after a failure."""
 
 from __future__ import annotations
 
@@ -93,12 +95,43 @@ def stack_env(root: Path) -> dict[str, str]:
 
 @dataclass
 class RunningStack:
-    """`shelfproof up` as a user started it: its environment, process and what it printed."""
+    """`shelfproof up` as a user started it: its environment, process and what it printed (to a file: no
+    one reads a pipe while the tests before the stack's first user run)."""
 
     env: dict[str, str]
     up: subprocess.Popen
+    output: Path
+    started_at: float
     lines: list[str] = field(default_factory=list)
     stopped: bool = False
+
+    @classmethod
+    def launch(cls, root: Path) -> "RunningStack":
+        env, output = stack_env(root), root / "up.out"
+        with output.open("w") as sink:
+            up = subprocess.Popen([str(SHELFPROOF), "up"], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        return cls(env, up, output, time.monotonic())
+
+    def wait_until_up(self) -> None:
+        """Read what `up` prints until its ``logs:`` line (the end of its banner), its exit or the deadline."""
+        deadline, pending = self.started_at + START_TIMEOUT_S, ""
+        with self.output.open() as printed:
+            while time.monotonic() < deadline:
+                chunk = printed.readline()
+                if not chunk:
+                    if self.up.poll() is None:
+                        time.sleep(0.2)
+                        continue
+                    if not (chunk := printed.readline()):  # what it printed before it exited, if any
+                        break
+                pending += chunk
+                if not pending.endswith("\n"):
+                    continue  # a line still being written
+                self.lines.append(pending)
+                pending = ""
+                if self.lines[-1].startswith("logs:"):
+                    break
+        assert any(line.startswith("shelfproof is up") for line in self.lines), "".join(self.lines) + pending
 
     @property
     def state_dir(self) -> Path:
@@ -129,22 +162,38 @@ class RunningStack:
         self.stopped = True
 
 
+# The session's stack, launched at the end of collection when a collected test needs it.
+_LAUNCHED: list[RunningStack] = []
+
+
+def _stack_root() -> Path:
+    return postgres_reachable_tempdir("shelfproof-e2e-stack-")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch the shared stack now if a collected test uses it (not in xdist workers: one per session)."""
+    config = session.config
+    if config.option.collectonly or getattr(config, "workerinput", None) is not None:
+        return
+    if any("shelfproof_up" in getattr(item, "fixturenames", ()) for item in session.items):
+        _LAUNCHED.append(RunningStack.launch(_stack_root()))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A stack launched for tests that never ran (Ctrl-C, -x) is stopped before the leftover check."""
+    for stack in _LAUNCHED:
+        if not stack.stopped:
+            stack.kill_what_is_left()
+
+
 @pytest.fixture(scope="session")
-def shelfproof_up(tmp_path_factory) -> Iterator[RunningStack]:
+def shelfproof_up() -> Iterator[RunningStack]:
     """`shelfproof up`, started once and healthy (its banner printed through the ``logs:`` line)."""
-    env = stack_env(tmp_path_factory.mktemp("stack"))
-    up = subprocess.Popen([str(SHELFPROOF), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stack = RunningStack(env, up)
+    if not _LAUNCHED:
+        _LAUNCHED.append(RunningStack.launch(_stack_root()))
+    stack = _LAUNCHED[0]
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            if not line:
-                break
-            stack.lines.append(line)
-            if line.startswith("logs:"):
-                break
-        assert any(line.startswith("shelfproof is up") for line in stack.lines), "".join(stack.lines)
+        stack.wait_until_up()
         yield stack
     finally:
         if not stack.stopped:

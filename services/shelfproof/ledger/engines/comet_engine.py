@@ -190,17 +190,24 @@ class CometEngine:
     async def block(self, height: int) -> Block | None:
         if height > self._latest and height > await self.latest_height():
             return None
-        try:
-            block, results, commit, validators = await asyncio.gather(
-                self._rpc("block", {"height": str(height)}),
-                self._rpc("block_results", {"height": str(height)}),
-                self._rpc("commit", {"height": str(height)}),
-                self._validators(height),
-            )
-        except RpcError as err:
-            if "must be less than or equal" in err.text:
-                return None
-            raise EngineUnavailable(err.text) from err
+        for attempt in range(RESULTS_PENDING_TRIES):
+            try:
+                block, results, commit, validators = await asyncio.gather(
+                    self._rpc("block", {"height": str(height)}),
+                    self._rpc("block_results", {"height": str(height)}),
+                    self._rpc("commit", {"height": str(height)}),
+                    self._validators(height),
+                )
+                break
+            except RpcError as err:
+                if "must be less than or equal" in err.text:
+                    return None
+                # The node stores a block before the results of executing it: /status can already name a
+                # height whose block_results are a few milliseconds away (seen under load, e2e).
+                if RESULTS_PENDING in err.text and attempt + 1 < RESULTS_PENDING_TRIES:
+                    await asyncio.sleep(RESULTS_PENDING_WAIT_S)
+                    continue
+                raise EngineUnavailable(err.text) from err
         txs = [base64.b64decode(tx) for tx in (block["block"]["data"].get("txs") or [])]
         outcomes = [
             TxOutcome(int(r.get("code", 0)), r.get("log", ""), base64.b64decode(r.get("data") or ""))
@@ -306,6 +313,10 @@ def _broadcast_error(text: str) -> TxOutcome:
     if "already exists in cache" in text or "already in mempool" in text:
         return TxOutcome(ALREADY_KNOWN_CODE, text)
     return TxOutcome(MEMPOOL_FULL_CODE, text)  # full, rechecking, too large: worth retrying
+
+
+RESULTS_PENDING = "could not find results for height"
+RESULTS_PENDING_TRIES, RESULTS_PENDING_WAIT_S = 40, 0.05  # 2 s: a block's execution, under load
 
 
 class RpcError(Exception):
