@@ -19,8 +19,8 @@ EVENTS = 120
 
 
 class CountingProjector(RegistryProjector):
-    """The registry's projector, counting the ledger transactions of each PostgreSQL transaction; it fails
-    the ``fail_at``-th record (by ledger position) ``failures`` times."""
+    """The registry's projector, counting the ledger transactions of each PostgreSQL transaction; any
+    PostgreSQL transaction holding the one at ``fail_at`` (a ledger position) fails, ``failures`` times."""
 
     def __init__(self, *args, fail_at: tuple[int, int] | None = None, failures: int = 0) -> None:
         super().__init__(*args)
@@ -32,12 +32,12 @@ class CountingProjector(RegistryProjector):
         self.groups.append(len(results))
         await super()._apply(results)
 
-    async def apply(self, cur, result, signed, body, action, prepared) -> None:
-        if (result.height, result.index) == self.fail_at and self.failures:
+    async def apply_group(self, cur, parsed) -> None:
+        await super().apply_group(cur, parsed)
+        if self.failures and any((result.height, result.index) == self.fail_at for result, *_ in parsed):
             self.failures -= 1
             self.positions_at_failure.append(self.position)
-            raise RuntimeError("a projection bug, once")
-        await super().apply(cur, result, signed, body, action, prepared)
+            raise RuntimeError("a projection bug")  # after the writes: they must roll back
 
 
 async def _backlog(registry: Registry) -> list[tuple[int, int]]:

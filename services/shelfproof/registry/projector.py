@@ -129,25 +129,31 @@ async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a:
                            items, 1)
 
 
+# The columns of a captured event; a declaration's four follow them where one applies.
+EVENT_COLUMNS = ("event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln, document, "
+                 "recorded_by, ledger_height, tx_index, tx_hash, event_id, record_time, read_point, biz_location")
+# Their array types, for a run of events inserted by one statement (unnest).
+EVENT_ARRAYS = ("text", "text", "timestamptz", "text", "text", "text", "text", "jsonb", "text", "bigint", "int", "bytea",
+                "text", "timestamptz", "text", "text")
+
+
+def _event_row(result, signer: str, event_hash: str, a: txpb.RecordEvent, event: dict) -> tuple:
+    """The values of EVENT_COLUMNS for one event."""
+    return (event_hash, a.event_type, parse_event_time(event.get("eventTime")) or block_time(result), _text(event.get("action")),
+            _text(a.biz_step) or _text(event.get("bizStep")), _text(a.disposition) or _text(event.get("disposition")),
+            a.biz_location_gln or location_gln(event.get("bizLocation")), Jsonb(event), signer, result.height, result.index,
+            result.tx_hash, _text(event.get("eventID")), block_time(result), place_id(event.get("readPoint")),
+            place_id(event.get("bizLocation")))
+
+
 async def _insert_event(cur, result, signer: str, event_hash: str, a: txpb.RecordEvent, event: dict,
                         declaration: dict | None = None, declaration_hash: str | None = None) -> bool:
-    event_time = parse_event_time(event.get("eventTime")) or block_time(result)
-    event_id = _text(event.get("eventID"))
-    action = _text(event.get("action"))
     await cur.execute(
-        """INSERT INTO events (event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln,
-                               document, recorded_by, ledger_height, tx_index, tx_hash, event_id, error_declaration,
-                               declaration_hash, declaration_height, declaration_tx_hash, record_time, read_point,
-                               biz_location)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (event_hash) DO NOTHING""",
-        (event_hash, a.event_type, event_time, action, _text(a.biz_step) or _text(event.get("bizStep")),
-         _text(a.disposition) or _text(event.get("disposition")),
-         a.biz_location_gln or location_gln(event.get("bizLocation")),
-         Jsonb(event), signer, result.height, result.index, result.tx_hash, event_id,
+        f"""INSERT INTO events ({EVENT_COLUMNS}, error_declaration, declaration_hash, declaration_height, declaration_tx_hash)
+           VALUES ({", ".join(["%s"] * 20)}) ON CONFLICT (event_hash) DO NOTHING""",
+        (*_event_row(result, signer, event_hash, a, event),
          Jsonb(declaration) if declaration is not None else None, declaration_hash,
-         result.height if declaration_hash else None, result.tx_hash if declaration_hash else None,
-         block_time(result), place_id(event.get("readPoint")), place_id(event.get("bizLocation"))),
+         result.height if declaration_hash else None, result.tx_hash if declaration_hash else None),
     )
     if cur.rowcount != 1:
         return False
@@ -170,23 +176,76 @@ async def _insert_items(cur, event_hash: str, epcs) -> list[tuple[str, str]]:
     return items
 
 
-async def _apply_inventory(cur, result, biz_step: str, event: dict, biz_location: str | None,
-                           items: list[tuple[str, str]], direction: int) -> None:
+def _stock_change(biz_step: str, event: dict, biz_location: str | None, items: list[tuple[str, str]],
+                  direction: int) -> tuple[str, dict[str, int]] | None:
+    """(location, units per GTIN) an event moves, or None when it moves no stock."""
     step = _cbv_word(biz_step)
     sign = 1 if step in STOCK_IN else -1 if (step in STOCK_OUT or event.get("action") == "DELETE") else 0
     # Goods leaving a site are often recorded at its read point, with no business location.
     location = biz_location if sign > 0 else (biz_location or location_gln(event.get("readPoint")))
     if sign == 0 or location is None or not items:
-        return
+        return None
     per_gtin: dict[str, int] = {}
     for gtin, _ in items:
         per_gtin[gtin] = per_gtin.get(gtin, 0) + sign * direction
+    return location, per_gtin
+
+
+async def _add_stock(cur, changes: dict[tuple[str, str], int], height: int) -> None:
+    """Add units per (GTIN, location) to the stock positions, as of ``height``."""
+    if not changes:
+        return
+    keys = sorted(changes)
     await cur.execute(
-        """INSERT INTO inventory_positions SELECT g, %s, d, %s FROM unnest(%s::text[], %s::bigint[]) AS t(g, d)
+        """INSERT INTO inventory_positions SELECT g, l, d, %s FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(g, l, d)
            ON CONFLICT (gtin, location_gln) DO UPDATE
            SET quantity = inventory_positions.quantity + EXCLUDED.quantity, ledger_height = EXCLUDED.ledger_height""",
-        (location, result.height, sorted(per_gtin), [per_gtin[g] for g in sorted(per_gtin)]),
+        (height, [g for g, _ in keys], [loc for _, loc in keys], [changes[k] for k in keys]),
     )
+
+
+async def _apply_inventory(cur, result, biz_step: str, event: dict, biz_location: str | None,
+                           items: list[tuple[str, str]], direction: int) -> None:
+    change = _stock_change(biz_step, event, biz_location, items, direction)
+    if change is not None:
+        location, per_gtin = change
+        await _add_stock(cur, {(g, location): d for g, d in per_gtin.items()}, result.height)
+
+
+async def _apply_captured_events(cur, run: list[tuple[pb.TransactionResult, str, txpb.RecordEvent, dict]]) -> None:
+    """A run of consecutive captured events (no error declarations) in four statements, not four per
+    event: the events (those already recorded by a declaration are skipped, as one at a time), their
+    identifiers and items, and the stock they move."""
+    rows = [_event_row(result, signer, a.event_hash, a, event) for result, signer, a, event in run]
+    casts = ", ".join(f"%s::{kind}[]" for kind in EVENT_ARRAYS)
+    await cur.execute(
+        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest({casts}) ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash",
+        [list(column) for column in zip(*rows)],
+    )
+    inserted = {row[0] for row in await cur.fetchall()}
+    identifiers, items, stock = ([], [], []), ([], [], []), {}
+    for result, _, a, event in run:
+        if a.event_hash not in inserted:
+            continue
+        for field_name, value in identifiers_of(event):
+            for column, v in zip(identifiers, (a.event_hash, field_name, value)):
+                column.append(v)
+        event_items = [item for item in (item_of(epc) for epc in a.epcs) if item is not None]
+        for gtin, serial in event_items:
+            for column, v in zip(items, (a.event_hash, gtin, serial)):
+                column.append(v)
+        change = _stock_change(a.biz_step, event, a.biz_location_gln or location_gln(event.get("bizLocation")), event_items, 1)
+        if change is not None:
+            location, per_gtin = change
+            for gtin, units in per_gtin.items():
+                stock[(gtin, location)] = stock.get((gtin, location), 0) + units
+    if identifiers[0]:
+        await cur.execute("INSERT INTO event_epcs SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                          list(identifiers))
+    if items[0]:
+        await cur.execute("INSERT INTO event_items SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                          list(items))
+    await _add_stock(cur, stock, run[-1][0].height)
 
 
 async def _apply_error_declaration(cur, result, signer: str, a: txpb.RecordEvent, event: dict, declaration: dict) -> None:
@@ -234,6 +293,30 @@ class RegistryProjector(Projector):
 
     async def prepare(self, action: str, signed: txpb.SignedTransaction, body: txpb.TransactionBody) -> list[str]:
         return await self._serials(body.commission_batch) if action == "commission_batch" else []
+
+    async def apply_group(self, cur, parsed: list[tuple]) -> None:
+        """Consecutive captured events in one run of statements (``_apply_captured_events``), anything
+        else in between one at a time, in ledger order."""
+        run: list = []
+        for result, signed, body, action, prepared in parsed:
+            if action == "record_event":
+                event = _event_json(body.record_event.epcis_event_json)
+                if not isinstance(event.get("errorDeclaration"), dict):
+                    run.append((result, signed.signer, body.record_event, event))
+                    continue
+            if run:
+                await self._captured(cur, run)
+                run = []
+            await self.apply(cur, result, signed, body, action, prepared)
+        if run:
+            await self._captured(cur, run)
+
+    @staticmethod
+    async def _captured(cur, run: list) -> None:
+        # The cursor commits with the events, and the ledger can replay what a crash loses, so this
+        # commit need not wait for the WAL flush (events arrive by the thousand).
+        await cur.execute("SET LOCAL synchronous_commit = off")
+        await _apply_captured_events(cur, run)
 
     async def apply(self, cur, result, signed, body, action, serials: list[str]) -> None:
         if action == "register_product":
