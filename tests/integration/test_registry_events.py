@@ -334,3 +334,26 @@ async def test_an_event_recorded_without_valid_epcis_json_is_left_out_of_exports
         document = json.loads(reply.epcis_document)
         epcis.validate_document(document)
         assert [e["bizStep"] for e in document["epcisBody"]["eventList"]] == ["commissioning"]
+
+
+async def test_events_recorded_with_json_postgres_cannot_hold_do_not_stop_the_projection(tmp_path, database_dsn):
+    """A member's own client can record any bytes as an event's JSON (the ledger does not parse it): NaN,
+    Infinity or 1e400 would make PostgreSQL refuse the projection's transaction, again on every retry.
+    They are kept as {} and the projection goes on; what is valid is stored as written (2.50 stays 2.50)."""
+    from shelfproof.ledger.client import LedgerClient
+    from shelfproof.ledger.v1 import transaction_pb2 as txpb
+
+    hostile = [b'{"type": "ObjectEvent", "x": NaN}', b'{"type": "ObjectEvent", "x": -Infinity}',
+               b'{"type": "ObjectEvent", "x": 1e400}', b'{"type": "ObjectEvent", "x": 2.50}']
+    hashes = [f"ni:///sha-256;{n:064x}?ver=CBV2.0" for n in range(1, len(hostile) + 1)]
+    async with Registry(tmp_path, database_dsn) as registry:
+        await registry.events.CaptureEvents(pb.CaptureEventsRequest(epcis_document=_document(JOURNEY[:1])), timeout=30)
+        member = LedgerClient(registry.ledger, registry.genesis.accounts[f"{DEMO_BRAND_GLN}/admin-0"].signer("registry-test"))
+        outcomes = await member.submit_many([txpb.TransactionBody(record_event=txpb.RecordEvent(
+            event_hash=h, epcis_event_json=raw, event_type="ObjectEvent", epcs=[_item("A1")])) for h, raw in zip(hashes, hostile)])
+        assert all(hasattr(o, "height") for o in outcomes), [getattr(o, "message", o) for o in outcomes]
+        # the last one is valid: once it is in PostgreSQL, the projection went past the others
+        assert await registry.projector.wait_for(outcomes[-1].height, outcomes[-1].index, 30)
+        with psycopg.connect(database_dsn) as conn:
+            documents = dict(conn.execute("SELECT event_hash, document::text FROM events WHERE event_hash = ANY(%s)", (hashes,)).fetchall())
+    assert [documents[h] for h in hashes] == ["{}", "{}", "{}", '{"x": 2.50, "type": "ObjectEvent"}']

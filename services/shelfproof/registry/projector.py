@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -96,11 +97,23 @@ def _cbv_word(value: str | None) -> str:
     return value.rsplit("-", 1)[-1] if value.startswith("http") else value.rsplit(":", 1)[-1]
 
 
+def _json_number(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: no JSON number PostgreSQL and Python agree on
+        raise ValueError(f"number out of range: {text[:20]}")
+    return number
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _event_json(raw: bytes) -> dict:
     """The recorded event. Any member can write one, so what PostgreSQL cannot hold (not a JSON object,
-    NUL characters, lone surrogates) reads as {} rather than stopping the projection."""
+    NUL characters, lone surrogates, NaN or Infinity, numbers beyond a double) reads as {} rather than
+    stopping the projection."""
     try:
-        event = json.loads(raw)
+        event = json.loads(raw, parse_constant=_not_json, parse_float=_json_number)
         if b"\\u" in raw:
             text = json.dumps(event, ensure_ascii=False)
             text.encode("utf-8")
@@ -132,16 +145,30 @@ async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a:
 # The columns of a captured event; a declaration's four follow them where one applies.
 EVENT_COLUMNS = ("event_hash, event_type, event_time, action, biz_step, disposition, biz_location_gln, document, "
                  "recorded_by, ledger_height, tx_index, tx_hash, event_id, record_time, read_point, biz_location")
-# Their array types, for a run of events inserted by one statement (unnest).
-EVENT_ARRAYS = ("text", "text", "timestamptz", "text", "text", "text", "text", "jsonb", "text", "bigint", "int", "bytea",
+# Their array types, for a run of events inserted by one statement (unnest); the document travels as the
+# recorded JSON text, cast by PostgreSQL, rather than parsed and serialized again here.
+EVENT_ARRAYS = ("text", "text", "timestamptz", "text", "text", "text", "text", "text", "text", "bigint", "int", "bytea",
                 "text", "timestamptz", "text", "text")
+_DOCUMENT = EVENT_COLUMNS.split(", ").index("document")
 
 
-def _event_row(result, signer: str, event_hash: str, a: txpb.RecordEvent, event: dict) -> tuple:
-    """The values of EVENT_COLUMNS for one event."""
+def _document_text(raw: bytes, event: dict) -> str:
+    """The recorded JSON as PostgreSQL can hold it: the bytes themselves when they are what ``event`` was
+    read from (numbers kept as written), else ``event`` serialized ({} for what ``_event_json`` refused)."""
+    if event:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return json.dumps(event, ensure_ascii=False)
+
+
+def _event_row(result, signer: str, event_hash: str, a: txpb.RecordEvent, event: dict, document=None) -> tuple:
+    """The values of EVENT_COLUMNS for one event (``document``: its JSON, else ``event`` as Jsonb)."""
     return (event_hash, a.event_type, parse_event_time(event.get("eventTime")) or block_time(result), _text(event.get("action")),
             _text(a.biz_step) or _text(event.get("bizStep")), _text(a.disposition) or _text(event.get("disposition")),
-            a.biz_location_gln or location_gln(event.get("bizLocation")), Jsonb(event), signer, result.height, result.index,
+            a.biz_location_gln or location_gln(event.get("bizLocation")),
+            Jsonb(event) if document is None else document, signer, result.height, result.index,
             result.tx_hash, _text(event.get("eventID")), block_time(result), place_id(event.get("readPoint")),
             place_id(event.get("bizLocation")))
 
@@ -216,10 +243,14 @@ async def _apply_captured_events(cur, run: list[tuple[pb.TransactionResult, str,
     """A run of consecutive captured events (no error declarations) in four statements, not four per
     event: the events (those already recorded by a declaration are skipped, as one at a time), their
     identifiers and items, and the stock they move."""
-    rows = [_event_row(result, signer, a.event_hash, a, event) for result, signer, a, event in run]
+    rows = [_event_row(result, signer, a.event_hash, a, event, _document_text(a.epcis_event_json, event))
+            for result, signer, a, event in run]
     casts = ", ".join(f"%s::{kind}[]" for kind in EVENT_ARRAYS)
+    columns = ", ".join(f"c{k}::jsonb" if k == _DOCUMENT else f"c{k}" for k in range(len(EVENT_ARRAYS)))
+    names = ", ".join(f"c{k}" for k in range(len(EVENT_ARRAYS)))
     await cur.execute(
-        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest({casts}) ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash",
+        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {columns} FROM unnest({casts}) AS t({names})"
+        " ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash",
         [list(column) for column in zip(*rows)],
     )
     inserted = {row[0] for row in await cur.fetchall()}
