@@ -7,6 +7,7 @@ after a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from shelfproof.ledger.network.config import find_free_base_port
 from shelfproof.planner.model import default_model_dir, gguf_source
 from shelfproof.runtime.client import service_channel
+from shelfproof.runtime.machine import one_heavy_start
 from shelfproof.runtime.processes import descendants, free_port
 from tests.conftest import postgres_reachable_tempdir
 
@@ -170,17 +172,37 @@ def _stack_root() -> Path:
     return postgres_reachable_tempdir("shelfproof-e2e-stack-")
 
 
+# Held while the console's browser test runs, when the stack starts beside it (below).
+_BROWSER_TEST = contextlib.ExitStack()
+
+
+def _in_browser_test(item: pytest.Item | None) -> bool:
+    return item is not None and Path(str(item.fspath)).name == "test_console_browser.py"
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Launch the shared stack now if a collected test uses it (not in xdist workers: one per session)."""
+    """Launch the shared stack now if a collected test uses it (not in xdist workers: one per session).
+    Its services start beside the console's browser test; its planner model's start (Ray, Serve, the
+    engine) takes the machine's start lock (runtime/machine.py), which this session holds until the
+    browser test is done: Ray's fixed 15-60 s start deadlines were missed beside busy sessions on two
+    cores, and Chromium with the test's own servers is one more."""
     config = session.config
     if config.option.collectonly or getattr(config, "workerinput", None) is not None:
         return
     if any("shelfproof_up" in getattr(item, "fixturenames", ()) for item in session.items):
+        if any(_in_browser_test(item) for item in session.items):
+            _BROWSER_TEST.enter_context(one_heavy_start("the console's browser test"))
         _LAUNCHED.append(RunningStack.launch(_stack_root()))
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _in_browser_test(item) and not _in_browser_test(nextitem):
+        _BROWSER_TEST.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A stack launched for tests that never ran (Ctrl-C, -x) is stopped before the leftover check."""
+    _BROWSER_TEST.close()
     for stack in _LAUNCHED:
         if not stack.stopped:
             stack.kill_what_is_left()
