@@ -129,17 +129,13 @@ def _text(value) -> str | None:
     return value.replace("\x00", "") or None if isinstance(value, str) else None
 
 
-async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a: txpb.RecordEvent) -> None:
-    event = _event_json(a.epcis_event_json)
+async def _apply_record_event(cur, result: pb.TransactionResult, signer: str, a: txpb.RecordEvent, event: dict) -> None:
+    """One recorded event: a declaration, or a captured event (a run of one)."""
     declaration = event.get("errorDeclaration")
     if isinstance(declaration, dict):
         await _apply_error_declaration(cur, result, signer, a, event, declaration)
-        return
-    if not await _insert_event(cur, result, signer, a.event_hash, a, event):
-        return  # declared (and so recorded) before the event itself arrived
-    items = await _insert_items(cur, a.event_hash, a.epcs)
-    await _apply_inventory(cur, result, a.biz_step, event, a.biz_location_gln or location_gln(event.get("bizLocation")),
-                           items, 1)
+    else:
+        await _apply_captured_events(cur, [(result, signer, a, event)])
 
 
 # The columns of a captured event; a declaration's four follow them where one applies.
@@ -328,6 +324,10 @@ class RegistryProjector(Projector):
     async def apply_group(self, cur, parsed: list[tuple]) -> None:
         """Consecutive captured events in one run of statements (``_apply_captured_events``), anything
         else in between one at a time, in ledger order."""
+        if any(action == "record_event" for *_, action, _ in parsed):
+            # The cursor commits with the events, and the ledger can replay what a crash loses, so this
+            # commit need not wait for the WAL flush (events arrive by the thousand).
+            await cur.execute("SET LOCAL synchronous_commit = off")
         run: list = []
         for result, signed, body, action, prepared in parsed:
             if action == "record_event":
@@ -336,18 +336,11 @@ class RegistryProjector(Projector):
                     run.append((result, signed.signer, body.record_event, event))
                     continue
             if run:
-                await self._captured(cur, run)
+                await _apply_captured_events(cur, run)
                 run = []
             await self.apply(cur, result, signed, body, action, prepared)
         if run:
-            await self._captured(cur, run)
-
-    @staticmethod
-    async def _captured(cur, run: list) -> None:
-        # The cursor commits with the events, and the ledger can replay what a crash loses, so this
-        # commit need not wait for the WAL flush (events arrive by the thousand).
-        await cur.execute("SET LOCAL synchronous_commit = off")
-        await _apply_captured_events(cur, run)
+            await _apply_captured_events(cur, run)
 
     async def apply(self, cur, result, signed, body, action, serials: list[str]) -> None:
         if action == "register_product":
@@ -355,10 +348,7 @@ class RegistryProjector(Projector):
         elif action == "update_product":
             await _apply_update_product(cur, result, body.update_product)
         elif action == "record_event":
-            # The cursor commits with the event, and the ledger can replay what a crash loses, so this
-            # commit need not wait for the WAL flush (events arrive by the thousand).
-            await cur.execute("SET LOCAL synchronous_commit = off")
-            await _apply_record_event(cur, result, signed.signer, body.record_event)
+            await _apply_record_event(cur, result, signed.signer, body.record_event, _event_json(body.record_event.epcis_event_json))
         elif action == "register_location":
             await _apply_register_location(cur, result, body.register_location)
         elif action == "void_labels":
