@@ -1,7 +1,8 @@
 """The CometBFT engine: the adapter's view of a network of validators through their JSON-RPC.
 
 Requests go to the first node that answers (nodes can be down: that is what BFT tolerates); new
-blocks are watched over the websocket (``tm.event='NewBlock'``) with polling as the fallback.
+blocks are watched over the websocket (``tm.event='NewBlock'``) with polling as the fallback. While the
+websocket delivers blocks, the newest height is the one it announced (no ``status`` call per query).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import zlib
 
-import httpx
+import aiohttp
+import orjson
 import websockets
 from tendermint.abci import types_pb2 as abci
 from tendermint.crypto import proof_pb2
@@ -24,6 +27,9 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 10.0
+# The websocket's newest height stands for /status while a block arrived this recently (an idle
+# chain still makes an empty block a second); older, or with the socket down, /status is asked.
+FOLLOWED_FRESH_S = 3.0
 # Broadcasts that arrive within this window go to the node as one JSON-RPC batch: one HTTP round
 # trip (and one parse) per batch instead of per transaction.
 BROADCAST_WINDOW_S = 0.003
@@ -41,11 +47,10 @@ class CometEngine:
             raise ValueError("at least one CometBFT RPC URL is needed")
         self.rpc_urls = list(rpc_urls)
         self.chain_id = ""
-        self._client = httpx.AsyncClient(
-            timeout=RPC_TIMEOUT_S, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        )
+        self._session: aiohttp.ClientSession | None = None  # made in the loop that uses it
         self._preferred = 0
         self._latest = 0
+        self._followed_at: float | None = None  # when the websocket last announced a block
         self._new_block = asyncio.Condition()
         self._watcher: asyncio.Task | None = None
         self._request_id = 0
@@ -64,7 +69,21 @@ class CometEngine:
         if self._watcher:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: a JSON-RPC call here cost about half the adapter's CPU under
+        # consumer verification load (profiled), most of it in httpx's connection pool.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=RPC_TIMEOUT_S)
+            )
+        return self._session
+
+    async def _post(self, url: str, payload) -> object:
+        async with self._http().post(url, data=orjson.dumps(payload), headers=_JSON) as reply:
+            return orjson.loads(await reply.read())
 
     # --- JSON-RPC ------------------------------------------------------------------------------
 
@@ -75,12 +94,10 @@ class CometEngine:
             index = (self._preferred + attempt) % len(self.rpc_urls)
             self._request_id += 1
             try:
-                reply = await self._client.post(
-                    self.rpc_urls[index],
-                    json={"jsonrpc": "2.0", "id": self._request_id, "method": method, "params": params},
+                body = await self._post(
+                    self.rpc_urls[index], {"jsonrpc": "2.0", "id": self._request_id, "method": method, "params": params}
                 )
-                body = reply.json()
-            except (httpx.HTTPError, ValueError) as err:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as err:
                 errors.append(f"{self.rpc_urls[index]}: {err!r}")
                 continue
             self._preferred = index
@@ -101,9 +118,8 @@ class CometEngine:
                 for i, (method, params) in enumerate(calls)
             ]
             try:
-                reply = await self._client.post(self.rpc_urls[index], json=payload)
-                body = reply.json()
-            except (httpx.HTTPError, ValueError) as err:
+                body = await self._post(self.rpc_urls[index], payload)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as err:
                 errors.append(f"{self.rpc_urls[index]}: {err!r}")
                 continue
             if isinstance(body, dict):
@@ -183,6 +199,12 @@ class CometEngine:
         return int((await self._rpc("num_unconfirmed_txs", {}))["total"])
 
     async def latest_height(self) -> int:
+        followed = self._followed_at
+        if followed is not None and time.monotonic() - followed < FOLLOWED_FRESH_S:
+            return self._latest
+        return await self._status_height()
+
+    async def _status_height(self) -> int:
         status = await self._rpc("status", {})
         self._latest = max(self._latest, int(status["sync_info"]["latest_block_height"]))
         return self._latest
@@ -272,7 +294,7 @@ class CometEngine:
                 pass
         if self._latest <= after_height:
             try:
-                await self.latest_height()
+                await self._status_height()
             except EngineUnavailable:
                 pass
         return self._latest
@@ -288,18 +310,27 @@ class CometEngine:
                 async with websockets.connect(url, max_size=64 * 1024 * 1024, open_timeout=3) as socket:
                     await socket.send(subscribe)
                     async for message in socket:
-                        data = json.loads(message).get("result", {}).get("data", {})
+                        body = json.loads(message)
+                        if "error" in body:  # e.g. the node cancelled a subscriber it found too slow
+                            raise RpcError(body["error"])
+                        data = body.get("result", {}).get("data", {})
                         if data.get("type") == "tendermint/event/NewBlock":
+                            # (CometBFT fires NewBlock once the application has committed the block.)
                             await self._announce(int(data["value"]["block"]["header"]["height"]))
+                            self._followed_at = time.monotonic()
+                raise ConnectionError("the node closed the block websocket")
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - node down or restarting: poll, then reconnect
+                self._followed_at = None
                 log.debug("block websocket to %s failed: %r", url, err)
                 try:
-                    await self._announce(await self.latest_height())
+                    await self._announce(await self._status_height())
                 except EngineUnavailable:
                     pass
                 await asyncio.sleep(0.5)
+            finally:
+                self._followed_at = None
 
     async def _announce(self, height: int) -> None:
         if height > self._latest:
@@ -315,6 +346,7 @@ def _broadcast_error(text: str) -> TxOutcome:
     return TxOutcome(MEMPOOL_FULL_CODE, text)  # full, rechecking, too large: worth retrying
 
 
+_JSON = {"Content-Type": "application/json"}
 RESULTS_PENDING = "could not find results for height"
 RESULTS_PENDING_TRIES, RESULTS_PENDING_WAIT_S = 40, 0.05  # 2 s: a block's execution, under load
 
