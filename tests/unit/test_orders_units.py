@@ -39,6 +39,15 @@ def test_an_event_names_orders_by_cbv_business_transaction_ids_of_type_po():
     # An escaped key is the same key to a JSON reader, so it is read too.
     escaped = ('{"bizTransaction\\u004cist": [{"type": "po", "bizTransaction": "%s"}]}' % ref).encode()
     assert order_references(escaped) == [(BUYER, "restock-1-0614141000005")]
+    # The byte gate that skips events naming no order (no parse) must not skip any that do: the type
+    # written with escapes, or with escaped slashes, and compact or spaced JSON, are all still read.
+    for kind in ('"p\\u006f"', '"urn:epcglobal:cbv:btt:p\\u006F"', '"https:\\/\\/ref.gs1.org\\/cbv\\/BTT-po"'):
+        compact = '{"bizTransactionList":[{"type":%s,"bizTransaction":"%s"}]}' % (kind, ref)
+        spaced = '{ "bizTransactionList" : [ { "bizTransaction" : "%s" , "type" : %s } ] }' % (ref, kind)
+        for raw in (compact.encode(), spaced.encode()):
+            assert json.loads(raw)["bizTransactionList"][0]["type"] in ("po", "urn:epcglobal:cbv:btt:po", "https://ref.gs1.org/cbv/BTT-po")
+            assert order_references(raw) == [(BUYER, "restock-1-0614141000005")], raw
+    assert order_references(_event({"type": "desadv", "bizTransaction": ref}, {"type": "bol", "bizTransaction": ref})) == []
     for junk in (b"", b"not json", b'["bizTransactionList"]', b'{"bizTransactionList": {"type": "po"}}', b"[" * 50_000 + b'"\\u0000"'):
         assert order_references(junk) == []
 

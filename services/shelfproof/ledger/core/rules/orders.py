@@ -314,9 +314,11 @@ def _nesting_within(raw: bytes, limit: int = MAX_JSON_NESTING) -> bool:
 
 
 def _event_document(event_json: bytes) -> dict | None:
-    # Only events that may carry a business transaction are parsed (an escaped key could hide the
-    # name, so any escape parses too): the common custody event costs a byte search.
-    if b"bizTransactionList" not in event_json and b"\\u" not in event_json:
+    # Only events that may name a purchase order are parsed: without a \u escape (the only way JSON
+    # can write a letter other than as itself), that needs the key's bytes and a string ending in
+    # po (every form of the type does). The common custody event, or one naming only a despatch
+    # advice or an invoice, costs two byte searches.
+    if b"\\u" not in event_json and (b"bizTransactionList" not in event_json or b'po"' not in event_json):
         return None
     if not _nesting_within(event_json):
         return None
