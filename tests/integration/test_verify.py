@@ -209,6 +209,7 @@ async def test_bad_input_gets_a_clear_400_or_404_and_serials_cannot_be_walked(tm
             f"/01/{GTIN}/21/A1?sig=abc&sig=abd": (400, "appears twice"),
             f"/01/{GTIN}/21/{'A' * 21}": (400, "CSET 82"),
             f"/01/{GTIN}/21/A1?cell=not-a-cell": (400, "geohash"),
+            f"/01/{GTIN}/21/A1?tz=Europe/Paris;DROP": (400, "IANA time zone"),
             f"/01/{GTIN}/21/A1?x=" + "y" * 2000: (400, "longer than"),
             f"/01/{GTIN}": (404, "/21/"),
             "/nothing/here": (404, "nothing at this address"),

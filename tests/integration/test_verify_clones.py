@@ -30,7 +30,7 @@ async def test_copies_stay_caught_wherever_and_whenever_they_surface(tmp_path, d
         alerts = alerts_pb2_grpc.AlertServiceStub(stack.channel)
         declared = await alerts.DeclareMarkets(apb.DeclareMarketsRequest(gtin=GTIN, cells=["u0", "u1", "u2", "gc", "sp"]), timeout=20)
         await stack.provable(declared.ledger_ref.height)
-        copied, late, genuine = (await _commission(stack, "P1", 6))[:3]
+        copied, late, genuine, zoned = (await _commission(stack, "P1", 6))[:4]
 
         # 1. Paris, then a copy in Shanghai minutes later: caught, and every later copy too.
         url = stack.local(await _label(stack, copied))
@@ -72,3 +72,19 @@ async def test_copies_stay_caught_wherever_and_whenever_they_surface(tmp_path, d
             await stack.scans_on_ledger(GTIN, genuine, n + 1)
         _, report = await _get(stack.local(await _label(stack, genuine)) + f"&cell={PARIS}", client="127.0.9.3")
         assert report["verdict"] == "GENUINE", report
+
+        # 4. No cell shared at all: the pages' time zones. A week after two genuine looks from phones
+        # in Europe/Paris, a copy's page in Asia/Shanghai: inside and far outside the markets.
+        zoned_url = stack.local(await _label(stack, zoned))
+        zoned_link = parse_digital_link(await _label(stack, zoned))
+        for n in range(2):
+            report = await stack.verifier.verify(zoned_link, client=f"z-{n}", region="u0", now=now - WEEK + n * 3600)
+            assert report["verdict"] == "GENUINE" and report["scan"]["region"] == "u0", report
+        await stack.scans_on_ledger(GTIN, zoned, 2)
+        _, report = await _get(zoned_url + "&tz=Asia/Shanghai", client="127.0.9.4")
+        assert report["verdict"] == "SUSPICIOUS" and report["scan"] == {**report["scan"], "cell": None, "region": "wt"}, report
+        record = await stack.scans_on_ledger(GTIN, zoned, 3)
+        assert record.compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS
+        assert (record.compromise.first.cell, record.compromise.second.cell) == ("u0", "wt")
+        _, report = await _get(zoned_url, client="127.0.9.5")  # the next copy sends nothing: still caught
+        assert report["verdict"] == "SUSPICIOUS"

@@ -29,8 +29,8 @@ def world() -> World:
     return w
 
 
-def scan(serial: str, cell: str, at: int, batch_id: str = "B1") -> txpb.Scan:
-    return txpb.Scan(gtin=GTIN, serial=serial, cell=cell, scan_unix_s=at, batch_id=batch_id)
+def scan(serial: str, cell: str, at: int, batch_id: str = "B1", region: str = "") -> txpb.Scan:
+    return txpb.Scan(gtin=GTIN, serial=serial, cell=cell, scan_unix_s=at, batch_id=batch_id, region=region)
 
 
 def record(world: World, *scans: txpb.Scan) -> None:
@@ -52,7 +52,7 @@ def alerts(world: World) -> list[st.AlertRecord]:
     return out
 
 
-def verdict(world: World, serial: str, cell: str, at: int) -> Verdict:
+def verdict(world: World, serial: str, cell: str, at: int, region: str = "") -> Verdict:
     """The consumer's verdict for one more scan, from the committed record (as the verifier reads it)."""
     facts = Facts(
         gtin=GTIN, serial=serial, signature_present=True, signature_valid=True,
@@ -60,6 +60,7 @@ def verdict(world: World, serial: str, cell: str, at: int) -> Verdict:
         batch=world.read("batches", "B1", st.BatchRecord), in_batch=True, recall=None, void=None,
         item=world.read("items", f"{GTIN}/{serial}", st.ItemRecord), scans=scans_of(world, serial),
         markets=world.read("markets", GTIN, st.MarketsRecord), scan_cell=cell, scan_unix_s=at, today=date(2026, 6, 1),
+        scan_region=region,
     )
     return assess(facts).verdict
 
@@ -238,3 +239,63 @@ def test_markets_work_in_either_order_and_a_cellless_scan_of_a_code_seen_outside
     assert verdict(world, "S2", "", t + DAY) == Verdict.GENUINE  # seen only inside
     # One alert per sighting outside, none for the cell-less looks at it.
     assert [a.kind for a in alerts(world) if a.serial == "S1"] == [st.ALERT_KIND_OUTSIDE_MARKETS, st.ALERT_KIND_CLONE_SUSPECTED]
+
+
+# Time zones' regions (geohash 2): Europe/Paris, Europe/Berlin, Asia/Shanghai, Africa/Lagos.
+PARIS_TZ, BERLIN_TZ, SHANGHAI_TZ, LAGOS_TZ = "u0", "u3", "wt", "s1"
+MARSEILLE = "spey"  # 660 km from Paris, in Europe/Paris too
+
+
+def test_copies_that_share_no_cell_are_caught_by_their_time_zones_weeks_later(world):
+    world.ok(world.agent(BRAND, "admin-0"), body(declare_markets=txpb.DeclareMarkets(gtin=GTIN, cells=["u0", "u1", "gc", "sp"])))
+    t = T0 + 100
+    # Genuine looks from Paris (one shares a cell, one only its time zone); copies weeks later in Shanghai.
+    record(world, scan("S1", PARIS, t), scan("S2", "", t, region=PARIS_TZ))
+    record(world, scan("S1", "", t + 3 * 7 * DAY, region=SHANGHAI_TZ), scan("S2", "", t + 3 * 7 * DAY, region=SHANGHAI_TZ))
+    for serial, first in (("S1", PARIS), ("S2", PARIS_TZ)):
+        r = scans_of(world, serial)
+        assert r.compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS, serial
+        assert (r.compromise.first.cell, r.compromise.second.cell) == (first, SHANGHAI_TZ) and r.compromise.distance_km > 8000
+        assert r.cellless_scans == (1 if serial == "S1" else 2)
+        assert any(s.region and s.cell == SHANGHAI_TZ for s in r.sightings)
+        assert verdict(world, serial, "", t + 3 * 7 * DAY + 60) == Verdict.SUSPICIOUS  # sticky, no place at all
+    kinds = sorted((a.serial, a.kind) for a in alerts(world))
+    assert kinds == [(s, k) for s in ("S1", "S2") for k in (st.ALERT_KIND_CLONE_SUSPECTED, st.ALERT_KIND_OUTSIDE_MARKETS)]
+    # Either order: the copy's time zone first, the genuine phone's later.
+    record(world, scan("S3", "", t, region=LAGOS_TZ))
+    assert not scans_of(world, "S3").HasField("compromise")
+    assert verdict(world, "S3", "", t + DAY) == Verdict.SUSPICIOUS  # seen outside: a signal
+    record(world, scan("S3", "", t + 2 * DAY, region=PARIS_TZ))
+    assert scans_of(world, "S3").compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS
+
+
+def test_a_time_zone_is_never_timed_as_travel_nor_far_from_its_own_country(world):
+    world.ok(world.agent(BRAND, "admin-0"), body(declare_markets=txpb.DeclareMarkets(gtin=GTIN, cells=["u0", "sp"])))
+    t = T0 + 100
+    # Marseille's cell, then Europe/Paris's region (centred 270 km from Paris, 500 km from Marseille)
+    # minutes later: one zone, one country; no speed is read from a zone.
+    record(world, scan("S1", MARSEILLE, t), scan("S1", "", t + 300, region=PARIS_TZ), scan("S1", MARSEILLE, t + 600))
+    assert not scans_of(world, "S1").HasField("compromise")
+    assert verdict(world, "S1", MARSEILLE, t + 900) == Verdict.GENUINE
+    # Outside the markets but nearer than a zone can span (Berlin's region, ~900 km): a signal, never proof.
+    record(world, scan("S2", PARIS, t), scan("S2", "", t + 600, region=BERLIN_TZ))
+    assert not scans_of(world, "S2").HasField("compromise")
+    # A region beside a cell far away is compared by the markets rule with the region's floor: a copy in
+    # Shanghai sharing its cell, minutes after a look from Europe/Paris that shared only its time zone.
+    record(world, scan("S3", "", t, region=PARIS_TZ), scan("S3", "wtw3", t + 600))
+    r = scans_of(world, "S3")
+    assert r.compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS and r.compromise.first.cell == PARIS_TZ
+    # Without declared markets a region proves nothing (a cell would be timed as travel instead).
+    world.ok(world.agent(BRAND, "admin-0"), body(declare_markets=txpb.DeclareMarkets(gtin=GTIN, cells=[])))
+    record(world, scan("S4", PARIS, t), scan("S4", "", t + 60, region=SHANGHAI_TZ))
+    assert not scans_of(world, "S4").HasField("compromise")
+
+
+def test_regions_that_are_not_coarse_time_zone_regions_are_refused_without_a_trace(world):
+    verifier = world.agent(OPERATOR, "verifier-0")
+    for bad in (
+        scan("S1", PARIS, T0 + 100, region=PARIS_TZ),  # a cell and a region: one or the other
+        scan("S1", "", T0 + 100, region="u09"),  # finer than a zone's region: a cell in disguise
+        scan("S1", "", T0 + 100, region="ai"),  # not a geohash
+    ):
+        world.refused(verifier, body(record_scans=txpb.RecordScans(scans=[bad])), ResultCode.INVALID_ARGUMENT, T0 + 200)

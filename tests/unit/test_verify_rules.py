@@ -10,6 +10,7 @@ from shelfproof.ledger.v1 import state_pb2 as st
 from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.verify import geo
 from shelfproof.verify.ratelimit import RateLimiter
+from shelfproof.verify.service import ScanRecorder
 from shelfproof.verify.verdict import CloneRules, Facts, Verdict, assess
 
 pytestmark = pytest.mark.unit
@@ -113,6 +114,23 @@ def test_geohash_round_trip_and_distances():
             geo.normalize_cell(bad)
 
 
+def test_a_time_zone_reads_as_the_coarse_region_of_its_principal_city():
+    # From the pinned tzdata package's zone tables (zone1970.tab, then zone.tab for merged zones).
+    cases = {
+        "Europe/Paris": "u0", "Asia/Shanghai": "wt", "Africa/Lagos": "s1", "America/Sao_Paulo": "6g",
+        "Europe/Oslo": "u4", "America/Argentina/Buenos_Aires": "69", " Europe/Paris ": "u0",
+    }
+    for zone, region in cases.items():
+        assert geo.region_of_time_zone(zone) == region, zone
+    assert geo.encode(59.92, 10.75, precision=2) == "u4"  # Oslo itself
+    # Zones that place nothing (UTC, a fixed offset, an alias the tables do not list) are no region.
+    for zone in ("UTC", "Etc/GMT+3", "Asia/Calcutta", "Mars/Olympus"):
+        assert geo.region_of_time_zone(zone) == "", zone
+    for bad in ("", "Europe/Paris;DROP", "../../etc/passwd", "Europe/" + "x" * 40, "a/b/c/d"):
+        with pytest.raises(geo.InvalidCell):
+            geo.region_of_time_zone(bad)
+
+
 def test_rate_limiter_bursts_then_refills_per_client():
     now = [0.0]
     limiter = RateLimiter(rate_per_s=2.0, burst=3, max_clients=2, clock=lambda: now[0])
@@ -123,3 +141,15 @@ def test_rate_limiter_bursts_then_refills_per_client():
     assert limiter.acquire("a") == 0.0  # one token back after 1/rate seconds
     limiter.acquire("c")
     assert len(limiter) == 2  # bounded: the least recently seen client was dropped
+
+
+def test_a_repeat_look_adds_the_place_the_first_one_lacked_never_both():
+    recorder = ScanRecorder(None)
+    assert recorder.record("phone", "00614141999996", "S1", "", 100) is True
+    assert recorder.record("phone", "00614141999996", "S1", "", 160, region="u0") is False  # the page's time zone
+    assert [(s.cell, s.region) for s in recorder._buffer] == [("", "u0")]
+    assert recorder.record("phone", "00614141999996", "S1", "", 170, region="wt") is False  # the first region stays
+    assert recorder.record("phone", "00614141999996", "S1", "u09t", 200) is False  # then a shared cell replaces it
+    assert [(s.cell, s.region) for s in recorder._buffer] == [("u09t", "")]
+    assert recorder.record("other", "00614141999996", "S1", "u09t", 200, region="u0") is True  # a cell wins at once
+    assert [(s.cell, s.region) for s in recorder._buffer][1] == ("u09t", "")

@@ -5,7 +5,11 @@ The scenario (seeded, so two runs with one seed scan the same codes at the same 
   declared as sold in western Europe; genuine items are scanned 1-4 times each (mean about 2.2, every
   scan by a distinct phone) within 40 km of Paris, over up to three days per item, in a window that
   ended weeks ago;
-- ``--share`` of all scans (60%) share a coarse cell, the rest share none;
+- ``--share`` of all scans (60%) share a coarse cell, the rest share none; of those, ``--tz-share``
+  (90%: the page's script ran) send the phone's time zone, which the verifier turns into the coarse
+  region around the zone's principal city (Europe/Paris, Asia/Shanghai, Africa/Lagos,
+  America/Sao_Paulo); drawn from a generator of its own, so ``--tz-share 0`` is the same scenario
+  without time zones;
 - ``--copy-rate`` of the codes (5%) are copied: each copy is scanned 2-5 times in one of Shanghai,
   Lagos or São Paulo (20 km jitter), the first copy scan minutes, hours, days or weeks (a quarter
   each) after the code's last genuine scan, the next ones 10 minutes to 2 days apart;
@@ -60,6 +64,9 @@ from shelfproof.verify.verdict import CloneRules
 ORIGIN = "https://id.shelfproof.example"
 PARIS = (48.8566, 2.3522)
 COPY_CITIES = {"Shanghai": (31.2304, 121.4737), "Lagos": (6.5244, 3.3792), "São Paulo": (-23.5505, -46.6333)}
+# The time zone a phone in each place reports (the sold items' other cities are in Europe/Paris's
+# neighbours; they share a cell in this scenario).
+TIME_ZONES = {"Paris": "Europe/Paris", "Shanghai": "Asia/Shanghai", "Lagos": "Africa/Lagos", "São Paulo": "America/Sao_Paulo"}
 # Cities 300-900 km from Paris where a sold item's code turns up.
 ELSEWHERE = {"Lyon": (45.764, 4.8357), "Brussels": (50.8503, 4.3517), "Strasbourg": (48.5734, 7.7521), "Bordeaux": (44.8378, -0.5792)}
 MARKETS = ["u0", "u1", "u2", "u3", "u4", "u6", "u8", "u9", "uc", "ud", "gb", "gc", "gf", "ez", "sp", "sr"]
@@ -73,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--copy-rate", type=float, default=0.05)
     parser.add_argument("--share", type=float, default=0.6, help="fraction of scans that share a cell")
+    parser.add_argument("--tz-share", type=float, default=0.9, help="fraction of the scans without a cell that send a time zone")
     parser.add_argument("--sold", type=int, default=60)
     parser.add_argument("--forgeries", type=int, default=90)
     parser.add_argument("--seed", type=int, default=1)
@@ -84,6 +92,7 @@ class PlannedScan:
     unix_s: float
     cell: str
     kind: str  # "genuine", "copy", "neighbour", "elsewhere"
+    tz: str = ""  # the phone's time zone, sent when it shares no cell
     verdict: str = ""
     reason: str = ""
     latency_s: float = 0.0
@@ -107,23 +116,28 @@ def plan(rng: random.Random, serials: list[str], args: argparse.Namespace, now: 
     start = now - 60 * DAY
     codes = [Code(s) for s in serials]
     copied = set(rng.sample(range(args.sold, len(codes)), round(len(codes) * args.copy_rate)))
+    tz_rng = random.Random(args.seed + 1)
 
     def cell(center: tuple[float, float], km: float) -> str:
         return geo.encode(*_near(rng, center, km)) if rng.random() < args.share else ""
+
+    def scan(t: float, city: str, km: float, kind: str) -> PlannedScan:
+        c = cell(COPY_CITIES.get(city, PARIS), km)
+        return PlannedScan(t, c, kind, "" if c or tz_rng.random() >= args.tz_share else TIME_ZONES[city])
 
     for n, code in enumerate(codes):
         t = start + rng.uniform(0, 10 * DAY)
         # Items sold later get 1-3 looks before the sale (the buyer adds two): at most 5 in all, as the rest.
         looks = rng.choices([1, 2, 3], weights=[35, 35, 30])[0] if n < args.sold else rng.choices([1, 2, 3, 4], weights=[30, 30, 25, 15])[0]
         for _ in range(looks):
-            code.scans.append(PlannedScan(t, cell(PARIS, 40), "genuine"))
+            code.scans.append(scan(t, "Paris", 40, "genuine"))
             t += rng.uniform(10 * MINUTE, DAY)
         if n in copied:
             code.copy_city = rng.choice(sorted(COPY_CITIES))
             code.copy_delay = rng.choice(sorted(DELAYS))
             t = code.scans[-1].unix_s + rng.uniform(*DELAYS[code.copy_delay])
             for _ in range(rng.randint(2, 5)):
-                code.scans.append(PlannedScan(t, cell(COPY_CITIES[code.copy_city], 20), "copy"))
+                code.scans.append(scan(t, code.copy_city, 20, "copy"))
                 t += rng.uniform(10 * MINUTE, 2 * DAY)
     return codes, codes[: args.sold]
 
@@ -136,7 +150,10 @@ async def _rounds(codes: list[Code], verifier: Verifier, links: dict[str, object
         async with gate:
             began = time.perf_counter()
             # A distinct phone per scan (the verifier counts one phone once per 10 minutes).
-            report = await verifier.verify(links[code.serial], client=f"{code.serial}@{scan.unix_s}", cell=scan.cell, now=scan.unix_s)
+            report = await verifier.verify(
+                links[code.serial], client=f"{code.serial}@{scan.unix_s}", cell=scan.cell,
+                region=geo.region_of_time_zone(scan.tz) if scan.tz else "", now=scan.unix_s,
+            )
             scan.latency_s = time.perf_counter() - began
             scan.verdict, scan.reason = report["verdict"], (report["reasons"] or [""])[0]
 
@@ -241,9 +258,12 @@ async def _sold_then_elsewhere(rng, sold: list[Code], gtin: str, channel, verifi
     await _provable(ledger, probe)
     t0 = time.time()
     elsewhere = []
+    tz_rng = random.Random(args.seed + 2)
     for n, code in enumerate(sold):
         home = _near(rng, PARIS, 30)
-        code.scans.append(PlannedScan(t0, geo.encode(*home) if rng.random() < 0.5 else "", "genuine"))
+        claim = geo.encode(*home) if rng.random() < 0.5 else ""
+        tz = "" if claim or tz_rng.random() >= args.tz_share else TIME_ZONES["Paris"]
+        code.scans.append(PlannedScan(t0, claim, "genuine", tz))
         if n % 2 == 0:
             code.scans.append(PlannedScan(t0 + 2, geo.encode(home[0] + 0.3, home[1]), "neighbour"))
         else:
@@ -289,6 +309,7 @@ def _summary(args, scanned: list[Code], sold: list[Code], elsewhere: list[Planne
             missed.append({
                 "first_copy_after": code.copy_delay, "genuine_scans": len(genuine), "genuine_with_cell": sum(bool(s.cell) for s in genuine),
                 "copy_scans": len(copies), "copy_scans_with_cell": sum(bool(s.cell) for s in copies),
+                "copy_scans_with_time_zone": sum(bool(s.tz) for s in copies),
             })
         else:
             detected += 1
@@ -310,6 +331,7 @@ def _summary(args, scanned: list[Code], sold: list[Code], elsewhere: list[Planne
         "engine": args.engine,
         "scenario": {
             "items": args.items, "seed": args.seed, "copy_rate": args.copy_rate, "share_rate": args.share,
+            "time_zone_share_of_scans_without_cell": args.tz_share,
             "genuine_scans_per_item": "1-4 (30/30/25/15%), within 40 km of Paris, up to 3 days apart",
             "copy_scans_per_copied_code": "2-5, Shanghai / Lagos / São Paulo (20 km jitter), 10 min-2 days apart",
             "first_copy_after_last_genuine": {k: f"{lo // 60} min-{hi // 60} min" if hi <= HOUR else f"{lo // 3600}-{hi // 3600} h"

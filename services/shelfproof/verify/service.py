@@ -315,15 +315,22 @@ class ScanRecorder:
         self.dropped = 0
         self.max_buffer = 200_000
 
-    def record(self, client: str, gtin: str, serial: str, cell: str, unix_s: int, batch_id: str = "") -> bool:
+    def record(
+        self, client: str, gtin: str, serial: str, cell: str, unix_s: int, batch_id: str = "", region: str = ""
+    ) -> bool:
         """True when this scan counts (it is not a repeat from the same client)."""
         who = hashlib.blake2b(self._salt + client.encode() + b"\0" + gtin.encode() + b"/" + serial.encode(), digest_size=16).digest()
         earlier = self._recent.get(who)
         if earlier is not None:
             if cell and not earlier.cell:
                 earlier.cell = cell  # the consumer shared a location after the first look
+                earlier.region = ""
+            elif region and not earlier.cell and not earlier.region:
+                earlier.region = region  # the page sent its time zone after the first look
             return False
-        scan = txpb.Scan(gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s, batch_id=batch_id)
+        scan = txpb.Scan(
+            gtin=gtin, serial=serial, cell=cell, scan_unix_s=unix_s, batch_id=batch_id, region="" if cell else region
+        )
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
             return False
@@ -394,8 +401,12 @@ class Verifier:
             self._signatures.put(cache_key, ok)
         return ok
 
-    async def verify(self, link: DigitalLink, *, client: str, cell: str = "", now: float | None = None) -> dict:
-        """The report for one scan (the JSON the API returns and the page renders)."""
+    async def verify(
+        self, link: DigitalLink, *, client: str, cell: str = "", region: str = "", now: float | None = None
+    ) -> dict:
+        """The report for one scan (the JSON the API returns and the page renders). ``region``: the
+        coarse region of the phone's time zone (``geo.region_of_time_zone``), used when no cell is."""
+        region = "" if cell else region
         now = time.time() if now is None else now
         gtin, serial = link.gtin, link.serial or ""
         row = await self.query_model.item(gtin, serial)
@@ -427,6 +438,7 @@ class Verifier:
             recall=rec.get("recalls"), void=rec.get("status"), item=rec.get("items"), scans=rec.get("scans"),
             markets=rec.get("markets"),
             scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
+            scan_region=region,
         )
         verdict = assess(facts, self.rules)
         for observe in self.verdict_observers:
@@ -434,7 +446,9 @@ class Verifier:
         recorded = False
         # Scans of voided labels are recorded too: the ledger turns them into the brand's alerts.
         if verdict.verdict != Verdict.COUNTERFEIT or (facts.void is not None and in_batch):
-            recorded = self.scans.record(client, gtin, serial, cell, int(now), batch.batch.batch_id if in_batch else "")
+            recorded = self.scans.record(
+                client, gtin, serial, cell, int(now), batch.batch.batch_id if in_batch else "", region=region
+            )
         return await self._report(link, facts, verdict, read, membership, recorded, now)
 
     async def _await_provable_batch(self, ref: ev.ItemRef) -> LedgerRead:
@@ -493,7 +507,10 @@ class Verifier:
             "journey": journey,
             "facts": {"proven": proven, "reported": reported},
             "evidence": ev.evidence_json(read.header, read.values, membership),
-            "scan": {"recorded": recorded, "cell": f.scan_cell or None, "time": _iso(now), "unix_s": int(now)},
+            "scan": {
+                "recorded": recorded, "cell": f.scan_cell or None, "region": f.scan_region or None, "time": _iso(now),
+                "unix_s": int(now),
+            },
             # The clone-signal thresholds this verdict used (policy, not facts).
             "rules": dataclasses.asdict(self.rules),
             "checked_at": _iso(now),

@@ -49,6 +49,8 @@ class Facts:
     today: date
     # The brand's declared markets (None: none declared).
     markets: st.MarketsRecord | None = None
+    # Without a cell: the coarse region of the phone's time zone ("" when unknown).
+    scan_region: str = ""
 
 
 @dataclass
@@ -105,6 +107,7 @@ def clone_signals(f: Facts, rules: CloneRules) -> list[str]:
     judgement = judge_scan(
         scans, f.scan_cell, f.scan_unix_s, expected_scans(f.batch, f.product, rules),
         list(f.markets.markets.cells) if f.markets else [], f.item.sold_unix_s if f.item else 0, rules,
+        region="" if f.scan_cell else f.scan_region,
     )
     signals = [compromise_text(judgement.compromise)] if judgement.compromise is not None else []
     return signals + [text for _, text in judgement.signals]

@@ -11,6 +11,8 @@ from math import isqrt
 BASE32 = "0123456789bcdefghjkmnpqrstuvwxyz"
 _DECODE = {c: i for i, c in enumerate(BASE32)}
 MAX_CELL_CHARS = 12
+# A time zone's region (a scan without a shared cell): a geohash this coarse (about 1,250 x 625 km).
+MAX_REGION_CHARS = 2
 # Distances are computed at this precision (about 39 km x 20 km); finer cells add nothing.
 DISTANCE_CHARS = 4
 EARTH_RADIUS_KM = 6371
@@ -72,3 +74,8 @@ def too_fast(km: int, seconds: int, max_speed_kmh: int) -> bool:
 
 def in_markets(cell: str, markets) -> bool:
     return any(cell.startswith(prefix) for prefix in markets)
+
+
+def overlaps_markets(region: str, markets) -> bool:
+    """Whether a coarse region and the markets share any ground (a region can hold finer markets)."""
+    return any(region.startswith(prefix) or prefix.startswith(region) for prefix in markets)

@@ -35,6 +35,10 @@ class CloneRules:
     min_distance_km: int = 150
     # A buyer's second look from a neighbouring cell (20-55 km) is not "elsewhere".
     sold_elsewhere_km: int = 150
+    # A time zone's region stands for its principal city, but one zone can span a country (China's
+    # spans 4,000 km): inside and outside the markets counts only this far apart when either side
+    # is a region, and a region is never timed as travel.
+    region_far_km: int = 3_000
     # Expected scans per item when the batch names none (0 = by product category).
     default_expected_scans: int = 0
 
@@ -78,9 +82,10 @@ def _nearest_time(s: st.CellSighting, unix_s: int) -> int:
 
 def judge_scan(
     record: st.ScanRecord, cell: str, unix_s: int, expected: int, markets: list[str], sold_unix_s: int,
-    rules: CloneRules = LEDGER_RULES,
+    rules: CloneRules = LEDGER_RULES, region: str = "",
 ) -> ScanJudgement:
-    """What one more scan (``cell`` may be empty) proves about a code with this history."""
+    """What one more scan (``cell`` may be empty; ``region``, a time zone's, only when it is) proves
+    about a code with this history."""
     out = ScanJudgement()
     sightings = list(record.sightings)
     count = record.scans + 1 - record.count_baseline
@@ -88,6 +93,8 @@ def judge_scan(
     if cell:
         worst = 0
         for s in sightings:
+            if s.region:
+                continue  # a time zone is no place to time a trip from
             km = cells.distance_km(s.cell, cell)
             if km >= rules.min_distance_km and km > worst and cells.too_fast(km, _gap_s(s, unix_s), rules.max_speed_kmh):
                 worst, travel = km, s
@@ -100,13 +107,13 @@ def judge_scan(
     if out.compromise is None and count > expected:
         out.compromise = st.Compromise(reason=st.COMPROMISE_REASON_SCAN_COUNT, scans=count, expected_scans=expected)
     if markets:
-        _judge_markets(out, sightings, cell, unix_s, markets, rules)
+        _judge_markets(out, sightings, cell, region, unix_s, markets, rules)
     if cell and sold_unix_s and unix_s >= sold_unix_s and record.claimed_unix_s >= sold_unix_s:
         # The buyer's places: the claim's cell; else where the item was up to the claim (the store);
         # else where it was seen since.
         refs = [record.claimed_cell] if record.claimed_cell else (
-            [s.cell for s in sightings if s.first_unix_s <= record.claimed_unix_s]
-            or [s.cell for s in sightings if s.last_unix_s >= record.claimed_unix_s]
+            [s.cell for s in sightings if not s.region and s.first_unix_s <= record.claimed_unix_s]
+            or [s.cell for s in sightings if not s.region and s.last_unix_s >= record.claimed_unix_s]
         )
         if refs and min(cells.distance_km(r, cell) for r in refs) >= rules.sold_elsewhere_km:
             out.signals.append(
@@ -124,28 +131,35 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 86_400} days"
 
 
+def _outside(place: str, is_region: bool, markets: list[str]) -> bool:
+    return not cells.overlaps_markets(place, markets) if is_region else not cells.in_markets(place, markets)
+
+
 def _judge_markets(
-    out: ScanJudgement, sightings: list[st.CellSighting], cell: str, unix_s: int, markets: list[str], rules: CloneRules
+    out: ScanJudgement, sightings: list[st.CellSighting], cell: str, region: str, unix_s: int, markets: list[str],
+    rules: CloneRules,
 ) -> None:
     """Inside and far outside the declared markets, in either order, is two places: compromised. A
     scan outside with no sighting inside is a signal (a diverted item or a copy), and so is a scan
-    without a cell of a code already seen outside."""
-    outside = [s for s in sightings if not cells.in_markets(s.cell, markets)]
-    if not cell:
+    without a cell or region of a code already seen outside. A time zone's region is outside only
+    where it shares no ground with the markets, and is far only at ``region_far_km``."""
+    outside = [s for s in sightings if _outside(s.cell, s.region, markets)]
+    place, coarse = (cell, False) if cell else (region, True)
+    if not place:
         if outside:
             out.signals.append((st.ALERT_KIND_OUTSIDE_MARKETS, "Its code was seen outside the regions its brand sells it in."))
         return
-    here_inside = cells.in_markets(cell, markets)
-    if not here_inside:
+    here_outside = _outside(place, coarse, markets)
+    if here_outside:
         out.signals.append((st.ALERT_KIND_OUTSIDE_MARKETS, "It was scanned outside the regions its brand sells it in."))
-    others = [s for s in sightings if cells.in_markets(s.cell, markets)] if not here_inside else outside
-    far = [(cells.distance_km(s.cell, cell), s) for s in others]
-    far = [(km, s) for km, s in far if km >= rules.min_distance_km]
+    others = [s for s in sightings if not _outside(s.cell, s.region, markets)] if here_outside else outside
+    far = [(cells.distance_km(s.cell, place), s) for s in others]
+    far = [(km, s) for km, s in far if km >= (rules.region_far_km if coarse or s.region else rules.min_distance_km)]
     if out.compromise is None and far:
         km, s = max(far, key=lambda pair: pair[0])
         out.compromise = st.Compromise(
             reason=st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS,
-            first=st.ScanPoint(cell=s.cell, unix_s=_nearest_time(s, unix_s)), second=st.ScanPoint(cell=cell, unix_s=unix_s),
+            first=st.ScanPoint(cell=s.cell, unix_s=_nearest_time(s, unix_s)), second=st.ScanPoint(cell=place, unix_s=unix_s),
             distance_km=km,
         )
 

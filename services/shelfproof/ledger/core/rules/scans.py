@@ -3,7 +3,8 @@
 The ledger decides, from committed state only, when a code is compromised: two scans of it too far
 apart for the time between them (against every cell it was seen in, not only the last), more scans
 than one item sees (the batch's expectation, else its product category's), or sightings both inside
-and far outside the declared markets. A compromise is sticky: every later scan is SUSPICIOUS with
+and far outside the declared markets (a scan that shares no cell may still carry the coarse region of
+its phone's time zone, compared by this rule only, and only at continental distances). A compromise is sticky: every later scan is SUSPICIOUS with
 that reason, wherever it comes from and whether or not it shares a cell, until the brand owning the
 GTIN clears it with a reason. Alerts are derived here too (no one reports them, so no one has to be
 trusted for them): every validator computes the same ones from the same scans.
@@ -84,6 +85,8 @@ def _check_scan(scan: txpb.Scan, ctx: TxContext) -> str:
         raise _invalid(f"serial {scan.serial!r} is not 1-20 GS1 CSET 82 characters")
     if scan.cell and not cells.is_cell(scan.cell):
         raise _invalid("cell must be a geohash of 1-12 characters (0-9, b-z without a, i, l, o)")
+    if scan.region and (scan.cell or not cells.is_cell(scan.region) or len(scan.region) > cells.MAX_REGION_CHARS):
+        raise _invalid(f"region must be a geohash of 1-{cells.MAX_REGION_CHARS} characters, on a scan without a cell")
     if len(scan.batch_id) > 128:
         raise _invalid("batch id is longer than 128 characters")
     return gtin
@@ -141,10 +144,11 @@ def _record_scan(
         if recall is not None:
             alert(st.ALERT_KIND_RECALLED_SCANNED, detail=recall.reason)
     judgement = judge_scan(
-        record, scan.cell, scan.scan_unix_s, expected_scans(batch, product), markets, sold,
+        record, scan.cell, scan.scan_unix_s, expected_scans(batch, product), markets, sold, region=scan.region,
     )
     for kind, text in judgement.signals:
-        if scan.cell or kind != st.ALERT_KIND_OUTSIDE_MARKETS:  # the sighting outside raised its alert already
+        # (A scan with no place at all is only a reminder: the sighting outside raised its alert already.)
+        if scan.cell or scan.region or kind != st.ALERT_KIND_OUTSIDE_MARKETS:
             alert(kind, detail=text)
         if kind == st.ALERT_KIND_SOLD_ELSEWHERE:
             record.scans_elsewhere_after_claim += 1
@@ -187,18 +191,21 @@ def _remember(record: st.ScanRecord, scan: txpb.Scan, sold_unix_s: int) -> None:
     if not record.first_scan_unix_s or t < record.first_scan_unix_s:
         record.first_scan_unix_s = t
     record.last_scan_unix_s = max(record.last_scan_unix_s, t)
-    if not scan.cell:
+    if scan.cell:
+        record.last_cell = scan.cell
+        place, region = scan.cell[: cells.DISTANCE_CHARS], False
+    else:
         record.cellless_scans += 1
-        return
-    record.last_cell = scan.cell
-    cell = scan.cell[: cells.DISTANCE_CHARS]
-    seen = next((s for s in record.sightings if s.cell == cell), None)
+        if not scan.region:
+            return
+        place, region = scan.region, True  # a time zone's region: a sighting of its own kind
+    seen = next((s for s in record.sightings if s.cell == place and s.region == region), None)
     if seen is None:
-        seen = record.sightings.add(cell=cell, first_unix_s=t, last_unix_s=t)
+        seen = record.sightings.add(cell=place, region=region, first_unix_s=t, last_unix_s=t)
     seen.first_unix_s, seen.last_unix_s = min(seen.first_unix_s, t), max(seen.last_unix_s, t)
     seen.scans += 1
     if len(record.sightings) > MAX_SIGHTINGS:
-        stale = min(range(len(record.sightings)), key=lambda i: (record.sightings[i].last_unix_s, record.sightings[i].cell))
+        stale = min(range(len(record.sightings)), key=lambda i: (record.sightings[i].last_unix_s, record.sightings[i].cell, record.sightings[i].region))
         del record.sightings[stale]
 
 
