@@ -15,9 +15,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def screenshot_verdict(url: str, path: Path, *, width: int = 412, height: int = 915) -> tuple[str, Path]:
-    """Open ``url`` at a phone's viewport, wait for the verdict banner, save a screenshot; return the
-    banner's rendered text and the screenshot's path."""
+def screenshot_verdict(
+    url: str, path: Path, *, width: int = 412, height: int = 915, time_zone: str | None = None
+) -> tuple[str, Path]:
+    """Open ``url`` at a phone's viewport (in ``time_zone``, when given), wait for the verdict banner,
+    save a screenshot; return the banner's rendered text and the screenshot's path. With a time zone,
+    also wait until the page's script has sent it (its background request has completed)."""
     profile = tempfile.mkdtemp(prefix="shelfproof-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -30,9 +33,13 @@ def screenshot_verdict(url: str, path: Path, *, width: int = 412, height: int = 
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_page_load_timeout(30)
+        if time_zone:
+            driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": time_zone})
         driver.get(url)
         banner = WebDriverWait(driver, 20).until(expected_conditions.visibility_of_element_located((By.ID, "verdict")))
         text = banner.text.strip()
+        if time_zone:
+            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.tzSent === '1'"))
         path.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(path))
         return text, path

@@ -251,7 +251,7 @@ async def _consumer_scans(j: Journey, serials: list[str]) -> None:
     async def scanned_once():  # at the newest provable height, where the verify page reads
         reply = await j.ledger.Query(lpb.QueryRequest(store="scans", key=f"{GTIN}/{serials[0]}".encode(), prove=True), timeout=10)
         return reply.found and st.ScanRecord.FromString(reply.value).scans >= 1
-    await eventually(scanned_once, "the first scan on the ledger")  # the verify page flushes scans each second
+    await eventually(scanned_once, "the first scan on the ledger")  # the verify page flushes settled scans each second
     _, report = await scan(uri + f"&cell={SHANGHAI}", client="127.0.10.2")
     assert report["verdict"] == "SUSPICIOUS" and "km away" in report["reasons"][0], report
 

@@ -82,8 +82,25 @@ def consumer_scan(env: dict[str, str]) -> None:
     assert uri.startswith(f"http://127.0.0.1:{env['SHELFPROOF_VERIFY_PORT']}/01/00614141123452/21/")
     from tests.e2e.browser import screenshot_verdict
 
-    verdict_text, shot = screenshot_verdict(uri, ARTIFACTS / "verify-page-genuine.png")
+    # A phone set to Asia/Shanghai that shares no location: its page sends the time zone by itself.
+    verdict_text, shot = screenshot_verdict(uri, ARTIFACTS / "verify-page-genuine.png", time_zone="Asia/Shanghai")
     assert verdict_text == "Genuine product" and shot.stat().st_size > 5_000
+
+    async def scan_region() -> list[tuple[str, bool]]:
+        from shelfproof.ledger.v1 import state_pb2
+
+        serial = uri.split("/21/", 1)[1].split("?", 1)[0]
+        async with service_channel(f"127.0.0.1:{env['SHELFPROOF_LEDGER_PORT']}", tls) as ledger_channel:
+            ledger = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
+            for _ in range(200):  # flushed once settled (2 s), then committed
+                reply = await ledger.Query(ledger_pb2.QueryRequest(store="scans", key=f"00614141123452/{serial}".encode()), timeout=10)
+                if reply.found:
+                    record = state_pb2.ScanRecord.FromString(reply.value)
+                    return [(s.cell, s.region) for s in record.sightings] + [("scans", record.scans)]
+                await asyncio.sleep(0.1)
+        raise AssertionError("the page's scan never reached the ledger")
+
+    assert asyncio.run(scan_region()) == [("wt", True), ("scans", 1)]  # one look, with Shanghai's region
     checked = subprocess.run([str(SHELFPROOF), "verify", uri], env=env, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and "verdict: GENUINE" in checked.stdout, checked.stdout + checked.stderr
     assert "signed by 1 validator(s)" in checked.stdout

@@ -8,6 +8,7 @@ with an error message on a socket it keeps open)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import websockets
@@ -27,6 +28,19 @@ async def _wait(predicate, timeout_s: float = 5.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def _following(node, rpc):
+    """An engine whose block watcher follows ``node`` (a websocket handler on loopback), its RPC ``rpc``."""
+    async with websockets.serve(node, "127.0.0.1", 0) as server:
+        engine = CometEngine([f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"])
+        engine._rpc = rpc
+        engine._watcher = asyncio.create_task(engine._watch_blocks())
+        try:
+            yield engine
+        finally:
+            await engine.close()
 
 
 async def test_the_websockets_height_stands_for_status_only_while_blocks_arrive(monkeypatch):
@@ -50,25 +64,18 @@ async def test_the_websockets_height_stands_for_status_only_while_blocks_arrive(
         statuses.append(method)
         return {"sync_info": {"latest_block_height": "5"}}
 
-    async with websockets.serve(node, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        engine = CometEngine([f"http://127.0.0.1:{port}"])
-        engine._rpc = rpc
-        engine._watcher = asyncio.create_task(engine._watch_blocks())
-        try:
-            await _wait(lambda: engine._latest == 7)
-            assert await engine.latest_height() == 7 and statuses == []  # fresh: no /status call
+    async with _following(node, rpc) as engine:
+        await _wait(lambda: engine._latest == 7)
+        assert await engine.latest_height() == 7 and statuses == []  # fresh: no /status call
 
-            await asyncio.sleep(0.35)  # no block for longer than the freshness window
-            assert await engine.latest_height() == 7 and statuses == ["status"]  # asked (the node says 5: max kept)
+        await asyncio.sleep(0.35)  # no block for longer than the freshness window
+        assert await engine.latest_height() == 7 and statuses == ["status"]  # asked (the node says 5: max kept)
 
-            statuses.clear()
-            then_cancel.set()
-            await _wait(lambda: engine._followed_at is None and statuses)  # the watcher polled once on the error
-            statuses.clear()
-            assert await engine.latest_height() == 7 and statuses == ["status"]  # no longer trusted
-        finally:
-            await engine.close()
+        statuses.clear()
+        then_cancel.set()
+        await _wait(lambda: engine._followed_at is None and statuses)  # the watcher polled once on the error
+        statuses.clear()
+        assert await engine.latest_height() == 7 and statuses == ["status"]  # no longer trusted
 
 
 async def test_a_socket_the_node_closes_stops_standing_for_status(monkeypatch):
@@ -87,15 +94,8 @@ async def test_a_socket_the_node_closes_stops_standing_for_status(monkeypatch):
         calls.append(method)
         return {"sync_info": {"latest_block_height": "4"}}
 
-    async with websockets.serve(node, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        engine = CometEngine([f"http://127.0.0.1:{port}"])
-        engine._rpc = rpc
-        engine._watcher = asyncio.create_task(engine._watch_blocks())
-        try:
-            await _wait(lambda: engine._latest == 4)  # closed: the watcher asked /status
-            assert engine._followed_at is None
-            calls.clear()
-            assert await engine.latest_height() == 4 and calls == ["status"]
-        finally:
-            await engine.close()
+    async with _following(node, rpc) as engine:
+        await _wait(lambda: engine._latest == 4)  # closed: the watcher asked /status
+        assert engine._followed_at is None
+        calls.clear()
+        assert await engine.latest_height() == 4 and calls == ["status"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import pytest
@@ -153,3 +154,26 @@ def test_a_repeat_look_adds_the_place_the_first_one_lacked_never_both():
     assert [(s.cell, s.region) for s in recorder._buffer] == [("u09t", "")]
     assert recorder.record("other", "00614141999996", "S1", "u09t", 200, region="u0") is True  # a cell wins at once
     assert [(s.cell, s.region) for s in recorder._buffer][1] == ("u09t", "")
+
+
+async def test_the_periodic_flush_waits_for_a_scan_to_settle_an_explicit_one_does_not():
+    class Ledger:
+        def __init__(self):
+            self.bodies = []
+
+        async def submit_many(self, bodies):
+            self.bodies += bodies
+            return [None] * len(bodies)
+
+    ledger = Ledger()
+    recorder = ScanRecorder(ledger, settle_s=0.2)
+    recorder.record("a", "00614141999996", "S1", "", 100)
+    await recorder.flush(settled_only=True)
+    assert ledger.bodies == [] and len(recorder._buffer) == 1  # too fresh: the page may still send its zone
+    recorder.record("a", "00614141999996", "S1", "", 101, region="u0")
+    await asyncio.sleep(0.25)
+    recorder.record("b", "00614141999996", "S2", "", 102)
+    await recorder.flush(settled_only=True)
+    assert [(s.serial, s.region) for b in ledger.bodies for s in b.record_scans.scans] == [("S1", "u0")]
+    await recorder.flush()
+    assert [s.serial for b in ledger.bodies for s in b.record_scans.scans] == ["S1", "S2"] and recorder._buffer == []

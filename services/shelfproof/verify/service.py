@@ -9,6 +9,7 @@ facts of an item (its batch and leaf index) are read from the query model once.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import hashlib
 import logging
@@ -299,16 +300,23 @@ def scan_transactions(scans: list[txpb.Scan]) -> list[txpb.TransactionBody]:
 
 
 class ScanRecorder:
-    """Buffers scans (GTIN, serial, coarse cell, time: nothing about the person) and commits them as
-    RecordScans transactions of up to 1,000 scans (``scan_transactions``), once a second. Repeats of one item by one client
-    within ``repeat_window_s`` count once; the client key is a salted hash kept in memory only."""
+    """Buffers scans (GTIN, serial, coarse cell or time zone region, time: nothing about the person) and
+    commits them as RecordScans transactions of up to 1,000 scans (``scan_transactions``), once a second,
+    each after ``settle_s`` in the buffer: the page's own follow-up (its time zone, a moment after the
+    first look) still joins its scan. Repeats of one item by one client within ``repeat_window_s`` count
+    once; the client key is a salted hash kept in memory only."""
 
-    def __init__(self, ledger: LedgerClient | None, flush_interval_s: float = 1.0, repeat_window_s: float = 600.0) -> None:
+    def __init__(
+        self, ledger: LedgerClient | None, flush_interval_s: float = 1.0, repeat_window_s: float = 600.0,
+        settle_s: float = 2.0,
+    ) -> None:
         self.ledger = ledger
         self.flush_interval_s = flush_interval_s
+        self.settle_s = settle_s
         self._salt = hashlib.sha256(str(time.time_ns()).encode()).digest()
         self._recent = TTLCache(200_000, repeat_window_s)
         self._buffer: list[txpb.Scan] = []
+        self._buffered_at: list[float] = []  # monotonic time each buffered scan arrived
         self._task: asyncio.Task | None = None
         self.recorded = 0
         self.committed = 0
@@ -335,6 +343,7 @@ class ScanRecorder:
             self.dropped += 1
             return False
         self._buffer.append(scan)
+        self._buffered_at.append(time.monotonic())
         self._recent.put(who, scan)
         self.recorded += 1
         return True
@@ -357,14 +366,18 @@ class ScanRecorder:
         while True:
             await asyncio.sleep(self.flush_interval_s)
             try:
-                await self.flush()
+                await self.flush(settled_only=True)
             except Exception:  # noqa: BLE001 - a failed flush must not stop later ones
                 log.exception("recording scans failed")
 
-    async def flush(self) -> None:
+    async def flush(self, settled_only: bool = False) -> None:
+        """Commit the buffered scans (with ``settled_only``, those buffered ``settle_s`` ago or more)."""
         if not self._buffer or self.ledger is None:
             return
-        scans, self._buffer = self._buffer, []
+        cut = bisect.bisect_right(self._buffered_at, time.monotonic() - self.settle_s) if settled_only else len(self._buffer)
+        if not cut:
+            return
+        scans, self._buffer, self._buffered_at = self._buffer[:cut], self._buffer[cut:], self._buffered_at[cut:]
         bodies = scan_transactions(scans)
         results = await self.ledger.submit_many(bodies)
         for body, result in zip(bodies, results):

@@ -138,7 +138,7 @@ def render_problem(problem: HttpProblem) -> str:
 # the coarse region around the zone's principal city. The button shares a cell instead.
 SHARE_JS = """(function(){var tz='';try{tz=Intl.DateTimeFormat().resolvedOptions().timeZone||''}catch(e){}
 var h=new URL(location.href);if(tz&&!h.searchParams.has('tz')&&!h.searchParams.has('cell')){h.searchParams.set('tz',tz);
-fetch(h,{headers:{Accept:'application/json'},credentials:'omit'}).catch(function(){})}
+fetch(h,{headers:{Accept:'application/json'},credentials:'omit'}).then(function(){document.body.dataset.tzSent='1'},function(){})}
 var b=document.getElementById('share');if(!b||!navigator.geolocation)return;
 var A='0123456789bcdefghjkmnpqrstuvwxyz';function gh(la,lo){var a=[-90,90],o=[-180,180],s='',bit=0,v=0,e=true;
 while(s.length<4){var r=e?o:a,c=e?lo:la,m=(r[0]+r[1])/2;v=v*2+(c>=m?1:0);if(c>=m)r[0]=m;else r[1]=m;e=!e;
