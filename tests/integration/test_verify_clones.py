@@ -83,6 +83,9 @@ async def test_copies_stay_caught_wherever_and_whenever_they_surface(tmp_path, d
         await stack.scans_on_ledger(GTIN, zoned, 2)
         _, report = await _get(zoned_url + "&tz=Asia/Shanghai", client="127.0.9.4")
         assert report["verdict"] == "SUSPICIOUS" and report["scan"] == {**report["scan"], "cell": None, "region": "wt"}, report
+        # Before that scan is on the ledger, `shelfproof verify` judges the URL's time zone as the server did.
+        result = await asyncio.to_thread(check_url, zoned_url + "&tz=Asia/Shanghai", stack.trust)
+        assert (result.exit_code, result.verdict) == (EXIT_AGREES, "SUSPICIOUS"), result.lines
         record = await stack.scans_on_ledger(GTIN, zoned, 3)
         assert record.compromise.reason == st.COMPROMISE_REASON_INSIDE_AND_OUTSIDE_MARKETS
         assert (record.compromise.first.cell, record.compromise.second.cell) == ("u0", "wt")

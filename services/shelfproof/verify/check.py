@@ -11,7 +11,7 @@ settings:
   evidence with its proof, present or absent; evidence that leaves one out is refused, naming it;
 - the serial's Merkle path must lead to the proven batch root;
 - the verdict is recomputed with the verifier's own clone rules (the batch's proven expected scans,
-  else its defaults), its own clock and the cell in the URL: the ``rules`` and ``scan`` the server
+  else its defaults), its own clock and the cell (or time zone) in the URL: the ``rules`` and ``scan`` the server
   put in its report are ignored.
 Exit 0: the server's verdict agrees; 1: it disagrees with the proven facts; 2: nothing can be trusted.
 """
@@ -65,15 +65,18 @@ def _json_url(url: str) -> str:
     return url + ("&" if "?" in url else "?") + "format=json"
 
 
-def _cell_of(url: str) -> str:
-    """The consumer's coarse cell, from the URL scanned (the server's echo of it is not used)."""
-    cells = parse_qs(urlsplit(url).query).get("cell", [])
-    if not cells:
-        return ""
+def _place_of(url: str) -> tuple[str, str]:
+    """The consumer's coarse cell, else the region of the time zone, from the URL scanned (the server's
+    echo of them is not used): (cell, region)."""
+    query = parse_qs(urlsplit(url).query)
     try:
-        return geo.normalize_cell(cells[0])
+        if query.get("cell"):
+            return geo.normalize_cell(query["cell"][0]), ""
+        if query.get("tz"):
+            return "", geo.region_of_time_zone(query["tz"][0])
     except geo.InvalidCell:
-        return ""
+        pass
+    return "", ""
 
 
 def required_keys(gtin: str, serial: str, key_id: str, batch_id: str, lot: str) -> dict[str, bytes]:
@@ -122,7 +125,7 @@ def check_report(url: str, report: dict, trust: TrustRoot, policy: VerifierPolic
         ev.check_membership(serial, membership, batch)
         in_batch = True
     key = records.get("keys")
-    cell = _cell_of(url)
+    cell, region = _place_of(url)
     facts = Facts(
         gtin=gtin, serial=serial, signature_present=link.signature is not None,
         signature_valid=verify_label(link, key.public_key) if key is not None and link.signature is not None else None,
@@ -130,6 +133,7 @@ def check_report(url: str, report: dict, trust: TrustRoot, policy: VerifierPolic
         recall=records.get("recalls"), void=records.get("status"), item=records.get("items"), scans=records.get("scans"),
         markets=records.get("markets"),
         scan_cell=cell, scan_unix_s=int(now), today=datetime.fromtimestamp(now, timezone.utc).date(),
+        scan_region=region,
     )
     mine = assess(facts, policy.rules)
     commit = checked.commit
