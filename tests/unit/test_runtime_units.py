@@ -111,3 +111,31 @@ def test_nul_in_any_text_field_is_found_with_its_path():
     with pytest.raises(errors.InvalidArgument):
         time_field(timestamp_pb2.Timestamp(seconds=2**62), "filter.from_time")
     assert time_field(timestamp_pb2.Timestamp(seconds=0), "t").year == 1970
+
+
+def test_free_ports_are_never_handed_out_twice():
+    # The kernel hands a just-closed ephemeral port out again; two settings sharing one failed the e2e
+    # stack's planner (its model endpoint and /metrics were given the same port).
+    from shelfproof.runtime.processes import free_port
+
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_a_failed_start_still_stops_what_it_started():
+    import asyncio
+
+    from shelfproof.runtime.server import run_until_signalled
+
+    stopped: list[str] = []
+
+    async def start() -> None:
+        stopped.append("started")
+        raise OSError(98, "address already in use")
+
+    async def stop() -> None:
+        stopped.append("stopped")
+
+    with pytest.raises(OSError, match="address already in use"):
+        asyncio.run(run_until_signalled(start, stop))
+    assert stopped == ["started", "stopped"]

@@ -122,12 +122,22 @@ class GrpcServer:
 async def run_until_signalled(
     start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
 ) -> None:
-    """Run ``start``, wait for SIGINT or SIGTERM, then ``stop``: the body of every service's main()."""
+    """Run ``start``, wait for SIGINT or SIGTERM, then ``stop``: the body of every service's main().
+
+    A ``start`` that fails (a port taken) still runs ``stop``, so what was already started (the planner's
+    Ray and model engine) does not outlive the process; the start's error is the one raised."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    await start()
+    try:
+        await start()
+    except BaseException:
+        try:
+            await stop()
+        except Exception:
+            log.exception("stopping after a failed start failed as well")
+        raise
     try:
         await stopping.wait()
     finally:
