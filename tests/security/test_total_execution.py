@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from tendermint.abci import types_pb2 as abci
 
 from shelfproof.ledger.core import rules
-from shelfproof.ledger.engines.abci_server import AbciSocketServer
+from shelfproof.ledger.engines.abci_server import MAX_MESSAGE_BYTES, AbciSocketServer
 from shelfproof.ledger.core.codes import ResultCode
 from shelfproof.ledger.proofs.merkle import uvarint
 
@@ -110,6 +110,66 @@ async def test_the_abci_server_answers_a_failed_request_with_an_exception_and_ke
         assert answer.check_tx.code == ResultCode.MALFORMED
         answer = await _exchange(reader, writer, abci.Request(echo=abci.RequestEcho(message="alive")).SerializeToString())
         assert answer.echo.message == "alive"
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def _read_answers(reader: asyncio.StreamReader, count: int) -> list[abci.Response]:
+    answers = []
+    for _ in range(count):
+        shift = length = 0
+        while True:
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        answers.append(abci.Response.FromString(await reader.readexactly(length)))
+    return answers
+
+
+async def test_frames_cut_anywhere_or_packed_together_are_answered_in_order():
+    server = AbciSocketServer(node(genesis()), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        requests = [
+            abci.Request(echo=abci.RequestEcho(message="first")),
+            abci.Request(check_tx=abci.RequestCheckTx(tx=b"\x0a\x05junk")),
+            abci.Request(echo=abci.RequestEcho(message="x" * 300)),  # a two-byte length prefix
+            abci.Request(flush=abci.RequestFlush()),
+        ]
+        stream = b"".join(uvarint(len(f)) + f for f in (r.SerializeToString() for r in requests))
+        for i in range(len(stream)):  # one byte per write: every frame and prefix arrives cut
+            writer.write(stream[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+        first = await _read_answers(reader, 4)
+        writer.write(stream * 3)  # twelve frames in one write
+        await writer.drain()
+        packed = await _read_answers(reader, 12)
+        for answers in (first, packed[:4], packed[4:8], packed[8:]):
+            assert [a.WhichOneof("value") for a in answers] == ["echo", "check_tx", "echo", "flush"]
+            assert answers[0].echo.message == "first" and answers[2].echo.message == "x" * 300
+            assert answers[1].check_tx.code == ResultCode.MALFORMED
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_length_past_the_limit_closes_only_that_connection():
+    server = AbciSocketServer(node(genesis()), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(uvarint(MAX_MESSAGE_BYTES + 1))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        echo = abci.Request(echo=abci.RequestEcho(message="still here")).SerializeToString()
+        assert (await _exchange(reader, writer, echo)).echo.message == "still here"
         writer.close()
     finally:
         await server.stop()

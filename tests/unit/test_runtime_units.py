@@ -139,3 +139,29 @@ def test_a_failed_start_still_stops_what_it_started():
     with pytest.raises(OSError, match="address already in use"):
         asyncio.run(run_until_signalled(start, stop))
     assert stopped == ["started", "stopped"]
+
+
+def test_the_wire_byte_check_agrees_with_the_field_walk():
+    # nul_in_text looks at the serialization first: a 0x00 byte that is not text (a double's bytes, an
+    # empty nested message, a zero in a packed list) must still lead to the walk, and NUL text be found.
+    import random
+
+    from shelfproof.planner.v1 import planner_pb2
+    from shelfproof.product.v1 import events_pb2, product_pb2
+    from shelfproof.runtime.fields import _nul_in_fields, nul_in_text
+
+    rng = random.Random(5)
+    cases = [
+        events_pb2.ListEventsRequest(filter=events_pb2.EventFilter()),  # empty nested message: "\x0a\x00"
+        events_pb2.ListEventsRequest(filter=events_pb2.EventFilter(serial="S1\x00")),
+        product_pb2.Product(name="x" * 70_000 + "\x00"),  # past the wire check's size: walked
+        product_pb2.Product(name="x" * 70_000),
+        planner_pb2.RestockRun(reason="clean", forecast_mase=1.0),  # 1.0 as a double: six 0x00 bytes
+        planner_pb2.RestockRun(reason="n\x00", forecast_mase=1.0),
+    ]
+    for _ in range(300):
+        text = lambda: "".join(rng.choice("ab\x00é") for _ in range(rng.randint(0, 4)))  # noqa: E731
+        cases.append(product_pb2.Product(gtin=text(), name=text(), attributes={text(): text() for _ in range(rng.randint(0, 2))}))
+    assert sum(nul_in_text(m) is not None for m in cases) > 100  # both kinds are among the cases
+    for message in cases:
+        assert nul_in_text(message) == _nul_in_fields(message, "")
