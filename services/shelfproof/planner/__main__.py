@@ -75,37 +75,41 @@ async def serve(
     # Ray's temp dir holds Unix sockets, whose paths must stay under 108 bytes: a short folder of its own.
     ray_dir = Path(tempfile.gettempdir()) / f"sp-planner-{settings.port}"
     local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=ray_dir, http_port=settings.openai_port)
-    drafter = await asyncio.to_thread(start_drafter, settings.urgent_lines)
-    log.info("planner model served", extra={"openai_base_url": local.openai_base_url, "model": local.config.model_name})
-    metrics = ProcessMetrics("planner")
-    service = PlannerService(
-        pool, LedgerClient(ledger, account.signer(genesis.chain_id)), MeteredDrafter(drafter, metrics), projector,
-        service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
-    )
-    server = GrpcServer(settings, [service.binding()], metrics, tls=tls, signing_organization=account.organization_gln)
-    watch_query_service(metrics, server, pool, ledger, {"planner": projector})
-    locations = [gln.strip() for gln in settings.restock_locations.split(",") if gln.strip()]
-    runner = RestockRunner(
-        service, pool, locations, cadence_s=settings.restock_cadence_s, check_interval_s=settings.restock_check_interval_s
-    )
+    # Ray and the engine run in processes of Ray's own: stopped whatever ends the service, a signal or
+    # a start that fails after them (a port taken), so that no engine outlives its planner.
+    try:
+        drafter = await asyncio.to_thread(start_drafter, settings.urgent_lines)
+        log.info("planner model served", extra={"openai_base_url": local.openai_base_url, "model": local.config.model_name})
+        metrics = ProcessMetrics("planner")
+        service = PlannerService(
+            pool, LedgerClient(ledger, account.signer(genesis.chain_id)), MeteredDrafter(drafter, metrics), projector,
+            service_level=settings.service_level, review_period_days=settings.review_period_days, history_days=settings.history_days,
+        )
+        server = GrpcServer(settings, [service.binding()], metrics, tls=tls, signing_organization=account.organization_gln)
+        watch_query_service(metrics, server, pool, ledger, {"planner": projector})
+        locations = [gln.strip() for gln in settings.restock_locations.split(",") if gln.strip()]
+        runner = RestockRunner(
+            service, pool, locations, cadence_s=settings.restock_cadence_s, check_interval_s=settings.restock_check_interval_s
+        )
 
-    async def start() -> None:
-        await projector.start()
-        await server.start()
-        if locations:
-            await runner.start()
-        await metrics.start(settings.host, settings.metrics_port)
+        async def start() -> None:
+            await projector.start()
+            await server.start()
+            if locations:
+                await runner.start()
+            await metrics.start(settings.host, settings.metrics_port)
 
-    async def stop() -> None:
-        await runner.stop()
-        await server.stop()
-        await metrics.stop()
-        await projector.stop()
-        await pool.close()
-        await channel.close()
+        async def stop() -> None:
+            await runner.stop()
+            await server.stop()
+            await metrics.stop()
+            await projector.stop()
+            await pool.close()
+            await channel.close()
+
+        await run_until_signalled(start, stop)
+    finally:
         await asyncio.to_thread(stop_local_llm)
-
-    await run_until_signalled(start, stop)
 
 
 def main() -> None:
