@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from shelfproof.planner.forecast import (
+    PLANNER_METHOD,
     ForecastMethod,
+    forecast_adaptive,
     forecast_croston_sba,
     forecast_demand,
     forecast_tsb,
+    tracking_signal,
 )
 
 HALF = {"gamma": 0.5, "poisson_floor": False}
@@ -150,7 +153,8 @@ def test_vectorized_forecasts_match_a_per_series_reference():
 def test_forecast_demand_dispatches_by_name():
     demand = np.array([[0, 2, 0, 4]])
     assert forecast_demand(demand, "croston_sba").mean[0] == forecast_croston_sba(demand).mean[0]
-    assert forecast_demand(demand).mean[0] == forecast_tsb(demand).mean[0]
+    assert forecast_demand(demand, "tsb").mean[0] == forecast_tsb(demand).mean[0]
+    assert forecast_demand(demand).method is PLANNER_METHOD is ForecastMethod.ADAPTIVE
     with pytest.raises(ValueError):
         forecast_demand(demand, "naive")
 
@@ -168,3 +172,49 @@ def test_forecast_demand_dispatches_by_name():
 def test_bad_input_is_rejected(demand, constants):
     with pytest.raises(ValueError):
         forecast_tsb(demand, **constants)
+
+
+def _intermittent(days: int, seed: int, rate: float = 0.4, size: float = 2.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(days) < rate, 1 + rng.poisson(size - 1, days), 0).astype(np.float64)
+
+
+def test_adaptive_keeps_the_history_mean_while_demand_holds_still():
+    # A stationary series: the errors of TSB cancel out, the signal stays small, and the forecast is the
+    # 56 days' own mean and variance (TSB's wanders with its short memory).
+    rows = np.array([_intermittent(56, seed) for seed in range(40)])
+    signal = tracking_signal(rows)
+    assert np.all(np.abs(signal) <= 1.0)
+    steady = np.abs(signal) <= 0.5
+    assert steady.sum() >= 30  # most stationary series read as steady
+    result = forecast_adaptive(rows)
+    assert result.method is ForecastMethod.ADAPTIVE
+    assert result.mean[steady] == pytest.approx(rows[steady].mean(axis=1))
+    enough = steady & (np.count_nonzero(rows, axis=1) >= 10)
+    assert result.sigma[enough] == pytest.approx(rows[enough].std(axis=1))
+
+
+@pytest.mark.parametrize("change", ["stopped", "tripled"])
+def test_adaptive_follows_tsb_once_demand_has_moved(change):
+    # The last 20 of 56 days without a sale (delisted, or a competitor's shelf), or at three times
+    # the rate: the errors take one sign, the signal passes the limit, and TSB's forecast is used,
+    # far from the history's mean.
+    row = _intermittent(56, 7)
+    row[36:] = 0 if change == "stopped" else row[36:] * 3 + 2
+    demand = row[None, :]
+    assert abs(tracking_signal(demand)[0]) > 0.5
+    adaptive, tsb = forecast_adaptive(demand), forecast_tsb(demand)
+    assert adaptive.mean[0] == pytest.approx(tsb.mean[0]) and adaptive.sigma[0] == pytest.approx(tsb.sigma[0])
+    window = row.mean()
+    assert (adaptive.mean[0] < 0.6 * window) if change == "stopped" else (adaptive.mean[0] > 1.3 * window)
+
+
+def test_adaptive_keeps_a_safety_floor_for_few_sale_days():
+    # Three sales of one unit in 56 days: the sample variance is below the mean; with so few sale days
+    # it is not trusted, and the Poisson floor (variance = mean) holds.
+    row = np.zeros(56)
+    row[[10, 30, 50]] = 1
+    result = forecast_adaptive(row[None, :])
+    assert result.sigma[0] ** 2 == pytest.approx(max(row.var(), result.mean[0]))
+    assert result.sigma[0] ** 2 > row.var()
+    assert forecast_adaptive(np.zeros((2, 0))).mean.tolist() == [0.0, 0.0]

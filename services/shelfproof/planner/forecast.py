@@ -1,7 +1,7 @@
 """Daily demand forecasts per (product, location) series, built for intermittent retail demand.
 
 The input is a demand matrix: one row per series, one column per day (oldest first), values the units
-sold that day; zeros are normal (most items at most stores sell on few days). Two methods, both
+sold that day; zeros are normal (most items at most stores sell on few days). Three methods, all
 vectorized over all series (the only Python loop is over days):
 
 **TSB** (Teunter, Syntetos & Babai, 2011), the default. Two exponentially smoothed quantities per series,
@@ -21,7 +21,18 @@ demand day, 1 for consecutive days). Croston's ratio ``z / x`` overestimates mea
 it by ``1 - alpha_interval / 2``. Between demand days nothing moves, so the forecast of an item that
 stopped selling stays at its last value: prefer TSB unless the assortment is stable.
 
-Initialisation (both methods) uses the whole history, so that the first one-step forecast is the series'
+**Adaptive** (the planner's method): per series, the history's own mean and variance while demand has
+not moved, TSB once it has. Whether it moved is Trigg's tracking signal (Trigg 1964) over TSB's one-step
+errors: the smoothed error divided by the smoothed absolute error (constant ``phi``), in [-1, 1]; near 0
+the errors cancel out, near +-1 they have one sign (demand rose or fell, or stopped). On a stationary
+series the history's mean is the better estimate: TSB's short memory makes its forecast wander, and a
+daily order-up-to re-plan orders at once when a level rises but cannot return stock when it falls, so
+the wandering is paid in stock. Measured with ``bench restock-loop`` (200 products x 2 stores, 90 days,
+seeds 13-16, simulated offline with the same policy): average inventory 1.049-1.084 times the fixed-level
+baseline's with TSB, 0.993-1.021 adaptive, at fill rates 0.972-0.976 against the baseline's
+0.972-0.975. A series with fewer than ``min_demand_days`` sale days keeps the Poisson floor below.
+
+Initialisation (all methods) uses the whole history, so that the first one-step forecast is the series'
 mean: ``z0`` = the mean of the non-zero days, ``p0`` = the share of non-zero days (TSB) and ``x0`` = days
 of history / number of non-zero days (Croston). A series with no demand starts, and stays, at zero.
 
@@ -56,11 +67,21 @@ DEFAULT_ALPHA = 0.1
 DEFAULT_BETA = 0.05
 DEFAULT_ALPHA_INTERVAL = 0.1
 DEFAULT_GAMMA = 0.05
+# Trigg's tracking signal: its smoothing constant, and the magnitude past which demand has moved.
+DEFAULT_PHI = 0.1
+DEFAULT_SIGNAL_LIMIT = 0.5
+# Below this many sale days in the history a series' own variance is not trusted (Poisson floor).
+DEFAULT_MIN_DEMAND_DAYS = 10
 
 
 class ForecastMethod(str, Enum):
     TSB = "tsb"
     CROSTON_SBA = "croston_sba"
+    ADAPTIVE = "adaptive"
+
+
+# What the planner forecasts with (its restock and promotion drafts record it).
+PLANNER_METHOD = ForecastMethod.ADAPTIVE
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,26 @@ def _empty(matrix: np.ndarray, method: ForecastMethod) -> DemandForecast:
     return DemandForecast(zeros, zeros.copy(), np.zeros(matrix.shape[0], np.int64), 0, method)
 
 
+def _tsb(
+    matrix: np.ndarray, alpha: float, beta: float, gamma: float, phi: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """TSB over the days of ``matrix``: (mean, smoothed squared error, demand days, tracking signal)."""
+    demand_days, size, mse = _initial_state(matrix)
+    probability = demand_days / matrix.shape[1]
+    smoothed, smoothed_abs = np.zeros(len(matrix)), np.zeros(len(matrix))
+    for t in range(matrix.shape[1]):
+        y = matrix[:, t]
+        error = y - probability * size
+        mse += gamma * (error * error - mse)
+        smoothed += phi * (error - smoothed)
+        smoothed_abs += phi * (np.abs(error) - smoothed_abs)
+        sold = y > 0
+        probability += beta * (sold - probability)
+        size = np.where(sold, size + alpha * (y - size), size)
+    signal = np.divide(smoothed, smoothed_abs, out=np.zeros_like(smoothed), where=smoothed_abs > 0)
+    return probability * size, mse, demand_days, signal
+
+
 def forecast_tsb(
     demand: np.ndarray,
     *,
@@ -127,19 +168,48 @@ def forecast_tsb(
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         _check_constant(name, value)
     matrix = _check_matrix(demand)
-    days = matrix.shape[1]
-    if days == 0:
+    if matrix.shape[1] == 0:
         return _empty(matrix, ForecastMethod.TSB)
-    demand_days, size, mse = _initial_state(matrix)
-    probability = demand_days / days
-    for t in range(days):
-        y = matrix[:, t]
-        error = y - probability * size
-        mse += gamma * (error * error - mse)
-        sold = y > 0
-        probability += beta * (sold - probability)
-        size = np.where(sold, size + alpha * (y - size), size)
-    return _result(probability * size, mse, demand_days, days, ForecastMethod.TSB, poisson_floor)
+    mean, mse, demand_days, _ = _tsb(matrix, alpha, beta, gamma, DEFAULT_PHI)
+    return _result(mean, mse, demand_days, matrix.shape[1], ForecastMethod.TSB, poisson_floor)
+
+
+def tracking_signal(demand: np.ndarray, *, phi: float = DEFAULT_PHI) -> np.ndarray:
+    """Trigg's tracking signal of TSB's one-step errors over each row of ``demand``, in [-1, 1]."""
+    _check_constant("phi", phi)
+    matrix = _check_matrix(demand)
+    if matrix.shape[1] == 0:
+        return np.zeros(matrix.shape[0])
+    return _tsb(matrix, DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, phi)[3]
+
+
+def forecast_adaptive(
+    demand: np.ndarray,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+    gamma: float = DEFAULT_GAMMA,
+    phi: float = DEFAULT_PHI,
+    signal_limit: float = DEFAULT_SIGNAL_LIMIT,
+    min_demand_days: int = DEFAULT_MIN_DEMAND_DAYS,
+) -> DemandForecast:
+    """The history's mean and variance per row of ``demand`` while its tracking signal stays within
+    ``signal_limit``, TSB's forecast and error where it does not (see the module)."""
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("phi", phi), ("signal_limit", signal_limit)):
+        _check_constant(name, value)
+    matrix = _check_matrix(demand)
+    if matrix.shape[1] == 0:
+        return _empty(matrix, ForecastMethod.ADAPTIVE)
+    tsb_mean, tsb_mse, demand_days, signal = _tsb(matrix, alpha, beta, gamma, phi)
+    moved = np.abs(signal) > signal_limit
+    window_mean, window_var = matrix.mean(axis=1), matrix.var(axis=1)
+    mean = np.where(moved, tsb_mean, window_mean)
+    variance = np.where(moved, np.maximum(tsb_mse, tsb_mean), window_var)
+    variance = np.where(demand_days < min_demand_days, np.maximum(variance, mean), variance)
+    return DemandForecast(
+        mean=mean, sigma=np.sqrt(variance), demand_days=demand_days.astype(np.int64), history_days=matrix.shape[1],
+        method=ForecastMethod.ADAPTIVE,
+    )
 
 
 def forecast_croston_sba(
@@ -174,16 +244,20 @@ def forecast_croston_sba(
 
 
 def forecast_demand(
-    demand: np.ndarray, method: ForecastMethod | str = ForecastMethod.TSB, **options: float | bool
+    demand: np.ndarray, method: ForecastMethod | str = PLANNER_METHOD, **options: float | bool
 ) -> DemandForecast:
-    """Forecast with the named method (``tsb`` or ``croston_sba``); ``options`` go to that method."""
+    """Forecast with the named method (default the planner's); ``options`` go to that method."""
     method = ForecastMethod(method)
     if method is ForecastMethod.TSB:
         return forecast_tsb(demand, **options)
-    return forecast_croston_sba(demand, **options)
+    if method is ForecastMethod.CROSTON_SBA:
+        return forecast_croston_sba(demand, **options)
+    return forecast_adaptive(demand, **options)
 
 
-def scaled_error(demand: np.ndarray, holdout_days: int = 7, method: ForecastMethod | str = ForecastMethod.TSB) -> float | None:
+def scaled_error(
+    demand: np.ndarray, holdout_days: int = 7, method: ForecastMethod | str = PLANNER_METHOD
+) -> float | None:
     """Mean absolute scaled error (Hyndman & Koehler, 2006) of the forecast on the last ``holdout_days``
     of the history: the forecast made from the days before them (flat over the horizon, as the policy
     uses it) against what sold, scaled by the in-sample mean absolute error of the one-day naive forecast

@@ -31,7 +31,7 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.planner import prompts
 from shelfproof.planner.demand import load_daily_sales
 from shelfproof.planner.drafter import POLICY_ONLY, DraftOutput, schemas_sha256, template_sha256
-from shelfproof.planner.forecast import forecast_demand, scaled_error
+from shelfproof.planner.forecast import PLANNER_METHOD, forecast_demand, scaled_error
 from shelfproof.planner.guard import Adjustment, PriceFacts, RestockCandidate, bound_promotion, bound_restock
 from shelfproof.planner.policy import ReplenishmentLines, ReplenishmentPolicy, plan_replenishment
 from shelfproof.planner import purchase_orders
@@ -375,7 +375,7 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         snapshot = {
             "kind": "restock", "organization_gln": self.organization_gln, "location_gln": location,
             "budget_left_minor": budget_left, "currency": policy.currency_code, "service_level": self.service_level,
-            "review_period_days": self.review_period_days, "history_days": self.history_days, "forecast": "tsb",
+            "review_period_days": self.review_period_days, "history_days": self.history_days, "forecast": PLANNER_METHOD.value,
             "forecast_mase": mase, "model_asked": not not_asked, "candidates": [asdict(c) for c in candidates],
         }
         return RestockResult(await self._commit(draft, output, snapshot), mase, not_asked)
@@ -470,7 +470,7 @@ class PlannerService(PurchaseOrderRpcs, planner_pb2_grpc.PlannerServiceServicer)
         snapshot = {
             "kind": "promotion", "organization_gln": self.organization_gln, "location_gln": location,
             "max_discount_bps": policy.max_discount_bps, "margin_floor_bps": policy.margin_floor_bps,
-            "products": [asdict(p) for p in ranked], "history_days": self.history_days, "forecast": "tsb",
+            "products": [asdict(p) for p in ranked], "history_days": self.history_days, "forecast": PLANNER_METHOD.value,
         }
         return pb.DraftPromotionResponse(draft=await self._commit(draft, output, snapshot))
 
