@@ -48,7 +48,7 @@ class EngineModel:
         return Generation(answer["text"], int(answer["completion_tokens"]), answer["finish_reason"])
 
 
-@serve.deployment(name="Drafter", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
+@serve.deployment(name="Drafter", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32, graceful_shutdown_wait_loop_s=0.5)
 class DrafterDeployment:
     def __init__(self, urgent_lines: int = 50) -> None:
         llm = serve.get_deployment_handle("LLMServer", app_name=LLM_APP)
