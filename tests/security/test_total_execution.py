@@ -81,16 +81,7 @@ def test_finalize_block_asserts_the_next_height():
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frame: bytes) -> abci.Response:
     writer.write(uvarint(len(frame)) + frame + uvarint(2) + abci.Request(flush=abci.RequestFlush()).SerializeToString())
     await writer.drain()
-    answers = []
-    for _ in range(2):
-        shift = length = 0
-        while True:
-            byte = (await reader.readexactly(1))[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        answers.append(abci.Response.FromString(await reader.readexactly(length)))
+    answers = await _read_answers(reader, 2)
     assert answers[1].WhichOneof("value") == "flush"
     return answers[0]
 
