@@ -326,3 +326,25 @@ async def test_a_client_cannot_submit_a_batch_envelope(tmp_path, genesis):
                 pb.SubmitTransactionRequest(transaction=encode_batch([signer.sign(_product(GTINS[0]))])), timeout=5
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_batch_can_wait_for_its_commits_in_the_call_that_submits_it(tmp_path, genesis):
+    """``wait_for_commit`` on SubmitTransactions: every acknowledged transaction is answered COMMITTED
+    with its own height and index, a refused one keeps height 0 (refused before any block), no result
+    echoes the transaction's bytes, and submitting the same batch again answers the same commits."""
+    account = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    raws = [account.sign(_event(n)) for n in range(40)]
+    gap = account.sign(_event(999), nonce=1_000)
+    async with LedgerUnderTest(tmp_path, genesis) as ledger:
+        request = pb.SubmitTransactionsRequest(transactions=[*raws, gap], wait_for_commit=True)
+        reply = await ledger.stub.SubmitTransactions(request, timeout=30)
+        committed, refused = reply.results[:40], reply.results[40]
+        assert all(r.status == pb.TRANSACTION_STATUS_COMMITTED and r.code == 0 and r.height > 0 for r in committed)
+        assert [(r.height, r.index) for r in committed] == sorted((r.height, r.index) for r in committed)
+        assert refused.status == pb.TRANSACTION_STATUS_REJECTED and refused.code == ResultCode.NONCE_GAP and refused.height == 0
+        assert not any(r.transaction for r in reply.results)
+        again = await ledger.stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws, wait_for_commit=True), timeout=30)
+        assert [(r.height, r.index, r.status) for r in again.results] == [(r.height, r.index, r.status) for r in committed]
+        client = LedgerClient(ledger.stub, account)
+        outcomes = await client.submit_many([_event(n) for n in range(100, 110)])
+        assert all(not isinstance(o, Exception) and o.status == pb.TRANSACTION_STATUS_COMMITTED for o in outcomes)

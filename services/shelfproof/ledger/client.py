@@ -17,12 +17,6 @@ from shelfproof.ledger.v1 import transaction_pb2 as txpb
 from shelfproof.runtime.client import call
 from shelfproof.runtime.errors import AlreadyExists, Internal, InvalidArgument, LedgerRejected, NotFound, PermissionDenied
 
-# Commit waits of one batch in flight at once. A batch holds up to 1,000 transactions, a server allows
-# 256 streams per connection, and under load a stream the client has seen end can still count on the
-# server's side: one wait per transaction all at once got RST_STREAM REFUSED_STREAM in CI.
-MAX_COMMIT_WAITS = 64
-
-
 def ledger_error(err: LedgerRejected) -> Exception:
     """Map the ledger's verdict on a write to the status a caller acts on."""
     if err.ledger_code == ResultCode.ALREADY_EXISTS:
@@ -77,36 +71,34 @@ class LedgerClient:
         return reply.result
 
     async def submit_many(self, bodies: list[txpb.TransactionBody], *, deadline_s: float = 60.0) -> list[pb.TransactionResult | LedgerRejected]:
-        """Sign consecutive nonces, submit them as one ordered batch, and wait for every commit.
+        """Sign consecutive nonces, submit them as one ordered batch, and wait for every commit (in the
+        same call: ``wait_for_commit``).
 
-        Returns, per body, its committed result or the LedgerRejected that refused it.
+        Returns, per body, its committed result (PENDING if the deadline came first) or the
+        LedgerRejected that refused it (``stage`` check_tx before a block, block in one).
         """
         async with self._lock:
             if not self._synced:
                 await self._sync_nonce()
             raws = [self.signer.sign(body) for body in bodies]
             reply = await call(
-                self.stub.SubmitTransactions, pb.SubmitTransactionsRequest(transactions=raws), idempotent=True,
-                deadline_s=deadline_s,
+                self.stub.SubmitTransactions, pb.SubmitTransactionsRequest(transactions=raws, wait_for_commit=True),
+                idempotent=True, deadline_s=deadline_s,
             )
-            if any(r.status == pb.TRANSACTION_STATUS_REJECTED for r in reply.results):
+            if any(r.status == pb.TRANSACTION_STATUS_REJECTED and not r.height for r in reply.results):
                 self._synced = False  # a refused nonce leaves a gap: learn the nonce again next time
 
-        waits = asyncio.Semaphore(MAX_COMMIT_WAITS)
+        def outcome(result: pb.TransactionResult) -> pb.TransactionResult | LedgerRejected:
+            if result.status != pb.TRANSACTION_STATUS_REJECTED:
+                return result
+            if not result.height:
+                return LedgerRejected(result.log, ledger_code=result.code, metadata={"stage": "check_tx"})
+            return LedgerRejected(
+                f"transaction rejected in block {result.height}: {result.log}", ledger_code=result.code,
+                metadata={"tx_hash": result.tx_hash.hex(), "stage": "block"},
+            )
 
-        async def committed(raw: bytes, admitted: pb.TransactionResult) -> pb.TransactionResult | LedgerRejected:
-            if admitted.status == pb.TRANSACTION_STATUS_REJECTED:
-                return LedgerRejected(admitted.log, ledger_code=admitted.code, metadata={"stage": "check_tx"})
-            async with waits:
-                try:
-                    return (await call(
-                        self.stub.SubmitTransaction, pb.SubmitTransactionRequest(transaction=raw, wait_for_commit=True),
-                        idempotent=True, deadline_s=deadline_s,
-                    )).result
-                except LedgerRejected as err:
-                    return err
-
-        return list(await asyncio.gather(*(committed(raw, r) for raw, r in zip(raws, reply.results, strict=True))))
+        return [outcome(r) for r in reply.results]
 
     async def put_content(self, content: bytes) -> bytes:
         reply = await call(self.stub.PutContent, pb.PutContentRequest(content=content), idempotent=True, deadline_s=60)

@@ -302,12 +302,19 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         to_acknowledge = [item for item in admitted if isinstance(item, tuple)]
         if to_acknowledge:
             await self.index.acknowledge(to_acknowledge, int(time.time() * 1000))
-        return pb.SubmitTransactionsResponse(
-            results=[
-                pb.TransactionResult(tx_hash=item[0], status=pb.TRANSACTION_STATUS_PENDING) if isinstance(item, tuple) else item
-                for item in admitted
-            ]
-        )
+        results = [
+            pb.TransactionResult(tx_hash=item[0], status=pb.TRANSACTION_STATUS_PENDING) if isinstance(item, tuple) else item
+            for item in admitted
+        ]
+        if request.wait_for_commit:
+            waiting = [i for i, r in enumerate(results) if r.status == pb.TRANSACTION_STATUS_PENDING]
+            found = await asyncio.gather(*(self._wait_until_indexed(results[i].tx_hash, context) for i in waiting))
+            for i, known in zip(waiting, found):
+                if known is not None:
+                    results[i] = _result(known)
+        for result in results:
+            result.ClearField("transaction")
+        return pb.SubmitTransactionsResponse(results=results)
 
     def _validate_envelope(self, raw: bytes) -> str:
         """Check what can be checked without state; return the signer."""
