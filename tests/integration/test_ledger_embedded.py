@@ -348,3 +348,14 @@ async def test_a_batch_can_wait_for_its_commits_in_the_call_that_submits_it(tmp_
         client = LedgerClient(ledger.stub, account)
         outcomes = await client.submit_many([_event(n) for n in range(100, 110)])
         assert all(not isinstance(o, Exception) and o.status == pb.TRANSACTION_STATUS_COMMITTED for o in outcomes)
+
+
+async def test_a_batch_wait_that_runs_out_leaves_no_waiter_behind(tmp_path, genesis):
+    """A member who asks to wait for transactions that never commit (deadline first) must not leave a
+    future per transaction in the adapter: up to 1,000 per call, as often as it likes."""
+    account = genesis.accounts[f"{BRAND}/admin-0"].signer(CHAIN)
+    async with LedgerUnderTest(tmp_path, genesis, block_interval_s=60.0) as ledger:  # no block comes in time
+        raws = [account.sign(_event(n)) for n in range(50)]
+        reply = await ledger.stub.SubmitTransactions(pb.SubmitTransactionsRequest(transactions=raws, wait_for_commit=True), timeout=1.0)
+        assert [r.status for r in reply.results] == [pb.TRANSACTION_STATUS_PENDING] * 50
+        assert ledger.adapter._waiters == {}

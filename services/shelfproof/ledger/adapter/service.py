@@ -348,14 +348,23 @@ class LedgerAdapter(ledger_pb2_grpc.LedgerServiceServicer):
         timeout = 30.0 if remaining is None else max(remaining - 0.05, 0.0)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(h, []).append(waiter)
-        known = self.index.get(h)
-        if known is None:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except asyncio.TimeoutError:
-                return None
+        try:
             known = self.index.get(h)
-        return known
+            if known is None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                except asyncio.TimeoutError:
+                    return None
+                known = self.index.get(h)
+            return known
+        finally:
+            # A wait that ends without the commit (deadline, cancelled call) takes its future with it: a
+            # transaction that never commits must not keep one per call, up to 1,000 per batch call.
+            waiting = self._waiters.get(h)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[h]
 
     async def GetTransaction(self, request: pb.GetTransactionRequest, context) -> pb.GetTransactionResponse:
         if len(request.tx_hash) != 32:
