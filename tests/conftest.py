@@ -32,11 +32,8 @@ def _has_gpu() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tier (the folder it lives in) and ``real_model`` where it uses the session's
-    vLLM engine (`make test` runs those in a session of their own, beside the rest); skip the GPU tier
-    without a GPU; run the real-model tests last, in their files' order, so that a session holding both
-    starts the engine once the rest is done."""
-    items.sort(key=lambda item: "planner_llm" in getattr(item, "fixturenames", ()))
+    """Mark each test with its tier (the folder it lives in) and ``real_model`` where it uses the served
+    vLLM engine (the e2e stack's, tests/e2e/conftest.py); skip the GPU tier without a GPU."""
     skip_gpu = None if _has_gpu() else pytest.mark.skip(reason="no NVIDIA GPU on this machine")
     for item in items:
         if "planner_llm" in getattr(item, "fixturenames", ()):

@@ -1,6 +1,6 @@
-"""The one `shelfproof up` that the end-to-end tests share (tests/e2e/test_journey.py,
-tests/e2e/test_stack_up.py): starting it costs about two minutes of CPU here, so it is started once per
-session, as soon as the collected tests show that one needs it (its start then overlaps the console's
+"""The one `shelfproof up` that the end-to-end tests share (tests/e2e/test_journey.py, the served model's
+own tests in test_planner_drafting.py and test_planner_llm.py, tests/e2e/test_stack_up.py): starting it
+costs about two minutes of CPU here, so it is started once per session, as soon as the collected tests show that one needs it (its start then overlaps the console's
 browser test, which brings servers of its own); test_stack_up.py stops it with SIGTERM and checks what that
 leaves (it runs last), and the fixture's teardown, or the session's end, stops whatever is still running
 after a failure."""
@@ -17,23 +17,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import grpc
-import pytest
+# This process joins the stack's Ray as a second driver (served_model_of below) with the token Ray keeps
+# in ~/.ray: Ray reads the mode once, when it is first imported, so it is set before anything imports it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from shelfproof.ledger.network.config import find_free_base_port
-from shelfproof.planner.model import default_model_dir, gguf_source
-from shelfproof.runtime.client import service_channel
-from shelfproof.runtime.machine import one_heavy_start
-from shelfproof.runtime.processes import descendants, free_port
-from tests.conftest import postgres_reachable_tempdir
+import grpc  # noqa: E402
+import pytest  # noqa: E402
+from ray import serve  # noqa: E402
+
+from shelfproof.ledger.network.config import find_free_base_port  # noqa: E402
+from shelfproof.planner.app import ServeDrafter, served_drafter  # noqa: E402
+from shelfproof.planner.llm import APP_NAME, LLMConfig, LocalLLM, local_ray_address, planner_ray_dir, ray_loopback_only  # noqa: E402
+from shelfproof.planner.model import default_model_dir, gguf_source  # noqa: E402
+from shelfproof.runtime.client import service_channel  # noqa: E402
+from shelfproof.runtime.machine import one_heavy_start  # noqa: E402
+from shelfproof.runtime.processes import descendants, free_port  # noqa: E402
+from tests.conftest import postgres_reachable_tempdir  # noqa: E402
 
 SHELFPROOF = Path(sys.executable).with_name("shelfproof")
 START_TIMEOUT_S = 600  # the planner's engine takes minutes on two cores
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The test that stops the shared stack runs after every other test of the session (stable sort)."""
-    items.sort(key=lambda item: bool(getattr(getattr(item, "module", None), "STOPS_THE_SHARED_STACK", False)))
+    """The test that kills the served engine runs after every other user of the model, and the test that
+    stops the shared stack after every other test of the session (stable sort)."""
+    def rank(item: pytest.Item) -> tuple[bool, bool]:
+        module = getattr(item, "module", None)
+        return bool(getattr(module, "STOPS_THE_SHARED_STACK", False)), item.name in getattr(module, "KILLS_THE_SERVED_ENGINE", ())
+
+    items.sort(key=rank)
 
 
 def stack_channel(address: str, state_dir: Path) -> grpc.aio.Channel:
@@ -220,3 +232,39 @@ def shelfproof_up() -> Iterator[RunningStack]:
     finally:
         if not stack.stopped:
             stack.kill_what_is_left()
+
+
+def served_model_of(stack: RunningStack) -> LocalLLM:
+    """The stack's served model, reached as a second Ray driver on the planner's local Ray (loopback, Ray's
+    token from ~/.ray): the same LLMServer and Drafter deployments `shelfproof up` started, through their
+    handles, and its OpenAI-compatible endpoint. One engine for the journey and the model's own tests."""
+    import ray
+
+    state_dir = planner_ray_dir(int(stack.env["SHELFPROOF_PLANNER_PORT"]))
+    address = local_ray_address(state_dir)
+    assert address, f"the planner wrote no Ray address under {state_dir}"
+    ray_loopback_only()
+    ray.init(address=address, _node_ip_address="127.0.0.1", namespace="serve", configure_logging=False, log_to_driver=False)
+    handle = serve.get_deployment_handle("LLMServer", app_name=APP_NAME)
+    info = handle.info.remote().result(timeout_s=60)
+    config = LLMConfig(model_path=Path(stack.env["SHELFPROOF_PLANNER_MODEL_DIR"]), model_name=info["model"],
+                       weights_digest=info["weights_digest"], dtype=info["dtype"], dtype_reason=info.get("dtype_reason", ""))
+    return LocalLLM(handle, f"http://127.0.0.1:{stack.env['SHELFPROOF_PLANNER_OPENAI_PORT']}/v1", config, serve_start_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def planner_llm(shelfproof_up: RunningStack) -> Iterator[LocalLLM]:
+    """The shared stack's model (``served_model_of``), connected for one module: the driver leaves before
+    test_stack_up stops the stack (a driver whose Ray goes away ends its process)."""
+    import ray
+
+    try:
+        yield served_model_of(shelfproof_up)
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def drafter(planner_llm: LocalLLM) -> ServeDrafter:
+    """The stack's Drafter deployment (the planner service's drafting backend), through its handle."""
+    return served_drafter()

@@ -1,5 +1,5 @@
 """The planner's gRPC service over the real ledger and PostgreSQL, with a scripted model standing in
-for vLLM (tests/integration/test_planner_llm.py runs the real engine): quantities from the forecast and
+for vLLM (tests/e2e/test_planner_llm.py runs the real engine): quantities from the forecast and
 policy, bounds over the model's proposals, a complete decision record, approval by people."""
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -57,7 +56,7 @@ async def serve(
     settings: PlannerSettings, state_dir: Path, dsn: str, tls: TlsSettings | None = None, environment: str = "development"
 ) -> None:
     from shelfproof.planner.app import start_drafter
-    from shelfproof.planner.llm import LLMSettings, start_local_llm, stop_local_llm
+    from shelfproof.planner.llm import LLMSettings, planner_ray_dir, start_local_llm, stop_local_llm
     from shelfproof.planner.projector import DraftProjector
     from shelfproof.planner.runner import RestockRunner
     from shelfproof.planner.service import PlannerService
@@ -72,8 +71,7 @@ async def serve(
     await pool.open(wait=True)
     projector = DraftProjector(pool, ledger)
     # Ray and Serve start synchronously (about a minute on two cores, vLLM's engine included).
-    # Ray's temp dir holds Unix sockets, whose paths must stay under 108 bytes: a short folder of its own.
-    ray_dir = Path(tempfile.gettempdir()) / f"sp-planner-{settings.port}"
+    ray_dir = planner_ray_dir(settings.port)
     local = await asyncio.to_thread(start_local_llm, LLMSettings().llm_config(), state_dir=ray_dir, http_port=settings.openai_port)
     # Ray and the engine run in processes of Ray's own: stopped whatever ends the service, a signal or
     # a start that fails after them (a port taken), so that no engine outlives its planner.

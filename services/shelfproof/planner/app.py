@@ -77,4 +77,9 @@ class ServeDrafter:
 def start_drafter(urgent_lines: int = 50) -> ServeDrafter:
     """Run the drafting application next to the model application (already started); no HTTP route."""
     serve.run(DrafterDeployment.bind(urgent_lines), name=DRAFTER_APP, route_prefix=None)
+    return served_drafter()
+
+
+def served_drafter() -> ServeDrafter:
+    """The drafting application already running on the connected Ray (a planner's, from another driver)."""
     return ServeDrafter(serve.get_deployment_handle("Drafter", app_name=DRAFTER_APP))

