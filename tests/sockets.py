@@ -1,4 +1,4 @@
-"""Which sockets a process tree listens on: the loopback checks of tests/e2e and tests/integration."""
+"""Which sockets a process tree listens on: the loopback check of tests/e2e/test_stack_up.py."""
 
 from __future__ import annotations
 

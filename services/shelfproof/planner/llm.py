@@ -611,7 +611,7 @@ def bind_serve_replicas_to_loopback() -> None:
     """Ray's ``worker_process_setup_hook`` for every worker of our local Ray: Serve 2.60 starts each
     replica's inter-deployment gRPC server on ``[::]:0`` (``serve/_private/replica.py``), every
     interface, with no setting for it; this makes it 127.0.0.1:0 (its clients dial the node IP, which
-    is 127.0.0.1 here). Checked by the socket listings of tests/e2e and tests/integration."""
+    is 127.0.0.1 here). Checked by the stack's socket listing in tests/e2e/test_stack_up.py."""
     from ray.serve._private import replica
 
     bind = replica.add_port_to_grpc_server
