@@ -1,9 +1,9 @@
 """The one `shelfproof up` that the end-to-end tests share (tests/e2e/test_journey.py, the served model's
 own tests in test_planner_drafting.py and test_planner_llm.py, tests/e2e/test_stack_up.py): starting it
-costs about two minutes of CPU here, so it is started once per session, as soon as the collected tests show that one needs it (its start then overlaps the console's
-browser test, which brings servers of its own); test_stack_up.py stops it with SIGTERM and checks what that
-leaves (it runs last), and the fixture's teardown, or the session's end, stops whatever is still running
-after a failure."""
+costs about two minutes of CPU here, so it is started once per session, as soon as the collected tests
+show that one needs it (its start then overlaps the console's browser test, which brings servers of its
+own); test_stack_up.py stops it with SIGTERM and checks what that leaves (it runs last), and the
+fixture's teardown, or the session's end, stops whatever is still running after a failure."""
 
 from __future__ import annotations
 

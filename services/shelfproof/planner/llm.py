@@ -73,7 +73,7 @@ Dtype = Literal["auto", "bfloat16", "float32", "float16"]
 RAY_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # A local Ray that keeps quiet while idle: Serve's control loop every second (not every 0.1 s) and no Ray
 # metrics agent export (our own /metrics serve the planner's series). Measured idle Ray + Serve here:
-# 0.124 of a core by default, 0.081 with these; the suite runs two local Rays for minutes.
+# 0.124 of a core by default, 0.081 with these; the test suite keeps one running for minutes.
 RAY_LOCAL_QUIET_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_enable_metrics_collection": "false"}
 # The file in a local Ray's temp dir that names its GCS address (host:port).
 RAY_ADDRESS_FILE = "gcs-address"
