@@ -27,7 +27,7 @@ from ray import serve  # noqa: E402
 
 from shelfproof.ledger.network.config import find_free_base_port  # noqa: E402
 from shelfproof.planner.app import ServeDrafter, served_drafter  # noqa: E402
-from shelfproof.planner.llm import APP_NAME, LLMConfig, LocalLLM, local_ray_address, planner_ray_dir, ray_loopback_only  # noqa: E402
+from shelfproof.planner.llm import APP_NAME, LLMSettings, LocalLLM, local_ray_address, planner_ray_dir, ray_loopback_only  # noqa: E402
 from shelfproof.planner.model import default_model_dir, gguf_source  # noqa: E402
 from shelfproof.runtime.client import service_channel  # noqa: E402
 from shelfproof.runtime.machine import one_heavy_start  # noqa: E402
@@ -268,9 +268,9 @@ def served_model_of(stack: RunningStack) -> LocalLLM:
     ray_loopback_only()
     ray.init(address=address, _node_ip_address="127.0.0.1", namespace="serve", configure_logging=False, log_to_driver=False)
     handle = serve.get_deployment_handle("LLMServer", app_name=APP_NAME)
-    info = handle.info.remote().result(timeout_s=60)
-    config = LLMConfig(model_path=Path(stack.env["SHELFPROOF_PLANNER_MODEL_DIR"]), model_name=info["model"],
-                       weights_digest=info["weights_digest"], dtype=info["dtype"], dtype_reason=info.get("dtype_reason", ""))
+    # The config the planner serves with, built as it builds it (same settings, same machine): what the
+    # tests hold the served engine and its decision records to, not what the engine says of itself.
+    config = LLMSettings().llm_config().resolved()
     return LocalLLM(handle, f"http://127.0.0.1:{stack.env['SHELFPROOF_PLANNER_OPENAI_PORT']}/v1", config, serve_start_s=0.0)
 
 
