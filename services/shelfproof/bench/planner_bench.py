@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import shutil
 import tempfile
@@ -143,26 +144,46 @@ async def run(args: argparse.Namespace) -> dict:
     from shelfproof.planner.llm_bench import bare_tokens_per_s, bare_vs_serve, drafts_schema_validity
 
     started = time.monotonic()
-    config = await asyncio.to_thread(LLMSettings().llm_config().resolved)
+    phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            phases[name] = round(time.monotonic() - began, 1)
+
+    with phase("settings"):
+        config = await asyncio.to_thread(LLMSettings().llm_config().resolved)
     sizes = {"prompts_per_run": args.prompts_per_run, "max_tokens": prompts.RESTOCK_MAX_TOKENS}
     by_dtype: dict[str, dict] = {}
     for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
         if dtype != config.dtype:
-            by_dtype[dtype] = await bare_tokens_per_s(config.model_copy(update={"dtype": dtype}), runs=args.dtype_runs, **sizes)
+            with phase(f"bare_{dtype}"):
+                by_dtype[dtype] = await bare_tokens_per_s(config.model_copy(update={"dtype": dtype}), runs=args.dtype_runs, **sizes)
     tmp = Path(tempfile.mkdtemp(prefix="sp-bench-llm-"))
-    bare = await asyncio.to_thread(LanguageEngine, config)
+    with phase("bare_engine_start"):
+        bare = await asyncio.to_thread(LanguageEngine, config)
     try:
-        local = await asyncio.to_thread(start_local_llm, config, state_dir=tmp)
+        with phase("serve_start"):
+            local = await asyncio.to_thread(start_local_llm, config, state_dir=tmp)
         try:
-            serve = await bare_vs_serve(bare, local, runs=args.runs, **sizes)
+            with phase("bare_vs_serve"):
+                serve = await bare_vs_serve(bare, local, runs=args.runs, **sizes)
             by_dtype[config.dtype] = {"tokens_per_s": serve["bare_tokens_per_s"], "engine_start_s": round(bare.start_s, 2)}
             info = bare.info()
-            bare.shutdown()  # its cores and memory go to the drafting parts
-            drafter = await asyncio.to_thread(start_drafter, 50)
-            sweep = await drafts_schema_validity(drafter, args.drafts)
-            restock = await restock_timing(args.products, drafter)
+            with phase("bare_shutdown"):
+                bare.shutdown()  # its cores and memory go to the drafting parts
+            with phase("drafter_start"):
+                drafter = await asyncio.to_thread(start_drafter, 50)
+            with phase("drafts"):
+                sweep = await drafts_schema_validity(drafter, args.drafts)
+            with phase("restock"):
+                restock = await restock_timing(args.products, drafter)
         finally:
-            await asyncio.to_thread(stop_local_llm)
+            with phase("serve_stop"):
+                await asyncio.to_thread(stop_local_llm)
     finally:
         bare.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -175,6 +196,7 @@ async def run(args: argparse.Namespace) -> dict:
         "engine_start_s_by_dtype": {d: v["engine_start_s"] for d, v in by_dtype.items()},
         "serve_start_s": round(local.serve_start_s, 2),
         **serve, **sweep, **restock,
+        "phases_s": phases,
         "total_s": round(time.monotonic() - started, 1),
     }
 
