@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 
@@ -21,6 +22,7 @@ from ray.exceptions import RayTaskError
 
 from shelfproof.planner.llm import APP_NAME, LanguageEngine, LLMConfig, LocalLLM, engine_distribution
 from shelfproof.planner.model import MODEL_NAME, prepare_model, weights_digest
+from shelfproof.runtime.processes import mapped_shared_memory
 from tests.e2e.conftest import RunningStack
 
 # The shared stack's start (up to 10 minutes here) counts against the first test when the module runs alone.
@@ -211,7 +213,11 @@ def _served_engine_core(stack: RunningStack) -> psutil.Process:
 
 
 async def test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_replica(planner_llm: LocalLLM, shelfproof_up: RunningStack) -> None:
-    _served_engine_core(shelfproof_up).send_signal(signal.SIGKILL)
+    engine_core = _served_engine_core(shelfproof_up)
+    # Its ring buffers in /dev/shm: a killed engine core cannot unlink them; the replica releases them.
+    segments = mapped_shared_memory([engine_core.pid, *(c.pid for c in engine_core.children(recursive=True))])
+    assert segments, "the engine core maps no shared memory: the leak check below would check nothing"
+    engine_core.send_signal(signal.SIGKILL)
 
     deadline = time.monotonic() + 60
     while True:  # vLLM notices the dead engine core within moments
@@ -236,6 +242,7 @@ async def test_a_dead_engine_fails_the_health_check_and_serve_replaces_the_repli
         await asyncio.sleep(2)
     jsonschema.validate(json.loads(answer["text"]), RESTOCK_ORDER)
     assert await planner_llm.handle.check_health.remote() is None
+    assert not [s for s in segments if os.path.exists(s)], "the killed engine core's shared memory was left behind"
 
 
 @pytest.mark.gpu

@@ -63,6 +63,7 @@ from ray.serve.handle import DeploymentHandle
 
 from shelfproof.planner.model import PreparedModel, prepare_model
 from shelfproof.runtime.machine import NATIVE_BF16_FLAGS, Machine, one_heavy_start, quiet_please, this_machine
+from shelfproof.runtime.processes import descendants, mapped_shared_memory, release_unmapped_shared_memory
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ RAY_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 RAY_LOCAL_QUIET_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1", "RAY_enable_metrics_collection": "false"}
 # The file in a local Ray's temp dir that names its GCS address (host:port).
 RAY_ADDRESS_FILE = "gcs-address"
+# How long a stopped engine core gets to exit before it is killed (its shared memory released after).
+ENGINE_STOP_WAIT_S = 1.0
 # Starts of a local Ray before giving up (each late one costs about 50 s on a loaded two-core machine).
 RAY_START_ATTEMPTS = 5
 
@@ -251,6 +254,9 @@ class LanguageEngine:
             started = time.monotonic()
             self.engine = AsyncLLM.from_engine_args(args)
             self.start_s = time.monotonic() - started
+        # The engine's shared memory (its processes' ring buffers in /dev/shm, 160 MiB files): an engine
+        # core that is killed, or outlives vLLM's 5 s shutdown wait, leaves them behind; released below.
+        self.shared_memory = mapped_shared_memory(descendants(os.getpid()))
         self.tokenizer = self.engine.get_tokenizer()
         log.info("vLLM engine up in %.1f s", self.start_s, extra={"engine": self.engine_name, "model": self.config.model_name})
 
@@ -338,13 +344,17 @@ class LanguageEngine:
 
     async def check_health(self) -> None:
         if self.engine is None or self.engine.errored:
+            release_unmapped_shared_memory(self.shared_memory)
             raise RuntimeError("the vLLM engine is dead")
         await self.engine.check_health()
 
     def shutdown(self) -> None:
         engine, self.engine = self.engine, None
         if engine is not None:
-            engine.shutdown()
+            # vLLM waits 5 s for its engine core to exit and then kills it: it always needed the 5 s here
+            # (its worker takes 3 s to exit, the core longer) and holds nothing worth waiting for.
+            engine.shutdown(timeout=ENGINE_STOP_WAIT_S)
+        release_unmapped_shared_memory(self.shared_memory)
 
 
 # A replica being stopped looks for in-flight requests every half second, not every 2 s (Serve's

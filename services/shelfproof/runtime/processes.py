@@ -65,3 +65,41 @@ def die_with_parent() -> None:
     """``preexec_fn`` for children: the kernel sends them SIGTERM if their parent dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+SHARED_MEMORY_DIR = "/dev/shm"
+
+
+def mapped_shared_memory(pids: list[int] | None = None) -> set[str]:
+    """The files under /dev/shm that the processes ``pids`` (None: every process) have mapped."""
+    if pids is None:
+        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    found: set[str] = set()
+    prefix = SHARED_MEMORY_DIR + "/"
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    at = line.find(prefix)
+                    if at >= 0:
+                        found.add(line[at:].rstrip("\n").removesuffix(" (deleted)"))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def release_unmapped_shared_memory(paths: set[str]) -> list[str]:
+    """Unlink those of ``paths`` that still exist and that no process maps any more: what a killed process
+    leaves behind (vLLM's engine core creates its ring buffers there and unlinks them only when it exits
+    normally). Returns the paths removed."""
+    left = {p for p in paths if os.path.exists(p)}
+    if not left:
+        return []
+    removed = []
+    for path in sorted(left - mapped_shared_memory()):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
