@@ -351,6 +351,7 @@ class LanguageEngine:
     def shutdown(self) -> None:
         engine, self.engine = self.engine, None
         if engine is not None:
+            self.shared_memory |= mapped_shared_memory(descendants(os.getpid()))  # and what it made since
             # vLLM waits 5 s for its engine core to exit and then kills it: it always needed the 5 s here
             # (its worker takes 3 s to exit, the core longer) and holds nothing worth waiting for.
             engine.shutdown(timeout=ENGINE_STOP_WAIT_S)
