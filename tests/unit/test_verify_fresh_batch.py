@@ -20,7 +20,7 @@ class ReaderCatchingUp:
     async def read(self, keys):
         self.reads += 1
         records = {} if self.reads <= self.lagging else {"batches": st.BatchRecord(height=7)}
-        return LedgerRead(None, [], records)
+        return LedgerRead(None, [], records, [])
 
 
 def _verifier(reader: ReaderCatchingUp) -> Verifier:

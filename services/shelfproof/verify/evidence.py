@@ -12,6 +12,7 @@ fact, not a gap in what the server chose to send.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 
@@ -105,6 +106,15 @@ class CheckedHeader:
     validator_set: bytes
     # Header height + 1's BFT time, Unix seconds: how old the evidence is.
     time_unix_s: float = 0.0
+
+    # Every report at this height carries the same header and validator set: encoded once.
+    @functools.cached_property
+    def signed_header_b64(self) -> str:
+        return _b64(self.signed_header)
+
+    @functools.cached_property
+    def validator_set_b64(self) -> str:
+        return _b64(self.validator_set)
 
 
 def check_header(
@@ -205,7 +215,22 @@ def _unb64(text: str) -> bytes:
         raise EvidenceError("evidence has a field that is not base64") from None
 
 
-def evidence_json(header: CheckedHeader, values: list[pb.StoreValue], membership: Proof | None) -> dict:
+def value_json(v: pb.StoreValue) -> dict:
+    """One proven value as the evidence JSON carries it (its store, key, value and proof operations)."""
+    return {
+        "store": v.store,
+        "key": v.key.decode(),
+        "fact": FACT_OF_STORE.get(v.store, v.store),
+        "found": v.found,
+        "value": _b64(v.value),
+        "proof_ops": [{"type": op.type, "key": _b64(op.key), "data": _b64(op.data)} for op in v.proof_ops],
+    }
+
+
+def evidence_json(
+    header: CheckedHeader, values: list[pb.StoreValue], membership: Proof | None, proofs: list[dict] | None = None
+) -> dict:
+    """``proofs``: ``value_json`` of each of ``values``, when the caller keeps them (most repeat from scan to scan)."""
     return {
         "chain_id": header.chain_id,
         "height": header.height,
@@ -216,19 +241,9 @@ def evidence_json(header: CheckedHeader, values: list[pb.StoreValue], membership
             "signed_power": header.commit.signed_power,
             "total_power": header.commit.total_power,
         },
-        "signed_header": _b64(header.signed_header),
-        "validator_set": _b64(header.validator_set),
-        "proofs": [
-            {
-                "store": v.store,
-                "key": v.key.decode(),
-                "fact": FACT_OF_STORE.get(v.store, v.store),
-                "found": v.found,
-                "value": _b64(v.value),
-                "proof_ops": [{"type": op.type, "key": _b64(op.key), "data": _b64(op.data)} for op in v.proof_ops],
-            }
-            for v in values
-        ],
+        "signed_header": header.signed_header_b64,
+        "validator_set": header.validator_set_b64,
+        "proofs": proofs if proofs is not None else [value_json(v) for v in values],
         "batch_membership": None
         if membership is None
         else {

@@ -151,6 +151,7 @@ class LedgerRead:
     header: ev.CheckedHeader
     values: list[pb.StoreValue]
     records: dict[str, object]
+    proofs: list[dict]  # ev.value_json of each value
 
 
 class LedgerReader:
@@ -208,7 +209,7 @@ class LedgerReader:
             )
             header = ev.check_header(self.chain_id, reply.height, reply.signed_header, reply.validator_set, self.trusted)
             by_key = {(v.store, v.key): v for v in reply.values}
-            checked = {k: self._check(header, by_key[k]) for k in unique}
+            checked = {k: self._check(header, by_key[k]) for k in unique}  # (records, value_json)
         except (DomainError, ev.EvidenceError, KeyError) as err:
             if isinstance(err, ev.EvidenceError):
                 log.error("ledger evidence failed its check", extra={"error": str(err)})
@@ -224,16 +225,17 @@ class LedgerReader:
                 continue
             records: dict[str, object] = {}
             for k in keys:
-                records.update(checked[k])
-            future.set_result(LedgerRead(header, [by_key[k] for k in keys], records))
+                records.update(checked[k][0])
+            future.set_result(LedgerRead(header, [by_key[k] for k in keys], records, [checked[k][1] for k in keys]))
 
-    def _check(self, header: ev.CheckedHeader, value: pb.StoreValue) -> dict[str, object]:
+    def _check(self, header: ev.CheckedHeader, value: pb.StoreValue) -> tuple[dict[str, object], dict]:
+        """The value's records, its proof checked, and its evidence JSON: both kept for the app hash."""
         cache_key = (header.app_hash, value.store, value.key, value.value)
-        records = self._checked.get(cache_key)
-        if records is None:
-            records = ev.check_values(header, [value])
-            self._checked.put(cache_key, records)
-        return records
+        checked = self._checked.get(cache_key)
+        if checked is None:
+            checked = (ev.check_values(header, [value]), ev.value_json(value))
+            self._checked.put(cache_key, checked)
+        return checked
 
     async def content(self, sha256: bytes) -> bytes:
         reply = await call(self.stub.GetContent, pb.GetContentRequest(sha256=sha256), idempotent=True, deadline_s=60)
@@ -402,7 +404,10 @@ class Verifier:
         self.trees = BatchTrees(reader)
         self.scans = scans
         self.rules = rules
+        self._rules_json = dataclasses.asdict(rules)
         self._signatures = TTLCache(200_000, None)
+        # A serial's path to its batch's committed root, checked once: the batch's tree never changes.
+        self._members = TTLCache(200_000, None)
         # Called with each scan's verdict (runtime/metrics.py).
         self.verdict_observers: list[Callable[[str], None]] = []
 
@@ -439,10 +444,16 @@ class Verifier:
                 membership = tree.proof(row.leaf_index)
         in_batch = False
         if membership is not None:
-            try:
-                ev.check_membership(serial, membership, batch)
-                in_batch = True
-            except ev.EvidenceError:
+            member_key = (batch.batch.serials_merkle_root, batch.batch.count, serial, membership.index)
+            in_batch = self._members.get(member_key)
+            if in_batch is None:
+                try:
+                    ev.check_membership(serial, membership, batch)
+                    in_batch = True
+                except ev.EvidenceError:
+                    in_batch = False
+                self._members.put(member_key, in_batch)
+            if not in_batch:
                 membership = None
         facts = Facts(
             gtin=gtin, serial=serial, signature_present=link.signature is not None,
@@ -519,12 +530,12 @@ class Verifier:
             },
             "journey": journey,
             "facts": {"proven": proven, "reported": reported},
-            "evidence": ev.evidence_json(read.header, read.values, membership),
+            "evidence": ev.evidence_json(read.header, read.values, membership, read.proofs),
             "scan": {
                 "recorded": recorded, "cell": f.scan_cell or None, "region": f.scan_region or None, "time": _iso(now),
                 "unix_s": int(now),
             },
             # The clone-signal thresholds this verdict used (policy, not facts).
-            "rules": dataclasses.asdict(self.rules),
+            "rules": self._rules_json,
             "checked_at": _iso(now),
         }

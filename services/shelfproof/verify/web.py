@@ -185,12 +185,9 @@ async def verify_item(request: web.Request) -> web.StreamResponse:
             raise HttpProblem(400, "Time zone not readable", str(err)) from None
     report = await request.app[VERIFIER].verify(link, client=_client(request), cell=cell, region=region)
     if wants_json(request):
-        return web.json_response(report, headers=SECURITY_HEADERS, dumps=_dumps)
+        # orjson's bytes as the body: no str round trip of a 15 KB report
+        return web.Response(body=orjson.dumps(report), content_type="application/json", headers=SECURITY_HEADERS)
     return web.Response(text=render_report(report), content_type="text/html", headers=SECURITY_HEADERS)
-
-
-def _dumps(value) -> str:
-    return orjson.dumps(value).decode()
 
 
 async def home(request: web.Request) -> web.Response:
