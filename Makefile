@@ -23,7 +23,7 @@ GOGOPROTO = $(GOMODCACHE)/github.com/cosmos/gogoproto@v1.7.0
 PROTO_FILES := $(shell find proto -name '*.proto')
 PROTO_SENTINEL := services/shelfproof/common/v1/common_pb2.py
 
-.PHONY: help deps venv system-deps cometbft proto model lint-proto run test test-unit test-integration test-e2e \
+.PHONY: help deps venv system-deps cometbft proto model lint-proto run test test-unit test-integration test-e2e test-slow-cores \
 	test-security test-gpu fuzz bench lock clean infra-check infra-tools
 
 help:
@@ -221,6 +221,12 @@ FUZZ_EXAMPLES ?= 2000
 fuzz: deps
 	SHELFPROOF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) --hypothesis-show-statistics \
 		tests/security/test_fuzz_grpc.py tests/security/test_fuzz_inputs.py
+
+# `make test` on emulated slower cores (each keeps SLOW_CORES_SHARE of itself; needs root or CAP_SYS_NICE) with
+# the planner in float32, as an AVX2-only machine runs it: infra/tools/slow_cores.py says how.
+SLOW_CORES_SHARE ?= 0.45
+test-slow-cores: deps
+	$(BIN)/python infra/tools/slow_cores.py $(SLOW_CORES_SHARE) -- env SHELFPROOF_PLANNER_DTYPE=float32 $(MAKE) test
 
 test-gpu: deps
 	$(PYTEST) -m gpu tests
