@@ -445,9 +445,11 @@ def canonical_epc(value: str) -> str:
     return canonical_key(value) or value
 
 
+@lru_cache(maxsize=1 << 16)
 def item_of(epc: str) -> tuple[str, str] | None:
     """(GTIN-14, serial) of a serialized item's EPC (DL URI on any host, or SGTIN URN); None for other identifiers.
 
-    Consensus calls this on member input: it is bounded and linear-time (no backtracking regex).
+    Consensus calls this on member input: it is bounded and linear-time (no backtracking regex). A pure
+    function of the text, kept for recent EPCs: CheckTx and FinalizeBlock read the same event's EPCs.
     """
     return item_key(epc)
