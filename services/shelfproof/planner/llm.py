@@ -255,7 +255,7 @@ class LanguageEngine:
             self.engine = AsyncLLM.from_engine_args(args)
             self.start_s = time.monotonic() - started
         # The engine's shared memory (its processes' ring buffers in /dev/shm, 160 MiB files): an engine
-        # core that is killed, or outlives vLLM's 5 s shutdown wait, leaves them behind; released below.
+        # core that is killed, or outlives the ENGINE_STOP_WAIT_S it gets to exit, leaves them behind; released below.
         self.shared_memory = mapped_shared_memory(descendants(os.getpid()))
         self.tokenizer = self.engine.get_tokenizer()
         log.info("vLLM engine up in %.1f s", self.start_s, extra={"engine": self.engine_name, "model": self.config.model_name})
